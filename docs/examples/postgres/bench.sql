@@ -1,0 +1,18 @@
+-- Trivial procedures for measuring procgate's own cost (procgate-bench).
+
+-- The cheapest meaningful call: two inputs, one IN OUT result.
+CREATE OR REPLACE PROCEDURE public.bench_add(a integer, b integer, INOUT c integer)
+LANGUAGE plpgsql AS $$
+BEGIN
+    c := a + b;
+END $$;
+
+-- A job that reports `p_steps` progress notices over `p_total_ms`.
+CREATE OR REPLACE PROCEDURE public.bench_progress(p_steps integer, p_total_ms integer)
+LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..p_steps LOOP
+        PERFORM pg_sleep(p_total_ms / 1000.0 / p_steps);
+        RAISE NOTICE 'progress: % step %', i * 100 / p_steps, i;
+    END LOOP;
+END $$;

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian-like machine lacks for procgate's demo and
+# tests, and nothing more. Idempotent: a no-op on a machine that has it all.
+#
+#  - PostgreSQL server binaries (initdb, postgres) for the embedded database
+#    and the tests (pgtemp); found under /usr/lib/postgresql/<v>/bin.
+#  - sudo, when running as root: pgtemp starts PostgreSQL as the `postgres`
+#    user through `sudo -u postgres` (PostgreSQL refuses to run as root).
+set -euo pipefail
+
+missing=()
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null; then
+  missing+=(postgresql)
+fi
+if [ "$(id -u)" = 0 ] && ! command -v sudo >/dev/null; then
+  missing+=(sudo)
+fi
+if ! command -v psql >/dev/null; then
+  missing+=(postgresql-client)
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  as_root=()
+  [ "$(id -u)" = 0 ] || as_root=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${as_root[@]}" apt-get update -qq
+  "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

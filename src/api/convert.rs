@@ -1,0 +1,472 @@
+//! protobuf ⇄ domain conversion, with validation on the way in.
+//!
+//! Requests become [`ProcedureCall`]s here, and every check that needs no
+//! database happens here: names, directions, types, value formats, sizes.
+//! A request that fails any of them never reaches a backend. On the way out,
+//! snapshots, outputs and descriptions become protobuf messages.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Datelike, Utc};
+use prost_types::Timestamp;
+
+use crate::backend::{ParamDescription, ProcedureDescription};
+use crate::call::{
+    self, Column, Direction, Outputs, Param, ProcedureCall, ResultSet, Value, ValueType,
+};
+use crate::error::{Error, Result};
+use crate::jobs::{JobSnapshot, JobState};
+use crate::name::{Identifier, ProcedureName, printable};
+use crate::proto as pb;
+use crate::proto::value::Kind;
+
+/// Most parameters in one call (PostgreSQL allows 100 function arguments).
+pub const MAX_PARAMS: usize = 1000;
+
+fn invalid(message: String) -> Error {
+    Error::InvalidArgument(message)
+}
+
+pub fn call_from_proto(call: Option<pb::ProcedureCall>) -> Result<ProcedureCall> {
+    let call = call.ok_or_else(|| invalid("`call` is required".into()))?;
+    let name = ProcedureName::parse(&call.procedure)?;
+    if call.params.len() > MAX_PARAMS {
+        return Err(invalid(format!(
+            "{} parameters; at most {MAX_PARAMS} are accepted",
+            call.params.len()
+        )));
+    }
+    let mut seen = HashSet::new();
+    let params = call
+        .params
+        .into_iter()
+        .map(|p| {
+            let param = param_from_proto(p)?;
+            if !seen.insert(param.name.folded_lower()) {
+                return Err(invalid(format!(
+                    "parameter {} is given more than once",
+                    param.name
+                )));
+            }
+            Ok(param)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ProcedureCall {
+        name,
+        display_name: call.procedure,
+        params,
+        returns: value_type_from_proto(call.returns, "returns")?,
+    })
+}
+
+fn param_from_proto(param: pb::Param) -> Result<Param> {
+    let name = Identifier::parse(&param.name, "parameter name")?;
+    let direction = match pb::Direction::try_from(param.direction) {
+        Ok(pb::Direction::Unspecified | pb::Direction::In) => Direction::In,
+        Ok(pb::Direction::Out) => Direction::Out,
+        Ok(pb::Direction::InOut) => Direction::InOut,
+        Err(_) => {
+            return Err(invalid(format!(
+                "parameter {name}: unknown direction {}",
+                param.direction
+            )));
+        }
+    };
+    let value_type = value_type_from_proto(param.r#type, &format!("parameter {name}"))?;
+    let value = match (direction, param.value) {
+        (Direction::Out, None) => None,
+        (
+            Direction::Out,
+            Some(pb::Value {
+                kind: None | Some(Kind::NullValue(_)),
+            }),
+        ) => None,
+        (Direction::Out, Some(_)) => {
+            return Err(invalid(format!(
+                "parameter {name} is OUT and must not carry a value (use IN_OUT to pass one in)"
+            )));
+        }
+        (_, None) => {
+            return Err(invalid(format!(
+                "parameter {name} is IN but has no value: send a value, `null_value` for NULL, \
+                 or leave the parameter out to use its default"
+            )));
+        }
+        (_, Some(value)) => {
+            let value = value_from_proto(value)
+                .map_err(|why| invalid(format!("parameter {name}: {why}")))?;
+            let value = match value_type {
+                Some(t) => value
+                    .coerce(t)
+                    .map_err(|why| invalid(format!("parameter {name}: {why}")))?,
+                None => value,
+            };
+            Some(value)
+        }
+    };
+    if value_type == Some(ValueType::Cursor) && direction.takes_value() {
+        return Err(invalid(format!(
+            "parameter {name}: a cursor can only be an OUT parameter"
+        )));
+    }
+    Ok(Param {
+        name,
+        direction,
+        value_type,
+        value,
+        size: (param.size > 0).then_some(param.size),
+    })
+}
+
+fn value_type_from_proto(raw: i32, what: &str) -> Result<Option<ValueType>> {
+    use pb::ValueType as P;
+    let value_type = match P::try_from(raw) {
+        Ok(P::Unspecified) => return Ok(None),
+        Ok(P::String) => ValueType::String,
+        Ok(P::Integer) => ValueType::Integer,
+        Ok(P::Number) => ValueType::Number,
+        Ok(P::Float) => ValueType::Float,
+        Ok(P::Boolean) => ValueType::Boolean,
+        Ok(P::Date) => ValueType::Date,
+        Ok(P::Timestamp) => ValueType::Timestamp,
+        Ok(P::Bytes) => ValueType::Bytes,
+        Ok(P::Clob) => ValueType::Clob,
+        Ok(P::Json) => ValueType::Json,
+        Ok(P::Cursor) => ValueType::Cursor,
+        Err(_) => return Err(invalid(format!("{what}: unknown value type {raw}"))),
+    };
+    Ok(Some(value_type))
+}
+
+pub fn value_type_to_proto(value_type: Option<ValueType>) -> pb::ValueType {
+    use pb::ValueType as P;
+    match value_type {
+        None => P::Unspecified,
+        Some(ValueType::String) => P::String,
+        Some(ValueType::Integer) => P::Integer,
+        Some(ValueType::Number) => P::Number,
+        Some(ValueType::Float) => P::Float,
+        Some(ValueType::Boolean) => P::Boolean,
+        Some(ValueType::Date) => P::Date,
+        Some(ValueType::Timestamp) => P::Timestamp,
+        Some(ValueType::Bytes) => P::Bytes,
+        Some(ValueType::Clob) => P::Clob,
+        Some(ValueType::Json) => P::Json,
+        Some(ValueType::Cursor) => P::Cursor,
+    }
+}
+
+fn value_from_proto(value: pb::Value) -> std::result::Result<Value, String> {
+    let no_nul = |s: String| {
+        if s.contains('\0') {
+            Err("contains a NUL character, which databases cannot store in text".to_string())
+        } else {
+            Ok(s)
+        }
+    };
+    Ok(match value.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::StringValue(s)) => Value::String(no_nul(s)?),
+        Some(Kind::IntegerValue(i)) => Value::Integer(i),
+        Some(Kind::NumberValue(s)) => Value::Number(s).coerce(ValueType::Number)?,
+        Some(Kind::FloatValue(f)) => Value::Float(f),
+        Some(Kind::BoolValue(b)) => Value::Bool(b),
+        Some(Kind::DateValue(s)) => Value::Date(call::parse_date(&s)?),
+        Some(Kind::TimestampValue(t)) => Value::Timestamp(timestamp_from_proto(&t)?),
+        Some(Kind::BytesValue(b)) => Value::Bytes(b),
+        Some(Kind::JsonValue(s)) => Value::Json(no_nul(s)?).coerce(ValueType::Json)?,
+        Some(Kind::RowsValue(_)) => return Err("a cursor cannot be passed in".into()),
+    })
+}
+
+fn timestamp_from_proto(t: &Timestamp) -> std::result::Result<DateTime<Utc>, String> {
+    let nanos = u32::try_from(t.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)
+        .ok_or_else(|| format!("timestamp nanos {} is out of range", t.nanos))?;
+    let timestamp = DateTime::from_timestamp(t.seconds, nanos)
+        .ok_or_else(|| format!("timestamp seconds {} is out of range", t.seconds))?;
+    call::check_year(timestamp.year())?;
+    Ok(timestamp)
+}
+
+fn timestamp_to_proto(t: &DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+pub fn value_to_proto(value: &Value) -> pb::Value {
+    let kind = match value {
+        Value::Null => Kind::NullValue(0),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Integer(i) => Kind::IntegerValue(*i),
+        Value::Number(s) => Kind::NumberValue(s.clone()),
+        Value::Float(f) => Kind::FloatValue(*f),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Date(d) => Kind::DateValue(d.format("%Y-%m-%d").to_string()),
+        Value::Timestamp(t) => Kind::TimestampValue(timestamp_to_proto(t)),
+        Value::Bytes(b) => Kind::BytesValue(b.clone()),
+        Value::Json(s) => Kind::JsonValue(s.clone()),
+        Value::Rows(set) => Kind::RowsValue(result_set_to_proto(set)),
+    };
+    pb::Value { kind: Some(kind) }
+}
+
+fn result_set_to_proto(set: &ResultSet) -> pb::ResultSet {
+    pb::ResultSet {
+        columns: set
+            .columns
+            .iter()
+            .map(|Column { name, value_type }| pb::Column {
+                name: name.clone(),
+                r#type: value_type_to_proto(*value_type) as i32,
+            })
+            .collect(),
+        rows: set
+            .rows
+            .iter()
+            .map(|row| pb::Row {
+                values: row.iter().map(value_to_proto).collect(),
+            })
+            .collect(),
+        truncated: set.truncated,
+    }
+}
+
+pub fn outputs_to_proto(
+    outputs: &Outputs,
+) -> (
+    std::collections::HashMap<String, pb::Value>,
+    Option<pb::Value>,
+) {
+    (
+        outputs
+            .values
+            .iter()
+            .map(|(name, value)| (name.clone(), value_to_proto(value)))
+            .collect(),
+        outputs.return_value.as_ref().map(value_to_proto),
+    )
+}
+
+fn param_to_proto(param: &Param) -> pb::Param {
+    let direction = match param.direction {
+        Direction::In => pb::Direction::In,
+        Direction::Out => pb::Direction::Out,
+        Direction::InOut => pb::Direction::InOut,
+    };
+    pb::Param {
+        name: param.name.to_string(),
+        direction: direction as i32,
+        r#type: value_type_to_proto(param.value_type) as i32,
+        value: param.value.as_ref().map(value_to_proto),
+        size: param.size.unwrap_or(0),
+    }
+}
+
+pub fn job_state_to_proto(state: JobState) -> pb::JobState {
+    match state {
+        JobState::Pending => pb::JobState::Pending,
+        JobState::Running => pb::JobState::Running,
+        JobState::Completed => pb::JobState::Completed,
+        JobState::Failed => pb::JobState::Failed,
+        JobState::Cancelled => pb::JobState::Cancelled,
+    }
+}
+
+pub fn job_state_from_proto(raw: i32) -> Result<Option<JobState>> {
+    Ok(match pb::JobState::try_from(raw) {
+        Ok(pb::JobState::Unspecified) => None,
+        Ok(pb::JobState::Pending) => Some(JobState::Pending),
+        Ok(pb::JobState::Running) => Some(JobState::Running),
+        Ok(pb::JobState::Completed) => Some(JobState::Completed),
+        Ok(pb::JobState::Failed) => Some(JobState::Failed),
+        Ok(pb::JobState::Cancelled) => Some(JobState::Cancelled),
+        Err(_) => return Err(invalid(format!("unknown job state {raw}"))),
+    })
+}
+
+pub fn job_to_proto(job: &JobSnapshot) -> pb::Job {
+    let (outputs, return_value) = job
+        .outputs
+        .as_deref()
+        .map(outputs_to_proto)
+        .unwrap_or_default();
+    pb::Job {
+        id: job.id.to_string(),
+        state: job_state_to_proto(job.state) as i32,
+        procedure: job.call.display_name.clone(),
+        progress: job.progress,
+        progress_message: job.progress_message.clone(),
+        create_time: Some(job.create_time.into()),
+        start_time: job.start_time.map(Into::into),
+        end_time: job.end_time.map(Into::into),
+        duration: job
+            .duration()
+            .and_then(|d| prost_types::Duration::try_from(d).ok()),
+        outputs,
+        return_value,
+        error: job.error.as_ref().map(|e| pb::JobError {
+            code: crate::api::status::code_of(e) as i32,
+            message: e.to_string(),
+            db_code: e.db_code().unwrap_or_default().to_string(),
+        }),
+        cancel_requested: job.cancel_requested,
+        params: job.call.params.iter().map(param_to_proto).collect(),
+        messages: job.messages.lines.iter().cloned().collect(),
+        messages_dropped: job.messages.dropped,
+        request_id: job.request_id.as_deref().unwrap_or_default().to_string(),
+    }
+}
+
+pub fn description_to_proto(d: &ProcedureDescription) -> pb::ProcedureDescription {
+    pb::ProcedureDescription {
+        procedure: d.procedure.clone(),
+        params: d
+            .params
+            .iter()
+            .map(|p: &ParamDescription| pb::ParamDescription {
+                name: p.name.clone(),
+                direction: match p.direction {
+                    Direction::In => pb::Direction::In,
+                    Direction::Out => pb::Direction::Out,
+                    Direction::InOut => pb::Direction::InOut,
+                } as i32,
+                r#type: value_type_to_proto(p.value_type) as i32,
+                db_type: p.db_type.clone(),
+                has_default: p.has_default,
+            })
+            .collect(),
+        returns: value_type_to_proto(d.returns) as i32,
+        returns_db_type: d.returns_db_type.clone(),
+        overloads: d.overloads,
+    }
+}
+
+/// A short description of a call for logs: name and parameter names only,
+/// values only when `with_values` (`--log-params`).
+pub fn describe_call(call: &ProcedureCall, with_values: bool) -> String {
+    let params = call
+        .params
+        .iter()
+        .map(|p| match (&p.value, with_values) {
+            (Some(v), true) => format!("{}={v:?}", p.name),
+            _ => p.name.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("{}({params})", printable(&call.display_name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn param(name: &str, direction: pb::Direction, kind: Option<Kind>) -> pb::Param {
+        pb::Param {
+            name: name.into(),
+            direction: direction as i32,
+            value: kind.map(|k| pb::Value { kind: Some(k) }),
+            ..Default::default()
+        }
+    }
+
+    fn call(params: Vec<pb::Param>) -> Option<pb::ProcedureCall> {
+        Some(pb::ProcedureCall {
+            procedure: "pkg.proc".into(),
+            params,
+            returns: 0,
+        })
+    }
+
+    #[test]
+    fn valid_calls_convert() {
+        let c = call_from_proto(call(vec![
+            param("a", pb::Direction::In, Some(Kind::IntegerValue(1))),
+            param("b", pb::Direction::Out, None),
+        ]))
+        .unwrap();
+        assert_eq!(c.params.len(), 2);
+        assert_eq!(c.params[1].value, None);
+    }
+
+    #[test]
+    fn bad_params_are_named_in_the_error() {
+        let cases = vec![
+            vec![
+                param("a", pb::Direction::In, Some(Kind::IntegerValue(1))),
+                param("A", pb::Direction::In, Some(Kind::IntegerValue(2))),
+            ],
+            vec![param("a", pb::Direction::Out, Some(Kind::IntegerValue(1)))],
+            vec![param("a", pb::Direction::In, None)],
+            vec![param(
+                "a",
+                pb::Direction::In,
+                Some(Kind::NumberValue("1,5".into())),
+            )],
+            vec![param(
+                "a",
+                pb::Direction::In,
+                Some(Kind::DateValue("2024-13-01".into())),
+            )],
+            vec![param(
+                "a",
+                pb::Direction::In,
+                Some(Kind::StringValue("x\0y".into())),
+            )],
+            vec![param(
+                "a",
+                pb::Direction::In,
+                Some(Kind::JsonValue("{".into())),
+            )],
+            vec![param(
+                "a",
+                pb::Direction::In,
+                Some(Kind::TimestampValue(Timestamp {
+                    seconds: 0,
+                    nanos: -1,
+                })),
+            )],
+        ];
+        for params in cases {
+            let err = call_from_proto(call(params)).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+            assert!(
+                err.to_string().contains("parameter a") || err.to_string().contains("parameter A"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn typed_strings_are_parsed() {
+        let mut p = param("a", pb::Direction::In, Some(Kind::StringValue("42".into())));
+        p.r#type = pb::ValueType::Integer as i32;
+        let c = call_from_proto(call(vec![p])).unwrap();
+        assert_eq!(c.params[0].value, Some(Value::Integer(42)));
+        let mut p = param("a", pb::Direction::In, Some(Kind::BoolValue(true)));
+        p.r#type = pb::ValueType::Date as i32;
+        assert!(call_from_proto(call(vec![p])).is_err());
+    }
+
+    #[test]
+    fn values_round_trip() {
+        let values = [
+            Value::Null,
+            Value::String("ñandú".into()),
+            Value::Integer(i64::MIN),
+            Value::Number("-0.000100".into()),
+            Value::Float(0.1),
+            Value::Bool(false),
+            Value::Date(call::parse_date("2024-02-29").unwrap()),
+            Value::Timestamp(call::parse_timestamp("2024-05-01T10:30:00.123456789Z").unwrap()),
+            Value::Bytes(vec![0, 255]),
+            Value::Json(r#"{"a":[1,2]}"#.into()),
+        ];
+        for value in values {
+            assert_eq!(value_from_proto(value_to_proto(&value)).unwrap(), value);
+        }
+    }
+}

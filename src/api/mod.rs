@@ -1,0 +1,193 @@
+//! The gRPC face of procgate: `procgate.v1.ProcedureService`.
+//!
+//! Each handler does the same four things: validate and convert the request
+//! (`convert`), check the allowlist, call the engine (the backend for sync
+//! calls and descriptions, the job registry for jobs), and map any error to
+//! a status through the one map in `status`. Handlers hold no state of their
+//! own beyond shared handles.
+
+pub mod convert;
+pub mod status;
+mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+use tracing::{debug, info};
+
+use crate::allow::AllowList;
+use crate::backend::Backend;
+use crate::error::Error;
+use crate::jobs::{JobRegistry, ListFilter};
+use crate::name::ProcedureName;
+use crate::proto as pb;
+use crate::proto::procedure_service_server::ProcedureService;
+use crate::sync_call;
+use convert::{call_from_proto, describe_call, job_to_proto, outputs_to_proto};
+
+pub use watch::JobStream;
+
+/// Shared handles the handlers work with.
+pub struct ProcedureApi {
+    pub backend: Arc<dyn Backend>,
+    pub registry: Arc<JobRegistry>,
+    pub allow: AllowList,
+    pub max_messages: usize,
+    /// Log parameter values (`--log-params`); off by default.
+    pub log_params: bool,
+}
+
+impl ProcedureApi {
+    fn accept_call(
+        &self,
+        call: Option<pb::ProcedureCall>,
+    ) -> Result<crate::call::ProcedureCall, Error> {
+        let call = call_from_proto(call)?;
+        self.allow.check(&call.name)?;
+        debug!(call = %describe_call(&call, self.log_params), "accepted");
+        Ok(call)
+    }
+}
+
+#[tonic::async_trait]
+impl ProcedureService for ProcedureApi {
+    async fn execute_sync(
+        &self,
+        request: Request<pb::ExecuteSyncRequest>,
+    ) -> Result<Response<pb::ExecuteSyncResponse>, Status> {
+        let deadline = grpc_timeout(request.metadata());
+        let call = self.accept_call(request.into_inner().call)?;
+        let outcome =
+            sync_call::execute(self.backend.clone(), call, deadline, self.max_messages).await?;
+        let (outputs, return_value) = outputs_to_proto(&outcome.outputs);
+        info!(elapsed = ?outcome.elapsed, "sync call completed");
+        Ok(Response::new(pb::ExecuteSyncResponse {
+            outputs,
+            return_value,
+            messages: outcome.messages.lines.into_iter().collect(),
+            elapsed: prost_types::Duration::try_from(outcome.elapsed).ok(),
+        }))
+    }
+
+    async fn submit_async(
+        &self,
+        request: Request<pb::SubmitAsyncRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let request = request.into_inner();
+        let call = self.accept_call(request.call)?;
+        let request_id = (!request.request_id.is_empty()).then_some(request.request_id);
+        let job = self.registry.submit(call, request_id)?;
+        info!(job = %job.id, "job submitted");
+        Ok(Response::new(job_to_proto(&job)))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let job = self.registry.get(&request.into_inner().id)?;
+        Ok(Response::new(job_to_proto(&job)))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let request = request.into_inner();
+        let states = request
+            .states
+            .iter()
+            .filter_map(|raw| convert::job_state_from_proto(*raw).transpose())
+            .collect::<Result<_, Error>>()?;
+        let filter = ListFilter {
+            states,
+            procedure: (!request.procedure.is_empty()).then_some(request.procedure),
+        };
+        let page = self
+            .registry
+            .list(&filter, request.page_size as usize, &request.page_token)?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: page.jobs.iter().map(job_to_proto).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    type WatchJobStream = JobStream;
+
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let rx = self.registry.watch(&request.into_inner().id)?;
+        Ok(Response::new(JobStream::new(rx)))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let job = self.registry.cancel(&request.into_inner().id).await?;
+        info!(job = %job.id, state = job.state.name(), "cancel requested");
+        Ok(Response::new(job_to_proto(&job)))
+    }
+
+    async fn delete_job(
+        &self,
+        request: Request<pb::DeleteJobRequest>,
+    ) -> Result<Response<pb::DeleteJobResponse>, Status> {
+        self.registry.delete(&request.into_inner().id)?;
+        Ok(Response::new(pb::DeleteJobResponse {}))
+    }
+
+    async fn describe_procedure(
+        &self,
+        request: Request<pb::DescribeProcedureRequest>,
+    ) -> Result<Response<pb::ProcedureDescription>, Status> {
+        let name = ProcedureName::parse(&request.into_inner().procedure).map_err(Error::from)?;
+        self.allow.check(&name)?;
+        let backend = self.backend.clone();
+        let description = tokio::task::spawn_blocking(move || backend.describe(&name))
+            .await
+            .map_err(|_| Error::Internal("the describe worker panicked".into()))??;
+        Ok(Response::new(convert::description_to_proto(&description)))
+    }
+}
+
+/// The caller's deadline, from the `grpc-timeout` header (`<digits><unit>`,
+/// unit one of H M S m u n).
+fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::metadata::MetadataMap;
+
+    #[test]
+    fn reads_grpc_timeouts() {
+        let parse = |v: &'static str| {
+            let mut m = MetadataMap::new();
+            m.insert("grpc-timeout", v.parse().unwrap());
+            grpc_timeout(&m)
+        };
+        assert_eq!(parse("1500m"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse("x"), None);
+        assert_eq!(parse("10q"), None);
+        assert_eq!(grpc_timeout(&MetadataMap::new()), None);
+    }
+}

@@ -1,0 +1,209 @@
+//! Databases behind the gateway.
+//!
+//! A [`Backend`] runs one [`ProcedureCall`] on a pooled connection and
+//! returns its [`Outputs`]. Both drivers (postgres, oracle) are blocking, so
+//! every method here is blocking too and the callers run it on
+//! `spawn_blocking`, never on a tokio worker. While a call runs, the backend
+//! reports progress and messages to a [`Progress`] sink and lets an
+//! [`Interrupt`] cancel its statement from another thread.
+//!
+//! [`connect`] picks the backend from the URL scheme.
+
+mod interrupt;
+pub mod postgres;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use interrupt::Interrupt;
+
+use crate::call::{Direction, Outputs, ProcedureCall, ValueType};
+use crate::error::{Error, Result};
+use crate::name::ProcedureName;
+
+/// The milestones a call passes through; they move a job's progress when the
+/// procedure reports none of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    ConnectionAcquired,
+    Executing,
+    OutputsFetched,
+}
+
+impl Phase {
+    pub fn percent(self) -> u32 {
+        match self {
+            Phase::ConnectionAcquired => 10,
+            Phase::Executing => 30,
+            Phase::OutputsFetched => 90,
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Phase::ConnectionAcquired => "connection acquired",
+            Phase::Executing => "executing",
+            Phase::OutputsFetched => "outputs fetched",
+        }
+    }
+}
+
+/// Where a running call reports what it is doing. Called from the blocking
+/// thread that runs the call.
+pub trait Progress: Send + Sync {
+    /// A milestone was reached.
+    fn phase(&self, phase: Phase);
+    /// The procedure reported its own progress (0–100) and what it is doing.
+    fn report(&self, percent: u32, message: Option<String>);
+    /// The procedure printed a line (a notice, DBMS_OUTPUT).
+    fn message(&self, line: String);
+}
+
+/// What a procedure printed, bounded: the newest `capacity` lines are kept
+/// and the older ones counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageLog {
+    pub lines: VecDeque<String>,
+    pub dropped: u64,
+}
+
+impl MessageLog {
+    pub fn push(&mut self, line: String, capacity: usize) {
+        self.lines.push_back(line);
+        while self.lines.len() > capacity {
+            self.lines.pop_front();
+            self.dropped += 1;
+        }
+    }
+}
+
+/// Pool settings shared by every backend.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Total connections (jobs + sync calls).
+    pub max_size: u32,
+    /// How long a caller waits for a free connection before
+    /// RESOURCE_EXHAUSTED.
+    pub checkout_timeout: Duration,
+    /// How long opening a new connection may take.
+    pub connect_timeout: Duration,
+    /// Close connections idle for longer than this.
+    pub idle_timeout: Duration,
+    /// Most rows read from one cursor or set-returning function.
+    pub max_cursor_rows: usize,
+}
+
+/// The signature of a procedure, as DescribeProcedure reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcedureDescription {
+    pub procedure: String,
+    pub params: Vec<ParamDescription>,
+    pub returns: Option<ValueType>,
+    pub returns_db_type: String,
+    pub overloads: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamDescription {
+    pub name: String,
+    pub direction: Direction,
+    pub value_type: Option<ValueType>,
+    pub db_type: String,
+    pub has_default: bool,
+}
+
+/// A database that runs stored procedures. All methods block.
+pub trait Backend: Send + Sync + 'static {
+    /// Runs the call. Before returning, the connection is back in the pool in
+    /// a clean state, or discarded.
+    fn execute(
+        &self,
+        call: &ProcedureCall,
+        progress: &Arc<dyn Progress>,
+        interrupt: &Interrupt,
+    ) -> Result<Outputs>;
+
+    /// Reads a procedure's signature from the catalog.
+    fn describe(&self, name: &ProcedureName) -> Result<ProcedureDescription>;
+
+    /// Checks that the database answers, waiting at most `timeout`.
+    fn ping(&self, timeout: Duration) -> Result<()>;
+
+    /// Which database this is, for logs and health: `postgres`, `oracle`.
+    fn kind(&self) -> &'static str;
+}
+
+/// Opens the backend that the URL's scheme names. Does not wait for the
+/// database: an unreachable database shows up in health, not as a start-up
+/// failure.
+pub fn connect(url: &str, settings: &PoolSettings) -> Result<Arc<dyn Backend>> {
+    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
+    match scheme {
+        "postgres" | "postgresql" => {
+            Ok(Arc::new(postgres::PostgresBackend::connect(url, settings)?))
+        }
+        _ => Err(Error::InvalidArgument(format!(
+            "unsupported database URL scheme {scheme:?}: use postgres://user:password@host:port/dbname"
+        ))),
+    }
+}
+
+/// A URL with its password replaced, safe for logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<unparseable database URL>".into();
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => format!("{scheme}://{authority}{tail}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_logs_keep_the_newest_lines() {
+        let mut log = MessageLog::default();
+        for i in 0..5 {
+            log.push(format!("line {i}"), 3);
+        }
+        assert_eq!(log.lines, ["line 2", "line 3", "line 4"]);
+        assert_eq!(log.dropped, 2);
+        log.push("x".into(), 0);
+        assert!(log.lines.is_empty());
+        assert_eq!(log.dropped, 6);
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://app:s3cr%40t@db:5432/sales?sslmode=disable"),
+            "postgres://app:***@db:5432/sales?sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("postgres://db.local/sales"),
+            "postgres://db.local/sales"
+        );
+        assert!(!redact_url("oracle://scott:tiger@tns").contains("tiger"));
+    }
+
+    #[test]
+    fn unknown_schemes_are_refused_clearly() {
+        let settings = PoolSettings {
+            max_size: 1,
+            checkout_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            max_cursor_rows: 10,
+        };
+        let err = connect("mysql://x", &settings).err().unwrap();
+        assert!(err.to_string().contains("mysql"), "{err}");
+    }
+}

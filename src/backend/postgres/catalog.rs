@@ -1,0 +1,215 @@
+//! Procedure signatures from `pg_proc`, cached briefly.
+//!
+//! A call needs the signature: to check parameter names and directions before
+//! anything runs, to cast text-bound values to the declared types, to know
+//! whether to `CALL` or `SELECT`, and to type untyped values. Lookups are
+//! cached per name for a few seconds so that a hot procedure costs one
+//! round-trip per call, while a redefinition is picked up quickly.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use postgres::Client;
+use postgres::types::Type;
+
+use crate::backend::postgres::errors::classify;
+use crate::call::Direction;
+use crate::error::{Error, Result};
+use crate::name::ProcedureName;
+
+/// One routine (an overload) of a name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routine {
+    pub schema: String,
+    pub name: String,
+    pub is_procedure: bool,
+    pub returns_set: bool,
+    pub return_type: PgType,
+    pub args: Vec<Arg>,
+}
+
+impl Routine {
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arg {
+    /// Empty for an unnamed argument.
+    pub name: String,
+    pub mode: ArgMode,
+    pub pg_type: PgType,
+    pub has_default: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgMode {
+    In,
+    Out,
+    InOut,
+    Variadic,
+    /// A column of RETURNS TABLE.
+    Table,
+}
+
+impl ArgMode {
+    fn from_code(code: &str) -> ArgMode {
+        match code {
+            "o" => ArgMode::Out,
+            "b" => ArgMode::InOut,
+            "v" => ArgMode::Variadic,
+            "t" => ArgMode::Table,
+            _ => ArgMode::In,
+        }
+    }
+
+    pub fn takes_value(self) -> bool {
+        matches!(self, ArgMode::In | ArgMode::InOut | ArgMode::Variadic)
+    }
+
+    pub fn direction(self) -> Direction {
+        match self {
+            ArgMode::In | ArgMode::Variadic => Direction::In,
+            ArgMode::Out | ArgMode::Table => Direction::Out,
+            ArgMode::InOut => Direction::InOut,
+        }
+    }
+}
+
+/// A type as the catalog names it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgType {
+    /// `pg_type.typname` of the type (of the base type for a domain): `int4`.
+    pub base: String,
+    /// `format_type()`, usable in a cast: `integer`, `public.mood`.
+    pub sql: String,
+}
+
+const LOOKUP: &str = "
+SELECT n.nspname::text, p.proname::text, p.prokind = 'p', p.proretset,
+       format_type(p.prorettype, NULL),
+       coalesce(p.proargnames, ARRAY[]::text[]),
+       coalesce(p.proargmodes::text[], ARRAY[]::text[]),
+       ARRAY(SELECT (SELECT typname FROM pg_type WHERE oid = coalesce(nullif(t.typbasetype, 0), t.oid))::text
+               FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) WITH ORDINALITY a(oid, i)
+               JOIN pg_type t ON t.oid = a.oid ORDER BY a.i),
+       ARRAY(SELECT format_type(a.oid, NULL)
+               FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) WITH ORDINALITY a(oid, i)
+               ORDER BY a.i),
+       p.pronargdefaults::int4,
+       (SELECT typname FROM pg_type WHERE oid = coalesce(nullif(rt.typbasetype, 0), rt.oid))::text
+  FROM pg_proc p
+  JOIN pg_namespace n ON n.oid = p.pronamespace
+  JOIN pg_type rt ON rt.oid = p.prorettype
+ WHERE p.proname = $1
+   AND p.prokind IN ('f', 'p')
+   AND CASE WHEN $2::text IS NULL THEN pg_function_is_visible(p.oid) ELSE n.nspname = $2 END
+   AND ($3::text IS NULL OR $3 = current_database())
+ ORDER BY p.oid";
+
+/// The overloads of one name, and when they were read.
+type CachedRoutines = (Instant, Arc<Vec<Routine>>);
+
+/// Signatures by name, each kept for `ttl`.
+pub struct Catalog {
+    ttl: Duration,
+    cache: Mutex<HashMap<String, CachedRoutines>>,
+}
+
+impl Catalog {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Every routine the name resolves to; NOT_FOUND when there is none.
+    pub fn lookup(&self, client: &mut Client, name: &ProcedureName) -> Result<Arc<Vec<Routine>>> {
+        let key = name.to_string();
+        if let Some((at, routines)) = self.cache.lock().expect("catalog lock").get(&key)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(routines.clone());
+        }
+        let routines = Arc::new(query(client, name)?);
+        if routines.is_empty() {
+            return Err(Error::ProcedureNotFound(format!(
+                "procedure {name} does not exist (or the gateway's database user cannot see it)"
+            )));
+        }
+        let mut cache = self.cache.lock().expect("catalog lock");
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(key, (Instant::now(), routines.clone()));
+        Ok(routines)
+    }
+
+    /// Drops a cached signature (after the database said it does not match).
+    pub fn forget(&self, name: &ProcedureName) {
+        self.cache
+            .lock()
+            .expect("catalog lock")
+            .remove(&name.to_string());
+    }
+}
+
+fn query(client: &mut Client, name: &ProcedureName) -> Result<Vec<Routine>> {
+    let parts: Vec<String> = name.parts().iter().map(|p| p.folded_lower()).collect();
+    let (database, schema, object) = match parts.as_slice() {
+        [object] => (None, None, object),
+        [schema, object] => (None, Some(schema), object),
+        [database, schema, object] => (Some(database), Some(schema), object),
+        _ => unreachable!("a parsed name has 1 to 3 parts"),
+    };
+    let rows = client
+        .query_typed(
+            LOOKUP,
+            &[
+                (object, Type::TEXT),
+                (&schema, Type::TEXT),
+                (&database, Type::TEXT),
+            ],
+        )
+        .map_err(|e| classify(&e))?;
+    rows.iter()
+        .map(|row| {
+            let names: Vec<String> = row.get(5);
+            let modes: Vec<String> = row.get(6);
+            let bases: Vec<String> = row.get(7);
+            let sqls: Vec<String> = row.get(8);
+            let n_defaults = row.get::<_, i32>(9) as usize;
+            let mut args: Vec<Arg> = bases
+                .into_iter()
+                .zip(sqls)
+                .enumerate()
+                .map(|(i, (base, sql))| Arg {
+                    name: names.get(i).cloned().unwrap_or_default(),
+                    mode: modes.get(i).map_or(ArgMode::In, |m| ArgMode::from_code(m)),
+                    pg_type: PgType { base, sql },
+                    has_default: false,
+                })
+                .collect();
+            // pronargdefaults counts the last input arguments.
+            args.iter_mut()
+                .rev()
+                .filter(|a| a.mode.takes_value())
+                .take(n_defaults)
+                .for_each(|a| a.has_default = true);
+            Ok(Routine {
+                schema: row.get(0),
+                name: row.get(1),
+                is_procedure: row.get(2),
+                returns_set: row.get(3),
+                return_type: PgType {
+                    base: row.get(10),
+                    sql: row.get(4),
+                },
+                args,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,344 @@
+//! Building the statement for a call: `CALL` for procedures, `SELECT * FROM`
+//! for functions, always with named notation and bound values.
+//!
+//! The text contains only catalog names (schema, routine, parameter names as
+//! the catalog spells them, re-quoted) and catalog type names in casts; every
+//! value is a `$n` parameter bound as text. The request is checked against
+//! the signature first (unknown or missing parameters, wrong directions,
+//! values that do not fit), so that nothing half-runs.
+
+use std::fmt::Write;
+
+use crate::backend::postgres::catalog::{Arg, ArgMode, Routine};
+use crate::backend::postgres::types;
+use crate::call::{Direction, Param, ProcedureCall};
+use crate::error::{Error, Result};
+
+/// A statement ready to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub sql: String,
+    /// `$1..$n`, as text (None = NULL).
+    pub binds: Vec<Option<String>>,
+    pub shape: Shape,
+    /// A cursor comes back, so the call runs in a transaction that keeps it
+    /// open until its rows are fetched.
+    pub returns_cursor: bool,
+}
+
+/// How the result row(s) become outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `CALL`: one row whose columns are the OUT / IN OUT values.
+    Procedure,
+    /// A function with OUT parameters: one row of OUT values.
+    FunctionOutParams,
+    /// A scalar function: one row, one column, the return value.
+    FunctionScalar,
+    /// A set-returning function: every row is the return value.
+    FunctionSet,
+}
+
+/// Picks the overload that fits the call and builds its statement. When no
+/// overload fits, the error explains why the first one does not.
+pub fn plan<'r>(call: &ProcedureCall, routines: &'r [Routine]) -> Result<(Plan, &'r Routine)> {
+    let mut first_error = None;
+    for routine in routines {
+        match plan_for(call, routine) {
+            Ok(plan) => return Ok((plan, routine)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error
+        .unwrap_or_else(|| Error::ProcedureNotFound(format!("{} does not exist", call.name))))
+}
+
+fn plan_for(call: &ProcedureCall, routine: &Routine) -> Result<Plan> {
+    let invalid = |msg: String| Error::InvalidArgument(msg);
+    let proc_name = routine.qualified_name();
+    if routine.is_procedure && call.returns.is_some() {
+        return Err(invalid(format!(
+            "{proc_name} is a procedure and returns no value: leave `returns` unset \
+             and read its OUT parameters"
+        )));
+    }
+    // Every parameter of the request must name an argument, in a direction
+    // that argument allows.
+    let mut supplied: Vec<Option<&Param>> = vec![None; routine.args.len()];
+    for param in &call.params {
+        let wanted = param.name.folded_lower();
+        let index = routine
+            .args
+            .iter()
+            .position(|a| a.name == wanted)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{proc_name} has no parameter {}; its parameters are: {}",
+                    param.name,
+                    describe_args(&routine.args)
+                ))
+            })?;
+        check_direction(&routine.args[index], param, &proc_name)?;
+        supplied[index] = Some(param);
+    }
+
+    let mut sql = String::new();
+    let mut binds = Vec::new();
+    let mut args_sql = Vec::new();
+    for (arg, param) in routine.args.iter().zip(&supplied) {
+        let takes_value = arg.mode.takes_value();
+        let passes_value = param.is_some_and(|p| p.direction.takes_value());
+        if takes_value && passes_value {
+            let param = param.expect("checked above");
+            let value = param.value.as_ref().expect("IN parameters carry a value");
+            let text = types::encode(value, &arg.pg_type.base).map_err(|why| {
+                invalid(format!("parameter {} of {proc_name}: {why}", param.name))
+            })?;
+            binds.push(text);
+            args_sql.push(format!(
+                "{} => ${}::{}",
+                quote_ident(&arg.name),
+                binds.len(),
+                arg.pg_type.sql
+            ));
+        } else if takes_value && arg.mode == ArgMode::InOut && param.is_some() {
+            // Declared OUT by the client on an IN OUT argument: send NULL in.
+            args_sql.push(format!("{} => NULL", quote_ident(&arg.name)));
+        } else if takes_value && !arg.has_default {
+            return Err(invalid(if arg.name.is_empty() {
+                format!(
+                    "{proc_name} has an unnamed parameter without a default; \
+                     procgate passes parameters by name"
+                )
+            } else {
+                format!(
+                    "missing parameter {} ({}) of {proc_name}",
+                    arg.name, arg.pg_type.sql
+                )
+            }));
+        } else if routine.is_procedure && arg.mode == ArgMode::Out {
+            // CALL needs every OUT argument, as NULL.
+            args_sql.push(format!("{} => NULL", quote_ident(&arg.name)));
+        }
+    }
+
+    let target = format!(
+        "{}.{}",
+        quote_ident(&routine.schema),
+        quote_ident(&routine.name)
+    );
+    let shape = if routine.is_procedure {
+        write!(sql, "CALL {target}(").expect("write to String");
+        Shape::Procedure
+    } else {
+        write!(sql, "SELECT * FROM {target}(").expect("write to String");
+        if routine.returns_set {
+            Shape::FunctionSet
+        } else if routine
+            .args
+            .iter()
+            .any(|a| matches!(a.mode, ArgMode::Out | ArgMode::InOut))
+        {
+            Shape::FunctionOutParams
+        } else {
+            Shape::FunctionScalar
+        }
+    };
+    sql.push_str(&args_sql.join(", "));
+    sql.push(')');
+
+    let returns_cursor = routine.return_type.base == "refcursor"
+        || routine
+            .args
+            .iter()
+            .any(|a| a.pg_type.base == "refcursor" && a.mode.direction().returns_value());
+    Ok(Plan {
+        sql,
+        binds,
+        shape,
+        returns_cursor,
+    })
+}
+
+fn check_direction(arg: &Arg, param: &Param, proc_name: &str) -> Result<()> {
+    let declared = arg.mode.direction();
+    if declared == param.direction || declared == Direction::InOut {
+        return Ok(());
+    }
+    let how = match declared {
+        Direction::In => "IN: send a value and no OUT direction",
+        Direction::Out => "OUT: declare it with direction OUT and no value",
+        Direction::InOut => unreachable!("IN OUT accepts every direction"),
+    };
+    Err(Error::InvalidArgument(format!(
+        "parameter {} of {proc_name} is {how}",
+        param.name
+    )))
+}
+
+fn describe_args(args: &[Arg]) -> String {
+    if args.is_empty() {
+        return "(none)".into();
+    }
+    args.iter()
+        .map(|a| {
+            let mode = match a.mode {
+                ArgMode::In | ArgMode::Variadic => "IN",
+                ArgMode::Out | ArgMode::Table => "OUT",
+                ArgMode::InOut => "IN OUT",
+            };
+            format!("{} {mode} {}", a.name, a.pg_type.sql)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Double-quotes a catalog identifier, doubling any quote inside.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::postgres::catalog::PgType;
+    use crate::call::{Value, ValueType};
+    use crate::name::{Identifier, ProcedureName};
+
+    fn arg(name: &str, mode: ArgMode, base: &str, has_default: bool) -> Arg {
+        Arg {
+            name: name.into(),
+            mode,
+            pg_type: PgType {
+                base: base.into(),
+                sql: base.into(),
+            },
+            has_default,
+        }
+    }
+
+    fn routine(is_procedure: bool, args: Vec<Arg>) -> Routine {
+        Routine {
+            schema: "public".into(),
+            name: "sum_it".into(),
+            is_procedure,
+            returns_set: false,
+            return_type: PgType {
+                base: "void".into(),
+                sql: "void".into(),
+            },
+            args,
+        }
+    }
+
+    fn param(name: &str, direction: Direction, value: Option<Value>) -> Param {
+        Param {
+            name: Identifier::parse(name, "parameter name").unwrap(),
+            direction,
+            value_type: value.as_ref().and_then(Value::natural_type),
+            value,
+            size: None,
+        }
+    }
+
+    fn call(params: Vec<Param>) -> ProcedureCall {
+        ProcedureCall {
+            name: ProcedureName::parse("sum_it").unwrap(),
+            display_name: "sum_it".into(),
+            params,
+            returns: None,
+        }
+    }
+
+    #[test]
+    fn procedures_are_called_by_name_with_out_arguments_as_null() {
+        let r = routine(
+            true,
+            vec![
+                arg("a", ArgMode::In, "int4", false),
+                arg("b", ArgMode::In, "int4", true),
+                arg("total", ArgMode::Out, "int4", false),
+                arg("note", ArgMode::InOut, "text", false),
+            ],
+        );
+        let c = call(vec![
+            param(
+                "note",
+                Direction::InOut,
+                Some(Value::String("x'); drop".into())),
+            ),
+            param("A", Direction::In, Some(Value::Integer(2))),
+        ]);
+        let (plan, _) = plan(&c, std::slice::from_ref(&r)).unwrap();
+        assert_eq!(
+            plan.sql,
+            r#"CALL "public"."sum_it"("a" => $1::int4, "total" => NULL, "note" => $2::text)"#
+        );
+        assert_eq!(plan.binds, vec![Some("2".into()), Some("x'); drop".into())]);
+        assert_eq!(plan.shape, Shape::Procedure);
+    }
+
+    #[test]
+    fn requests_that_do_not_fit_the_signature_are_refused() {
+        let r = routine(
+            true,
+            vec![
+                arg("a", ArgMode::In, "int4", false),
+                arg("total", ArgMode::Out, "int4", false),
+            ],
+        );
+        let plan_err = |params| plan(&call(params), std::slice::from_ref(&r)).unwrap_err();
+        let unknown = plan_err(vec![param("zzz", Direction::In, Some(Value::Integer(1)))]);
+        assert!(
+            unknown.to_string().contains("no parameter zzz"),
+            "{unknown}"
+        );
+        let missing = plan_err(vec![]);
+        assert!(
+            missing.to_string().contains("missing parameter a"),
+            "{missing}"
+        );
+        let wrong_dir = plan_err(vec![
+            param("a", Direction::In, Some(Value::Integer(1))),
+            param("total", Direction::In, Some(Value::Integer(1))),
+        ]);
+        assert!(wrong_dir.to_string().contains("total"), "{wrong_dir}");
+        let bad_value = plan_err(vec![param(
+            "a",
+            Direction::In,
+            Some(Value::String("x".into())),
+        )]);
+        assert!(bad_value.to_string().contains("parameter a"), "{bad_value}");
+        let mut with_returns = call(vec![param("a", Direction::In, Some(Value::Integer(1)))]);
+        with_returns.returns = Some(ValueType::Integer);
+        assert!(plan(&with_returns, std::slice::from_ref(&r)).is_err());
+    }
+
+    #[test]
+    fn functions_are_selected_and_shaped() {
+        let mut f = routine(false, vec![arg("x", ArgMode::In, "numeric", false)]);
+        f.return_type = PgType {
+            base: "refcursor".into(),
+            sql: "refcursor".into(),
+        };
+        let c = call(vec![param(
+            "x",
+            Direction::In,
+            Some(Value::Number("1.50".into())),
+        )]);
+        let (p, _) = plan(&c, std::slice::from_ref(&f)).unwrap();
+        assert_eq!(
+            p.sql,
+            r#"SELECT * FROM "public"."sum_it"("x" => $1::numeric)"#
+        );
+        assert_eq!(p.shape, Shape::FunctionScalar);
+        assert!(p.returns_cursor);
+    }
+
+    #[test]
+    fn identifiers_are_requoted() {
+        assert_eq!(quote_ident(r#"we"ird"#), r#""we""ird""#);
+    }
+}

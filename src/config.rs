@@ -1,0 +1,216 @@
+//! Command-line configuration. Every flag is also an environment variable
+//! `PROCGATE_*`, so the same binary is configured by flags on a laptop and by
+//! the environment in a container; `procgate serve --help` lists them all.
+//!
+//! Secrets (database URL, tokens) are hidden from `--help` output and this
+//! type deliberately has no `Debug`: it is never logged whole.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::backend::PoolSettings;
+use crate::error::{Error, Result};
+use crate::jobs::JobLimits;
+
+#[derive(Args, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on. Without --token only loopback addresses are allowed.
+    #[arg(long, env = "PROCGATE_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Database URL: postgres://user:password@host:5432/dbname. When unset,
+    /// procgate starts an embedded throwaway PostgreSQL loaded with the
+    /// examples of docs/examples/postgres (for trying it out, not production).
+    #[arg(long, env = "PROCGATE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Bearer token clients must send (`authorization: Bearer <token>`).
+    /// Repeatable; PROCGATE_TOKENS takes a comma-separated list.
+    #[arg(
+        long = "token",
+        env = "PROCGATE_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub tokens: Vec<String>,
+
+    /// Only procedures matching one of these globs may be called
+    /// (case-insensitive, on the normalised name, e.g. 'pkg_etl.*').
+    /// Repeatable; PROCGATE_ALLOW takes a comma-separated list.
+    #[arg(long = "allow", env = "PROCGATE_ALLOW", value_delimiter = ',')]
+    pub allow: Vec<String>,
+
+    /// Database connections for jobs.
+    #[arg(long, env = "PROCGATE_POOL_SIZE", default_value_t = 10)]
+    pub pool_size: u32,
+
+    /// Extra connections kept for ExecuteSync, DescribeProcedure and health
+    /// checks, so that they never wait behind running jobs. The pool holds
+    /// pool-size + sync-connections connections.
+    #[arg(long, env = "PROCGATE_SYNC_CONNECTIONS", default_value_t = 4)]
+    pub sync_connections: u32,
+
+    /// How long a call waits for a free connection before RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PROCGATE_POOL_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub pool_timeout: Duration,
+
+    /// How long opening a database connection may take.
+    #[arg(long, env = "PROCGATE_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Close database connections idle for longer than this.
+    #[arg(long, env = "PROCGATE_IDLE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Jobs running at once (default: --pool-size). More wait PENDING, in
+    /// submission order.
+    #[arg(long, env = "PROCGATE_MAX_RUNNING_JOBS")]
+    pub max_running_jobs: Option<usize>,
+
+    /// Jobs allowed to wait; past it SubmitAsync answers RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PROCGATE_MAX_PENDING_JOBS", default_value_t = 1000)]
+    pub max_pending_jobs: usize,
+
+    /// How long finished jobs are kept.
+    #[arg(long, env = "PROCGATE_JOB_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub job_retention: Duration,
+
+    /// Most jobs kept; the oldest finished ones are dropped first.
+    #[arg(long, env = "PROCGATE_MAX_RETAINED_JOBS", default_value_t = 100_000)]
+    pub max_retained_jobs: usize,
+
+    /// How often expired jobs are swept.
+    #[arg(long, env = "PROCGATE_SWEEP_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
+
+    /// Messages (notices, DBMS_OUTPUT lines) kept per call; older ones are
+    /// dropped and counted.
+    #[arg(long, env = "PROCGATE_MAX_MESSAGES", default_value_t = 100)]
+    pub max_messages: usize,
+
+    /// Most rows read from one cursor or set-returning function; past it the
+    /// result is cut and marked `truncated`.
+    #[arg(long, env = "PROCGATE_MAX_CURSOR_ROWS", default_value_t = 10_000)]
+    pub max_cursor_rows: usize,
+
+    /// On SIGTERM/Ctrl-C, how long running sync calls may take to finish.
+    #[arg(long, env = "PROCGATE_GRACE_PERIOD", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub grace_period: Duration,
+
+    /// How often the database is pinged for the health service.
+    #[arg(long, env = "PROCGATE_HEALTH_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub health_interval: Duration,
+
+    /// Log format.
+    #[arg(long, env = "PROCGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log parameter values of calls (at debug level). Off by default: values
+    /// may be personal data.
+    #[arg(long, env = "PROCGATE_LOG_PARAMS")]
+    pub log_params: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl ServeConfig {
+    /// Parses `serve` flags from `args` (without the program name), with the
+    /// same defaults and environment variables as the command line.
+    pub fn parse_from<I, T>(args: I) -> std::result::Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        let args = std::iter::once("procgate".into()).chain(args.into_iter().map(Into::into));
+        <Serve as clap::Parser>::try_parse_from(args).map(|s| s.config)
+    }
+
+    /// Refuses combinations that would be unsafe or cannot work.
+    pub fn validate(&self, listen: SocketAddr) -> Result<()> {
+        if self.tokens.is_empty() && !listen.ip().is_loopback() {
+            return Err(Error::InvalidArgument(format!(
+                "refusing to listen on {listen} without authentication: set --token \
+                 (or PROCGATE_TOKENS), or listen on a loopback address such as 127.0.0.1"
+            )));
+        }
+        if self.tokens.iter().any(|t| t.trim().is_empty()) {
+            return Err(Error::InvalidArgument("--token must not be empty".into()));
+        }
+        if self.pool_size == 0 || self.max_running_jobs() == 0 {
+            return Err(Error::InvalidArgument(
+                "--pool-size and --max-running-jobs must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn max_running_jobs(&self) -> usize {
+        self.max_running_jobs.unwrap_or(self.pool_size as usize)
+    }
+
+    pub fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            max_size: self.pool_size + self.sync_connections,
+            checkout_timeout: self.pool_timeout,
+            connect_timeout: self.connect_timeout,
+            idle_timeout: self.idle_timeout,
+            max_cursor_rows: self.max_cursor_rows,
+        }
+    }
+
+    pub fn job_limits(&self) -> JobLimits {
+        JobLimits {
+            max_running: self.max_running_jobs(),
+            max_pending: self.max_pending_jobs,
+            retention: self.job_retention,
+            max_retained: self.max_retained_jobs,
+            max_messages: self.max_messages,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> ServeConfig {
+        ServeConfig::parse_from(args).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_sane() {
+        let config = parse(&[]);
+        assert_eq!(config.max_running_jobs(), 10);
+        assert_eq!(config.pool_settings().max_size, 14);
+        assert_eq!(config.job_retention, Duration::from_secs(24 * 3600));
+        assert!(config.validate(config.listen).is_ok());
+    }
+
+    #[test]
+    fn no_token_means_loopback_only() {
+        let open = parse(&["--listen", "0.0.0.0:50051"]);
+        let err = open.validate(open.listen).unwrap_err();
+        assert!(err.to_string().contains("--token"), "{err}");
+        let guarded = parse(&[
+            "--listen",
+            "0.0.0.0:50051",
+            "--token",
+            "t1",
+            "--token",
+            "t2",
+        ]);
+        assert_eq!(guarded.tokens, ["t1", "t2"]);
+        assert!(guarded.validate(guarded.listen).is_ok());
+    }
+}

@@ -1,0 +1,109 @@
+//! The errors of procgate, classified by what the client should do about them.
+//!
+//! Every layer returns this one type; `api::status` maps each variant to a
+//! gRPC code in a single exhaustive match, so adding a variant forces a
+//! decision there. Database errors carry the database's own code (SQLSTATE or
+//! `ORA-nnnnn`) and a kind decided by the backend that understood it, in the
+//! way rust-oracle and tokio-postgres expose `DbError::code()` / `SqlState`.
+//! Messages are written for people and never contain a Debug dump or a secret.
+
+use crate::name::NameError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A malformed request: a bad name, a value that does not fit its type.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The procedure does not exist (or is not visible to the gateway's user).
+    #[error("{0}")]
+    ProcedureNotFound(String),
+    /// No job has this id (or it expired).
+    #[error("job {0} not found")]
+    JobNotFound(String),
+    /// The job is in a state that does not allow the operation.
+    #[error("{0}")]
+    WrongJobState(String),
+    /// The procedure is outside the `--allow` list.
+    #[error("{0}")]
+    NotAllowed(String),
+    /// Missing or wrong bearer token.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The pending-job queue is full, or no connection came free in time.
+    #[error("{0}")]
+    Exhausted(String),
+    /// The gRPC deadline passed; the statement was cancelled.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// Cancelled by the client (CancelJob, or the caller went away).
+    #[error("{0}")]
+    Cancelled(String),
+    /// The database cannot be reached, or the gateway is shutting down.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The database reported an error while running the call.
+    #[error("{0}")]
+    Database(DbError),
+    /// A bug or an unexpected state in procgate itself.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// An error raised by the database, classified by the backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DbError {
+    pub kind: DbErrorKind,
+    /// SQLSTATE (`P0001`) or `ORA-nnnnn`.
+    pub code: String,
+    pub message: String,
+}
+
+/// What a database error means for the caller; each backend maps its own
+/// codes to these kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbErrorKind {
+    /// Raised on purpose by the procedure (PG P0001, ORA-20000..20999) or a
+    /// business rule of the data (constraint violations, no data found).
+    UserRaised,
+    /// A lock could not be taken, a deadlock, a serialization failure.
+    Conflict,
+    /// The procedure, or a parameter of it, does not exist.
+    UndefinedObject,
+    /// A bound value was rejected by the database (bad format, out of range).
+    InvalidValue,
+    /// The statement was interrupted by a cancel request.
+    Cancelled,
+    /// The session or the server went away.
+    ConnectionLost,
+    /// The database ran out of something (memory, connections, disk).
+    ResourceExhausted,
+    /// The gateway's database user may not do this.
+    PermissionDenied,
+    /// Anything else: a bug in the procedure, an internal database error.
+    Other,
+}
+
+impl Error {
+    /// The database's own code, when the error came from the database.
+    pub fn db_code(&self) -> Option<&str> {
+        match self {
+            Error::Database(db) if !db.code.is_empty() => Some(&db.code),
+            _ => None,
+        }
+    }
+}
+
+impl From<NameError> for Error {
+    fn from(e: NameError) -> Self {
+        Error::InvalidArgument(e.to_string())
+    }
+}
+
+impl From<DbError> for Error {
+    fn from(e: DbError) -> Self {
+        Error::Database(e)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,397 @@
+//! The job registry: every job by id, newest-first order, idempotency keys.
+//!
+//! One std `Mutex` guards the maps; it is held only for map operations,
+//! never across an await or a database call. Job state itself lives in each
+//! job's `watch` channel, so readers of one job do not contend with writers
+//! of another. Listing walks a `BTreeMap` keyed by a submission sequence
+//! number, so a page costs the page (plus skipped non-matching jobs), not a
+//! scan of every job; the page token is that sequence number.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::{Semaphore, watch};
+use tracing::{Instrument, info_span};
+use uuid::Uuid;
+
+use super::runner;
+use super::{JobLimits, JobSnapshot, JobState};
+use crate::backend::{Backend, Interrupt};
+use crate::call::ProcedureCall;
+use crate::error::{Error, Result};
+use crate::name::printable;
+
+const MAX_REQUEST_ID_LEN: usize = 128;
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+pub struct JobRegistry {
+    jobs: Mutex<Jobs>,
+    pub(super) backend: Arc<dyn Backend>,
+    pub(super) slots: Arc<Semaphore>,
+    pub(super) limits: JobLimits,
+    /// Jobs in PENDING; decremented by whoever moves a job out of it.
+    pub(super) pending: AtomicUsize,
+    accepting: AtomicBool,
+}
+
+#[derive(Default)]
+struct Jobs {
+    by_id: HashMap<Uuid, Entry>,
+    /// Submission order: sequence number → id.
+    order: BTreeMap<u64, Uuid>,
+    by_request_id: HashMap<Arc<str>, Uuid>,
+    next_seq: u64,
+}
+
+struct Entry {
+    seq: u64,
+    tx: watch::Sender<JobSnapshot>,
+    interrupt: Interrupt,
+}
+
+/// Which jobs ListJobs returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Empty: every state.
+    pub states: HashSet<JobState>,
+    /// Compared case-insensitively; None: every procedure.
+    pub procedure: Option<String>,
+}
+
+/// One page of jobs, newest first.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub jobs: Vec<JobSnapshot>,
+    pub next_page_token: Option<String>,
+}
+
+impl JobRegistry {
+    pub fn new(backend: Arc<dyn Backend>, limits: JobLimits) -> Arc<Self> {
+        Arc::new(Self {
+            jobs: Mutex::new(Jobs::default()),
+            backend,
+            slots: Arc::new(Semaphore::new(limits.max_running)),
+            limits,
+            pending: AtomicUsize::new(0),
+            accepting: AtomicBool::new(true),
+        })
+    }
+
+    /// Queues a call as a job; with a known `request_id`, returns that job.
+    pub fn submit(
+        self: &Arc<Self>,
+        call: ProcedureCall,
+        request_id: Option<String>,
+    ) -> Result<JobSnapshot> {
+        if let Some(key) = &request_id
+            && key.chars().count() > MAX_REQUEST_ID_LEN
+        {
+            return Err(Error::InvalidArgument(format!(
+                "request_id {} is longer than {MAX_REQUEST_ID_LEN} characters",
+                printable(key)
+            )));
+        }
+        if !self.accepting.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable(
+                "procgate is shutting down and accepts no new jobs".into(),
+            ));
+        }
+        let mut jobs = self.jobs.lock().expect("registry lock");
+        if let Some(key) = &request_id
+            && let Some(id) = jobs.by_request_id.get(key.as_str())
+        {
+            return Ok(jobs.by_id[id].tx.borrow().clone());
+        }
+        if self.pending.load(Ordering::SeqCst) >= self.limits.max_pending {
+            return Err(Error::Exhausted(format!(
+                "{} jobs are already waiting (--max-pending-jobs); retry later",
+                self.limits.max_pending
+            )));
+        }
+        self.evict_over_cap(&mut jobs);
+
+        let id = Uuid::new_v4();
+        let call = Arc::new(call);
+        let request_id: Option<Arc<str>> = request_id.map(Into::into);
+        let snapshot = JobSnapshot {
+            id,
+            state: JobState::Pending,
+            progress: 0,
+            progress_message: "queued".into(),
+            create_time: SystemTime::now(),
+            start_time: None,
+            end_time: None,
+            outputs: None,
+            error: None,
+            cancel_requested: false,
+            call: call.clone(),
+            messages: Default::default(),
+            request_id: request_id.clone(),
+        };
+        let (tx, _) = watch::channel(snapshot.clone());
+        let interrupt = Interrupt::new();
+        let seq = jobs.next_seq;
+        jobs.next_seq += 1;
+        jobs.order.insert(seq, id);
+        if let Some(key) = request_id {
+            jobs.by_request_id.insert(key, id);
+        }
+        jobs.by_id.insert(
+            id,
+            Entry {
+                seq,
+                tx: tx.clone(),
+                interrupt: interrupt.clone(),
+            },
+        );
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        drop(jobs);
+
+        let span = info_span!("job", %id, procedure = %call.display_name);
+        tokio::spawn(runner::run(self.clone(), call, tx, interrupt).instrument(span));
+        Ok(snapshot)
+    }
+
+    pub fn get(&self, id: &str) -> Result<JobSnapshot> {
+        let id = parse_id(id)?;
+        let jobs = self.jobs.lock().expect("registry lock");
+        let entry = jobs
+            .by_id
+            .get(&id)
+            .ok_or_else(|| Error::JobNotFound(id.to_string()))?;
+        Ok(entry.tx.borrow().clone())
+    }
+
+    /// A receiver of the job's snapshots, the current one unseen.
+    pub fn watch(&self, id: &str) -> Result<watch::Receiver<JobSnapshot>> {
+        let id = parse_id(id)?;
+        let jobs = self.jobs.lock().expect("registry lock");
+        let entry = jobs
+            .by_id
+            .get(&id)
+            .ok_or_else(|| Error::JobNotFound(id.to_string()))?;
+        let mut rx = entry.tx.subscribe();
+        rx.mark_changed();
+        Ok(rx)
+    }
+
+    /// Jobs newest first, `page_size` (0 = default) at a time.
+    pub fn list(&self, filter: &ListFilter, page_size: usize, page_token: &str) -> Result<Page> {
+        let page_size = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let before = parse_page_token(page_token)?;
+        let procedure = filter.procedure.as_deref();
+        let jobs = self.jobs.lock().expect("registry lock");
+        let mut page = Vec::with_capacity(page_size);
+        let mut next_page_token = None;
+        for (&seq, id) in jobs.order.range(..before).rev() {
+            let snapshot = jobs.by_id[id].tx.borrow();
+            let matches = (filter.states.is_empty() || filter.states.contains(&snapshot.state))
+                && procedure.is_none_or(|p| snapshot.call.display_name.eq_ignore_ascii_case(p));
+            if !matches {
+                continue;
+            }
+            if page.len() == page_size {
+                next_page_token = Some(page_token_for(seq + 1));
+                break;
+            }
+            page.push(snapshot.clone());
+        }
+        Ok(Page {
+            jobs: page,
+            next_page_token,
+        })
+    }
+
+    /// Cancels a job: PENDING ends at once, RUNNING is interrupted in the
+    /// database and ends CANCELLED when its statement returns.
+    pub async fn cancel(&self, id: &str) -> Result<JobSnapshot> {
+        let id = parse_id(id)?;
+        let (tx, interrupt) = {
+            let jobs = self.jobs.lock().expect("registry lock");
+            let entry = jobs
+                .by_id
+                .get(&id)
+                .ok_or_else(|| Error::JobNotFound(id.to_string()))?;
+            (entry.tx.clone(), entry.interrupt.clone())
+        };
+        if self.cancel_pending(&tx) {
+            interrupt.request(); // no statement yet: only wakes the runner
+            return Ok(tx.borrow().clone());
+        }
+        let mut refused = None;
+        tx.send_if_modified(|job| match job.state {
+            JobState::Running if !job.cancel_requested => {
+                job.cancel_requested = true;
+                job.progress_message = "cancelling".into();
+                true
+            }
+            JobState::Running => false,
+            state => {
+                refused = Some(state);
+                false
+            }
+        });
+        if let Some(state) = refused {
+            return Err(Error::WrongJobState(format!(
+                "job {id} is already {}; only PENDING or RUNNING jobs can be cancelled",
+                state.name()
+            )));
+        }
+        tokio::task::spawn_blocking(move || interrupt.request());
+        Ok(tx.borrow().clone())
+    }
+
+    /// PENDING → CANCELLED; false when the job is no longer pending.
+    pub(super) fn cancel_pending(&self, tx: &watch::Sender<JobSnapshot>) -> bool {
+        let cancelled = tx.send_if_modified(|job| {
+            if job.state != JobState::Pending {
+                return false;
+            }
+            job.state = JobState::Cancelled;
+            job.cancel_requested = true;
+            job.end_time = Some(SystemTime::now());
+            job.progress_message = "cancelled before it started".into();
+            job.error = Some(Error::Cancelled(
+                "cancelled while waiting to run; it never reached the database".into(),
+            ));
+            true
+        });
+        if cancelled {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+        cancelled
+    }
+
+    /// Forgets a finished job.
+    pub fn delete(&self, id: &str) -> Result<()> {
+        let id = parse_id(id)?;
+        let mut jobs = self.jobs.lock().expect("registry lock");
+        let entry = jobs
+            .by_id
+            .get(&id)
+            .ok_or_else(|| Error::JobNotFound(id.to_string()))?;
+        let state = entry.tx.borrow().state;
+        if !state.is_terminal() {
+            return Err(Error::WrongJobState(format!(
+                "job {id} is {}; cancel it first, or delete it once it has ended",
+                state.name()
+            )));
+        }
+        jobs.remove(&id);
+        Ok(())
+    }
+
+    /// Removes finished jobs older than the retention period.
+    pub fn sweep(&self, now: SystemTime) -> usize {
+        let mut jobs = self.jobs.lock().expect("registry lock");
+        let expired: Vec<Uuid> = jobs
+            .by_id
+            .iter()
+            .filter(|(_, entry)| {
+                entry.tx.borrow().end_time.is_some_and(|end| {
+                    now.duration_since(end).unwrap_or_default() >= self.limits.retention
+                })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &expired {
+            jobs.remove(id);
+        }
+        expired.len()
+    }
+
+    /// Stops accepting jobs and cancels every pending and running one.
+    pub async fn shutdown(&self) {
+        self.accepting.store(false, Ordering::SeqCst);
+        let live: Vec<Uuid> = {
+            let jobs = self.jobs.lock().expect("registry lock");
+            jobs.by_id
+                .iter()
+                .filter(|(_, e)| !e.tx.borrow().state.is_terminal())
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for id in live {
+            // A job that ended meanwhile refuses the cancel; nothing to do.
+            let _ = self.cancel(&id.to_string()).await;
+        }
+    }
+
+    /// Jobs that have not ended yet.
+    pub fn live_jobs(&self) -> usize {
+        let jobs = self.jobs.lock().expect("registry lock");
+        jobs.by_id
+            .values()
+            .filter(|e| !e.tx.borrow().state.is_terminal())
+            .count()
+    }
+
+    /// Keeps at most `max_retained` jobs by dropping the oldest finished ones.
+    fn evict_over_cap(&self, jobs: &mut Jobs) {
+        let excess = (jobs.by_id.len() + 1).saturating_sub(self.limits.max_retained);
+        if excess == 0 {
+            return;
+        }
+        let oldest_finished: Vec<Uuid> = jobs
+            .order
+            .values()
+            .filter(|id| jobs.by_id[*id].tx.borrow().state.is_terminal())
+            .take(excess)
+            .copied()
+            .collect();
+        for id in &oldest_finished {
+            jobs.remove(id);
+        }
+    }
+}
+
+impl Jobs {
+    fn remove(&mut self, id: &Uuid) {
+        if let Some(entry) = self.by_id.remove(id) {
+            self.order.remove(&entry.seq);
+            if let Some(key) = &entry.tx.borrow().request_id {
+                self.by_request_id.remove(key);
+            }
+        }
+    }
+}
+
+fn parse_id(id: &str) -> Result<Uuid> {
+    if id.is_empty() {
+        return Err(Error::InvalidArgument("job id is empty".into()));
+    }
+    Uuid::try_parse(id).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "job id {} is not a UUID like 3f0c…-…; use the id SubmitAsync returned",
+            printable(id)
+        ))
+    })
+}
+
+const PAGE_TOKEN_PREFIX: &str = "before:";
+
+fn page_token_for(seq: u64) -> String {
+    format!("{PAGE_TOKEN_PREFIX}{seq:x}")
+}
+
+/// The sequence number to list before; everything for an empty token.
+fn parse_page_token(token: &str) -> Result<u64> {
+    if token.is_empty() {
+        return Ok(u64::MAX);
+    }
+    token
+        .strip_prefix(PAGE_TOKEN_PREFIX)
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "page_token {} is not one this server issued; pass next_page_token unchanged",
+                printable(token)
+            ))
+        })
+}

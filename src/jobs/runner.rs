@@ -1,0 +1,125 @@
+//! Running one job: wait for a slot, run the call on a blocking thread,
+//! publish every change to the job's watch channel.
+//!
+//! Slots are a fair tokio `Semaphore` of `--max-running-jobs` permits, so
+//! pending jobs start in submission order. A job cancelled while pending
+//! never takes a slot: the cancel wakes the wait below.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::registry::JobRegistry;
+use super::{JobSnapshot, JobState};
+use crate::backend::{Interrupt, Phase, Progress};
+use crate::call::ProcedureCall;
+use crate::error::Error;
+
+pub(super) async fn run(
+    registry: Arc<JobRegistry>,
+    call: Arc<ProcedureCall>,
+    tx: watch::Sender<JobSnapshot>,
+    interrupt: Interrupt,
+) {
+    let permit = tokio::select! {
+        biased;
+        _ = interrupt.requested() => return, // cancelled while pending
+        permit = registry.slots.clone().acquire_owned() => {
+            permit.expect("the job semaphore is never closed")
+        }
+    };
+    let started = tx.send_if_modified(|job| {
+        if job.state != JobState::Pending {
+            return false;
+        }
+        job.state = JobState::Running;
+        job.start_time = Some(SystemTime::now());
+        job.progress_message = "waiting for a connection".into();
+        true
+    });
+    if !started {
+        return; // cancelled just as its slot came free
+    }
+    registry
+        .pending
+        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    info!("job started");
+
+    let progress: Arc<dyn Progress> = Arc::new(JobProgress {
+        tx: tx.clone(),
+        max_messages: registry.limits.max_messages,
+    });
+    let backend = registry.backend.clone();
+    let worker_interrupt = interrupt.clone();
+    let result =
+        tokio::task::spawn_blocking(move || backend.execute(&call, &progress, &worker_interrupt))
+            .await
+            .unwrap_or_else(|panic| {
+                warn!(error = %panic, "the job's worker panicked");
+                Err(Error::Internal("the job's worker thread panicked".into()))
+            });
+    drop(permit);
+
+    let cancelled = interrupt.is_requested();
+    tx.send_modify(|job| {
+        job.end_time = Some(SystemTime::now());
+        match result {
+            Ok(outputs) => {
+                job.state = JobState::Completed;
+                job.progress = 100;
+                job.progress_message = "done".into();
+                job.outputs = Some(Arc::new(outputs));
+            }
+            Err(_) if cancelled => {
+                job.state = JobState::Cancelled;
+                job.progress_message = "cancelled".into();
+                job.error = Some(Error::Cancelled(
+                    "cancelled while running; its statement was interrupted in the database".into(),
+                ));
+            }
+            Err(error) => {
+                job.state = JobState::Failed;
+                job.progress_message = "failed".into();
+                job.error = Some(error);
+            }
+        }
+    });
+    let job = tx.borrow();
+    info!(state = job.state.name(), duration = ?job.duration(), "job ended");
+}
+
+/// Publishes a running call's progress and messages into its job.
+struct JobProgress {
+    tx: watch::Sender<JobSnapshot>,
+    max_messages: usize,
+}
+
+impl Progress for JobProgress {
+    fn phase(&self, phase: Phase) {
+        self.report(phase.percent(), Some(phase.message().to_string()));
+    }
+
+    fn report(&self, percent: u32, message: Option<String>) {
+        self.tx.send_if_modified(|job| {
+            let mut changed = false;
+            if percent > job.progress {
+                job.progress = percent.min(100);
+                changed = true;
+            }
+            if let Some(message) = message
+                && job.progress_message != message
+            {
+                job.progress_message = message;
+                changed = true;
+            }
+            changed
+        });
+    }
+
+    fn message(&self, line: String) {
+        self.tx
+            .send_modify(|job| job.messages.push(line, self.max_messages));
+    }
+}

@@ -1,0 +1,41 @@
+//! procgate: a gRPC gateway to stored procedures.
+//!
+//! A request travels down these layers, each in its own module:
+//!
+//! ```text
+//! client ── gRPC ──▶ server     listener, health, reflection, shutdown   (server.rs)
+//!                    auth       bearer tokens, constant-time              (auth.rs)
+//!                    api        validate, convert, one error→Status map   (api/)
+//!                    allow      the --allow list                          (allow.rs)
+//!      sync calls ─▶ sync_call  deadline + cancel-on-disconnect           (sync_call.rs)
+//!            jobs ─▶ jobs       registry, runner, watch channel per job  (jobs/)
+//!                    backend    trait Backend + interrupt + progress      (backend/)
+//!                      └─ postgres  pool, catalog, statement, types       (backend/postgres/)
+//! ```
+//!
+//! The domain types in [`call`] and [`name`] are shared by every layer and
+//! know nothing of protobuf or drivers. [`error`] classifies every failure;
+//! `api::status` turns it into a gRPC status. [`config`] is the command line,
+//! [`embedded`] the throwaway PostgreSQL used when no database is configured.
+
+pub mod allow;
+pub mod api;
+pub mod auth;
+pub mod backend;
+pub mod call;
+pub mod config;
+pub mod embedded;
+pub mod error;
+pub mod jobs;
+pub mod name;
+pub mod server;
+pub mod sync_call;
+
+/// The generated protobuf types and gRPC stubs of `procgate.v1`.
+pub mod proto {
+    tonic::include_proto!("procgate.v1");
+
+    /// The encoded descriptor set, for the reflection service.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("procgate_descriptor");
+}

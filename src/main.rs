@@ -1,0 +1,102 @@
+//! The `procgate` binary: parse the command line, set up logging, run.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use procgate::config::{LogFormat, ServeConfig};
+use procgate::embedded::{EmbeddedOptions, EmbeddedPostgres};
+use procgate::{backend, server};
+use tracing::{error, info, warn};
+
+/// A gRPC gateway to stored procedures (PostgreSQL, Oracle).
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(ServeConfig),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(config) => serve(config),
+    }
+}
+
+fn serve(config: ServeConfig) -> ExitCode {
+    init_tracing(config.log_format);
+    let embedded = match &config.database_url {
+        Some(_) => None,
+        None => {
+            warn!(
+                "no --database-url: starting an EMBEDDED THROWAWAY PostgreSQL loaded with docs/examples/postgres; its data is deleted on exit"
+            );
+            match EmbeddedPostgres::start(&EmbeddedOptions {
+                load_examples: true,
+                ..Default::default()
+            }) {
+                Ok(db) => Some(db),
+                Err(e) => {
+                    error!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let database_url = config
+        .database_url
+        .clone()
+        .or_else(|| embedded.as_ref().map(EmbeddedPostgres::url))
+        .expect("a database URL or an embedded database");
+    info!(database = %backend::redact_url(&database_url), "using database");
+
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        server::run(listener, config, &database_url, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
+    });
+    drop(runtime);
+    drop(embedded);
+    match result {
+        Ok(()) => {
+            info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

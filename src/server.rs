@@ -1,0 +1,169 @@
+//! Assembling and running the gRPC server.
+//!
+//! [`run`] takes an already-bound listener and a shutdown future, in the way
+//! of mini-redis's `server::run`: `main` binds the configured address and
+//! passes Ctrl-C/SIGTERM, tests bind `127.0.0.1:0` and pass a channel. Besides
+//! ProcedureService it serves gRPC health (SERVING only while the database
+//! answers) and reflection in both v1 and v1alpha (grpcurl and buf curl
+//! speak v1; Python's grpcio-reflection only v1alpha).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tracing::{info, info_span, warn};
+
+use crate::allow::AllowList;
+use crate::api::ProcedureApi;
+use crate::auth::TokenCheck;
+use crate::backend::{self, Backend};
+use crate::config::ServeConfig;
+use crate::error::{Error, Result};
+use crate::jobs::JobRegistry;
+use crate::proto;
+use crate::proto::procedure_service_server::ProcedureServiceServer;
+
+/// The service name health reports under, besides the server-wide "".
+const SERVICE_NAME: &str = "procgate.v1.ProcedureService";
+
+/// Serves until `shutdown` resolves, then drains: stops accepting work,
+/// cancels running jobs, lets in-flight calls finish within the grace period.
+pub async fn run(
+    listener: TcpListener,
+    config: ServeConfig,
+    database_url: &str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| Error::Internal(format!("listener has no address: {e}")))?;
+    config.validate(local_addr)?;
+    let backend = backend::connect(database_url, &config.pool_settings())?;
+    let registry = JobRegistry::new(backend.clone(), config.job_limits());
+    let api = ProcedureApi {
+        backend: backend.clone(),
+        registry: registry.clone(),
+        allow: AllowList::new(&config.allow)?,
+        max_messages: config.max_messages,
+        log_params: config.log_params,
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::NotServing).await;
+    let background = [
+        tokio::spawn(watch_database(
+            backend.clone(),
+            health.clone(),
+            config.health_interval,
+        )),
+        tokio::spawn(sweep_jobs(registry.clone(), config.sweep_interval)),
+    ];
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_error = |e: tonic_reflection::server::Error| {
+        Error::Internal(format!("building the reflection service failed: {e}"))
+    };
+    let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
+
+    let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = Server::builder()
+        .trace_fn(|request| info_span!("rpc", method = %request.uri().path()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(InterceptedService::new(
+            ProcedureServiceServer::new(api),
+            TokenCheck::new(&config.tokens),
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = stopped.await;
+        });
+    tokio::pin!(server);
+    info!(%local_addr, database = backend.kind(), "procgate is listening");
+
+    tokio::select! {
+        result = &mut server => {
+            return result.map_err(|e| Error::Internal(format!("the gRPC server failed: {e}")));
+        }
+        _ = shutdown => {}
+    }
+
+    info!(grace = ?config.grace_period, "shutting down: no new work, cancelling running jobs");
+    set_health(&health, ServingStatus::NotServing).await;
+    for task in background {
+        task.abort();
+    }
+    registry.shutdown().await;
+    let _ = stop_accepting.send(());
+    let drained = tokio::time::timeout(config.grace_period, async {
+        let served = (&mut server).await;
+        while registry.live_jobs() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        served
+    })
+    .await;
+    match drained {
+        Ok(result) => result.map_err(|e| Error::Internal(format!("the gRPC server failed: {e}"))),
+        Err(_) => {
+            warn!("grace period over: closing the remaining calls");
+            Ok(())
+        }
+    }
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health.set_service_status(SERVICE_NAME, status).await;
+}
+
+/// Pings the database every `interval` and reports the result as health.
+async fn watch_database(backend: Arc<dyn Backend>, health: HealthReporter, interval: Duration) {
+    let mut serving = None;
+    loop {
+        let probe = backend.clone();
+        let timeout = interval.max(Duration::from_secs(1));
+        let result = tokio::task::spawn_blocking(move || probe.ping(timeout))
+            .await
+            .unwrap_or_else(|_| Err(Error::Internal("the health probe panicked".into())));
+        let now_serving = result.is_ok();
+        if serving != Some(now_serving) {
+            match &result {
+                Ok(()) => info!("the database answers: SERVING"),
+                Err(e) => warn!(error = %e, "the database does not answer: NOT_SERVING"),
+            }
+            let status = if now_serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            set_health(&health, status).await;
+            serving = Some(now_serving);
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Drops expired jobs every `interval`.
+async fn sweep_jobs(registry: Arc<JobRegistry>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let removed = registry.sweep(SystemTime::now());
+        if removed > 0 {
+            info!(removed, "swept expired jobs");
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Test harness: a private PostgreSQL (pgtemp, through procgate's embedded
+//! launcher) loaded with the examples and tests/fixtures, and a real
+//! procgate server on 127.0.0.1:0 reached by a real tonic client.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use procgate::embedded::{EmbeddedOptions, EmbeddedPostgres};
+use procgate::proto::procedure_service_client::ProcedureServiceClient;
+use procgate::proto::value::Kind;
+use procgate::proto::{self as pb};
+use procgate::server;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+pub type Client = ProcedureServiceClient<Channel>;
+
+const FIXTURES: &str = include_str!("../fixtures/types.sql");
+
+/// Starts a database with the examples and the fixtures loaded.
+pub async fn start_db() -> EmbeddedPostgres {
+    start_db_on(None).await
+}
+
+/// Same, on a given port (to bring a stopped database back).
+pub async fn start_db_on(port: Option<u16>) -> EmbeddedPostgres {
+    tokio::task::spawn_blocking(move || {
+        let db = EmbeddedPostgres::start(&EmbeddedOptions {
+            load_examples: true,
+            port,
+            settings: vec![(
+                "shared_preload_libraries".into(),
+                "pg_stat_statements".into(),
+            )],
+        })
+        .expect("starting the test PostgreSQL");
+        let mut client = postgres::Client::connect(&db.url(), postgres::NoTls).unwrap();
+        client.batch_execute(FIXTURES).expect("loading fixtures");
+        db
+    })
+    .await
+    .unwrap()
+}
+
+/// A running gateway and the database behind it.
+pub struct Gateway {
+    pub db: Option<EmbeddedPostgres>,
+    pub db_url: String,
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<procgate::error::Result<()>>>,
+}
+
+impl Gateway {
+    /// A fresh database and a gateway configured with `args` (serve flags).
+    pub async fn start(args: &[&str]) -> Gateway {
+        Self::start_on(start_db().await, args).await
+    }
+
+    pub async fn start_on(db: EmbeddedPostgres, args: &[&str]) -> Gateway {
+        let db_url = db.url();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut all_args = vec!["--health-interval", "200ms"];
+        all_args.extend_from_slice(args);
+        let config = procgate::config::ServeConfig::parse_from(all_args).expect("serve flags");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let url = db_url.clone();
+        let server = tokio::spawn(async move {
+            server::run(listener, config, &url, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Gateway {
+            db: Some(db),
+            db_url,
+            addr,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        ProcedureServiceClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connecting to the gateway")
+            .max_decoding_message_size(64 << 20)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Runs SQL on the test database from a separate admin connection.
+    pub async fn sql(&self, query: &str) -> Vec<postgres::Row> {
+        sql(&self.db_url, query).await
+    }
+
+    /// Sessions currently running a statement that contains `needle`.
+    pub async fn active_sessions(&self, needle: &str) -> i64 {
+        let rows = self
+            .sql(&format!(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE state = 'active' AND pid <> pg_backend_pid()
+                    AND query LIKE '%{}%'",
+                needle.replace('\'', "''")
+            ))
+            .await;
+        rows[0].get(0)
+    }
+
+    /// Stops the server the way SIGTERM does, and returns its result.
+    pub async fn shutdown(mut self) -> procgate::error::Result<()> {
+        let _ = self.stop.take().unwrap().send(());
+        self.server.take().unwrap().await.unwrap()
+    }
+}
+
+pub async fn sql(url: &str, query: &str) -> Vec<postgres::Row> {
+    let url = url.to_string();
+    let query = query.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        client.query(query.as_str(), &[]).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// Polls `check` until it returns Some, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+// ---- building requests ----
+
+pub fn value(kind: Kind) -> pb::Value {
+    pb::Value { kind: Some(kind) }
+}
+
+pub fn p_in(name: &str, kind: Kind) -> pb::Param {
+    pb::Param {
+        name: name.into(),
+        direction: pb::Direction::In as i32,
+        value: Some(value(kind)),
+        ..Default::default()
+    }
+}
+
+pub fn p_inout(name: &str, kind: Kind) -> pb::Param {
+    pb::Param {
+        direction: pb::Direction::InOut as i32,
+        ..p_in(name, kind)
+    }
+}
+
+pub fn p_out(name: &str, value_type: pb::ValueType) -> pb::Param {
+    pb::Param {
+        name: name.into(),
+        direction: pb::Direction::Out as i32,
+        r#type: value_type as i32,
+        ..Default::default()
+    }
+}
+
+pub fn call(procedure: &str, params: Vec<pb::Param>) -> pb::ProcedureCall {
+    pb::ProcedureCall {
+        procedure: procedure.into(),
+        params,
+        returns: 0,
+    }
+}
+
+pub fn function(
+    procedure: &str,
+    params: Vec<pb::Param>,
+    returns: pb::ValueType,
+) -> pb::ProcedureCall {
+    pb::ProcedureCall {
+        returns: returns as i32,
+        ..call(procedure, params)
+    }
+}
+
+pub async fn execute(
+    client: &mut Client,
+    call: pb::ProcedureCall,
+) -> Result<pb::ExecuteSyncResponse, tonic::Status> {
+    client
+        .execute_sync(pb::ExecuteSyncRequest { call: Some(call) })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+pub async fn submit(client: &mut Client, call: pb::ProcedureCall) -> pb::Job {
+    client
+        .submit_async(pb::SubmitAsyncRequest {
+            call: Some(call),
+            request_id: String::new(),
+        })
+        .await
+        .expect("SubmitAsync")
+        .into_inner()
+}
+
+/// Every snapshot WatchJob sends, until the stream ends.
+pub async fn watch_to_end(client: &mut Client, id: &str) -> Vec<pb::Job> {
+    let mut stream = client
+        .watch_job(pb::WatchJobRequest { id: id.into() })
+        .await
+        .expect("WatchJob")
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(job) = tokio::time::timeout(Duration::from_secs(60), stream.next())
+        .await
+        .expect("WatchJob went quiet for a minute")
+    {
+        seen.push(job.expect("a WatchJob message"));
+    }
+    seen
+}
+
+pub async fn wait_state(client: &Client, id: &str, state: pb::JobState) -> pb::Job {
+    eventually(
+        Duration::from_secs(30),
+        &format!("job {id} in {state:?}"),
+        || {
+            let mut client = client.clone();
+            let id = id.to_string();
+            async move {
+                let job = client
+                    .get_job(pb::GetJobRequest { id })
+                    .await
+                    .ok()?
+                    .into_inner();
+                (job.state == state as i32).then_some(job)
+            }
+        },
+    )
+    .await
+}
+
+pub fn state_of(job: &pb::Job) -> pb::JobState {
+    pb::JobState::try_from(job.state).unwrap()
+}
+
+pub fn kind_of(value: Option<&pb::Value>) -> Option<&Kind> {
+    value.and_then(|v| v.kind.as_ref())
+}
