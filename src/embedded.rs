@@ -87,6 +87,11 @@ impl EmbeddedPostgres {
         self.db.connection_uri()
     }
 
+    /// The cluster's data directory (deleted on drop).
+    pub fn data_dir(&self) -> PathBuf {
+        self.db.data_dir()
+    }
+
     pub fn port(&self) -> u16 {
         self.db.db_port()
     }

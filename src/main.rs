@@ -1,5 +1,6 @@
 //! The `procgate` binary: parse the command line, set up logging, run.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -55,6 +56,9 @@ fn serve(config: ServeConfig) -> ExitCode {
         .or_else(|| embedded.as_ref().map(EmbeddedPostgres::url))
         .expect("a database URL or an embedded database");
     info!(database = %backend::redact_url(&database_url), "using database");
+    if let Some(db) = &embedded {
+        info!(data_dir = %db.data_dir().display(), "the embedded database lives here until exit");
+    }
 
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let result = runtime.block_on(async {
@@ -84,7 +88,8 @@ fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

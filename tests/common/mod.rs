@@ -244,9 +244,23 @@ pub async fn watch_to_end(client: &mut Client, id: &str) -> Vec<pb::Job> {
 }
 
 pub async fn wait_state(client: &Client, id: &str, state: pb::JobState) -> pb::Job {
+    wait_job(client, id, &format!("{state:?}"), |job| {
+        job.state == state as i32
+    })
+    .await
+}
+
+/// Polls GetJob until the job satisfies `done`.
+pub async fn wait_job(
+    client: &Client,
+    id: &str,
+    what: &str,
+    done: impl Fn(&pb::Job) -> bool,
+) -> pb::Job {
+    let done = &done;
     eventually(
         Duration::from_secs(30),
-        &format!("job {id} in {state:?}"),
+        &format!("job {id}: {what}"),
         || {
             let mut client = client.clone();
             let id = id.to_string();
@@ -256,7 +270,7 @@ pub async fn wait_state(client: &Client, id: &str, state: pb::JobState) -> pb::J
                     .await
                     .ok()?
                     .into_inner();
-                (job.state == state as i32).then_some(job)
+                done(&job).then_some(job)
             }
         },
     )
