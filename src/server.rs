@@ -108,9 +108,7 @@ pub async fn run(
     let _ = stop_accepting.send(());
     let drained = tokio::time::timeout(config.grace_period, async {
         let served = (&mut server).await;
-        while registry.live_jobs() > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        registry.until_idle().await;
         served
     })
     .await;

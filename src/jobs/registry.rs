@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{Instrument, info_span};
 use uuid::Uuid;
 
@@ -35,6 +35,8 @@ pub struct JobRegistry {
     /// Jobs in PENDING; decremented by whoever moves a job out of it.
     pub(super) pending: AtomicUsize,
     accepting: AtomicBool,
+    /// Woken each time a job ends, for [`JobRegistry::until_idle`].
+    pub(super) job_ended: Notify,
 }
 
 #[derive(Default)]
@@ -77,6 +79,7 @@ impl JobRegistry {
             limits,
             pending: AtomicUsize::new(0),
             accepting: AtomicBool::new(true),
+            job_ended: Notify::new(),
         })
     }
 
@@ -264,6 +267,7 @@ impl JobRegistry {
         });
         if cancelled {
             self.pending.fetch_sub(1, Ordering::SeqCst);
+            self.job_ended.notify_waiters();
         }
         cancelled
     }
@@ -323,8 +327,19 @@ impl JobRegistry {
         }
     }
 
-    /// Jobs that have not ended yet.
-    pub fn live_jobs(&self) -> usize {
+    /// Resolves once no job is pending or running.
+    pub async fn until_idle(&self) {
+        loop {
+            // Created before the check, so an end between the two is not missed.
+            let ended = self.job_ended.notified();
+            if self.live_jobs() == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+
+    fn live_jobs(&self) -> usize {
         let jobs = self.jobs.lock().expect("registry lock");
         jobs.by_id
             .values()

@@ -86,6 +86,7 @@ pub(super) async fn run(
             }
         }
     });
+    registry.job_ended.notify_waiters();
     let job = tx.borrow();
     info!(state = job.state.name(), duration = ?job.duration(), "job ended");
 }
