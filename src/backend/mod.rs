@@ -11,6 +11,7 @@
 
 mod interrupt;
 pub mod postgres;
+pub mod signature;
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -9,9 +9,11 @@
 
 use std::fmt::Write;
 
-use crate::backend::postgres::catalog::{Arg, ArgMode, Routine};
+use crate::backend::postgres::catalog::{ArgMode, Routine};
+use crate::backend::signature::{DeclaredArg, match_params};
 use crate::backend::postgres::types;
-use crate::call::{Direction, Param, ProcedureCall};
+use crate::call::ProcedureCall;
+use crate::name::Identifier;
 use crate::error::{Error, Result};
 
 /// A statement ready to run.
@@ -64,33 +66,24 @@ fn plan_for(call: &ProcedureCall, routine: &Routine) -> Result<Plan> {
              and read its OUT parameters"
         )));
     }
-    // Every parameter of the request must name an argument, in a direction
-    // that argument allows.
-    let mut supplied: Vec<Option<&Param>> = vec![None; routine.args.len()];
-    for param in &call.params {
-        let wanted = param.name.folded_lower();
-        let index = routine
-            .args
-            .iter()
-            .position(|a| a.name == wanted)
-            .ok_or_else(|| {
-                invalid(format!(
-                    "{proc_name} has no parameter {}; its parameters are: {}",
-                    param.name,
-                    describe_args(&routine.args)
-                ))
-            })?;
-        check_direction(&routine.args[index], param, &proc_name)?;
-        supplied[index] = Some(param);
-    }
+    let declared: Vec<DeclaredArg<'_>> = routine
+        .args
+        .iter()
+        .map(|a| DeclaredArg {
+            name: &a.name,
+            direction: a.mode.direction(),
+            has_default: a.has_default,
+            db_type: &a.pg_type.sql,
+        })
+        .collect();
+    let supplied = match_params(call, &proc_name, &declared, Identifier::folded_lower)?;
 
     let mut sql = String::new();
     let mut binds = Vec::new();
     let mut args_sql = Vec::new();
     for (arg, param) in routine.args.iter().zip(&supplied) {
-        let takes_value = arg.mode.takes_value();
         let passes_value = param.is_some_and(|p| p.direction.takes_value());
-        if takes_value && passes_value {
+        if arg.mode.takes_value() && passes_value {
             let param = param.expect("checked above");
             let value = param.value.as_ref().expect("IN parameters carry a value");
             let text = types::encode(value, &arg.pg_type.base).map_err(|why| {
@@ -103,23 +96,11 @@ fn plan_for(call: &ProcedureCall, routine: &Routine) -> Result<Plan> {
                 binds.len(),
                 arg.pg_type.sql
             ));
-        } else if takes_value && arg.mode == ArgMode::InOut && param.is_some() {
-            // Declared OUT by the client on an IN OUT argument: send NULL in.
-            args_sql.push(format!("{} => NULL", quote_ident(&arg.name)));
-        } else if takes_value && !arg.has_default {
-            return Err(invalid(if arg.name.is_empty() {
-                format!(
-                    "{proc_name} has an unnamed parameter without a default; \
-                     procgate passes parameters by name"
-                )
-            } else {
-                format!(
-                    "missing parameter {} ({}) of {proc_name}",
-                    arg.name, arg.pg_type.sql
-                )
-            }));
-        } else if routine.is_procedure && arg.mode == ArgMode::Out {
-            // CALL needs every OUT argument, as NULL.
+        } else if (arg.mode == ArgMode::InOut && param.is_some())
+            || (routine.is_procedure && arg.mode == ArgMode::Out)
+        {
+            // An IN OUT declared OUT by the client gets NULL in; CALL needs
+            // every OUT argument, as NULL.
             args_sql.push(format!("{} => NULL", quote_ident(&arg.name)));
         }
     }
@@ -162,39 +143,6 @@ fn plan_for(call: &ProcedureCall, routine: &Routine) -> Result<Plan> {
     })
 }
 
-fn check_direction(arg: &Arg, param: &Param, proc_name: &str) -> Result<()> {
-    let declared = arg.mode.direction();
-    if declared == param.direction || declared == Direction::InOut {
-        return Ok(());
-    }
-    let how = match declared {
-        Direction::In => "IN: send a value and no OUT direction",
-        Direction::Out => "OUT: declare it with direction OUT and no value",
-        Direction::InOut => unreachable!("IN OUT accepts every direction"),
-    };
-    Err(Error::InvalidArgument(format!(
-        "parameter {} of {proc_name} is {how}",
-        param.name
-    )))
-}
-
-fn describe_args(args: &[Arg]) -> String {
-    if args.is_empty() {
-        return "(none)".into();
-    }
-    args.iter()
-        .map(|a| {
-            let mode = match a.mode {
-                ArgMode::In | ArgMode::Variadic => "IN",
-                ArgMode::Out | ArgMode::Table => "OUT",
-                ArgMode::InOut => "IN OUT",
-            };
-            format!("{} {mode} {}", a.name, a.pg_type.sql)
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Double-quotes a catalog identifier, doubling any quote inside.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -203,8 +151,8 @@ pub fn quote_ident(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::postgres::catalog::PgType;
-    use crate::call::{Value, ValueType};
+    use crate::backend::postgres::catalog::{Arg, PgType};
+    use crate::call::{Direction, Param, Value, ValueType};
     use crate::name::{Identifier, ProcedureName};
 
     fn arg(name: &str, mode: ArgMode, base: &str, has_default: bool) -> Arg {
