@@ -153,7 +153,11 @@ impl Value {
             ),
             (Value::String(s), T::Boolean) => Value::Bool(parse_bool(&s)?),
             (Value::String(s), T::Date) => Value::Date(parse_date(&s)?),
-            (Value::String(s), T::Timestamp) => Value::Timestamp(parse_timestamp(&s)?),
+            (Value::String(s), T::Timestamp) => match parse_date(&s) {
+                // A bare date is its midnight (Oracle DATE parameters).
+                Ok(date) => return Value::Date(date).coerce(T::Timestamp),
+                Err(_) => Value::Timestamp(parse_timestamp(&s)?),
+            },
             (Value::Integer(i), T::Integer) => Value::Integer(i),
             (Value::Integer(i), T::Number) => Value::Number(i.to_string()),
             (Value::Integer(i), T::Float) => Value::Float(i as f64),
@@ -245,6 +249,8 @@ pub struct Outputs {
     /// OUT and IN OUT values by parameter name.
     pub values: BTreeMap<String, Value>,
     pub return_value: Option<Value>,
+    /// Result sets returned with DBMS_SQL.RETURN_RESULT (Oracle).
+    pub implicit_results: Vec<ResultSet>,
 }
 
 /// `[+-]digits[.digits][e[+-]digits]` (or `.digits`): the decimal text that

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::backend::PoolSettings;
+use crate::backend::BackendSettings;
 use crate::error::{Error, Result};
 use crate::jobs::JobLimits;
 
@@ -63,6 +63,15 @@ pub struct ServeConfig {
     /// Close database connections idle for longer than this.
     #[arg(long, env = "PROCGATE_IDLE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+
+    /// Check each connection with a round-trip when it leaves the pool, so
+    /// that a connection broken by a database restart is replaced before use.
+    #[arg(long, env = "PROCGATE_POOL_TEST_ON_CHECKOUT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pool_test_on_checkout: bool,
+
+    /// Oracle: how often V$SESSION_LONGOPS is read for a running job's progress.
+    #[arg(long, env = "PROCGATE_ORACLE_PROGRESS_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub oracle_progress_interval: Duration,
 
     /// Jobs running at once (default: --pool-size). More wait PENDING, in
     /// submission order.
@@ -159,9 +168,12 @@ impl ServeConfig {
         self.max_running_jobs.unwrap_or(self.pool_size as usize)
     }
 
-    pub fn pool_settings(&self) -> PoolSettings {
-        PoolSettings {
+    pub fn backend_settings(&self) -> BackendSettings {
+        BackendSettings {
             max_size: self.pool_size + self.sync_connections,
+            test_on_checkout: self.pool_test_on_checkout,
+            max_messages: self.max_messages,
+            progress_interval: self.oracle_progress_interval,
             checkout_timeout: self.pool_timeout,
             connect_timeout: self.connect_timeout,
             idle_timeout: self.idle_timeout,
@@ -192,7 +204,7 @@ mod tests {
     fn defaults_are_sane() {
         let config = parse(&[]);
         assert_eq!(config.max_running_jobs(), 10);
-        assert_eq!(config.pool_settings().max_size, 14);
+        assert_eq!(config.backend_settings().max_size, 14);
         assert_eq!(config.job_retention, Duration::from_secs(24 * 3600));
         assert!(config.validate(config.listen).is_ok());
     }

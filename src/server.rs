@@ -44,7 +44,7 @@ pub async fn run(
         .local_addr()
         .map_err(|e| Error::Internal(format!("listener has no address: {e}")))?;
     config.validate(local_addr)?;
-    let backend = backend::connect(database_url, &config.pool_settings())?;
+    let backend = backend::connect(database_url, &config.backend_settings())?;
     let registry = JobRegistry::new(backend.clone(), config.job_limits());
     let api = ProcedureApi {
         backend: backend.clone(),

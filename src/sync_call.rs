@@ -31,7 +31,10 @@ pub async fn execute(
     max_messages: usize,
 ) -> Result<SyncOutcome> {
     let started = Instant::now();
-    let interrupt = Interrupt::new();
+    let interrupt = match deadline {
+        Some(deadline) => Interrupt::with_deadline(started + deadline),
+        None => Interrupt::new(),
+    };
     let mut guard = CancelOnDrop(Some(interrupt.clone()));
     let collector = Arc::new(MessageCollector {
         log: Mutex::default(),

@@ -235,20 +235,28 @@ fn result_set_to_proto(set: &ResultSet) -> pb::ResultSet {
     }
 }
 
-pub fn outputs_to_proto(
-    outputs: &Outputs,
-) -> (
-    std::collections::HashMap<String, pb::Value>,
-    Option<pb::Value>,
-) {
-    (
-        outputs
+/// Outputs in the shape both ExecuteSyncResponse and Job carry them.
+#[derive(Default)]
+pub struct ProtoOutputs {
+    pub outputs: std::collections::HashMap<String, pb::Value>,
+    pub return_value: Option<pb::Value>,
+    pub implicit_results: Vec<pb::ResultSet>,
+}
+
+pub fn outputs_to_proto(outputs: &Outputs) -> ProtoOutputs {
+    ProtoOutputs {
+        outputs: outputs
             .values
             .iter()
             .map(|(name, value)| (name.clone(), value_to_proto(value)))
             .collect(),
-        outputs.return_value.as_ref().map(value_to_proto),
-    )
+        return_value: outputs.return_value.as_ref().map(value_to_proto),
+        implicit_results: outputs
+            .implicit_results
+            .iter()
+            .map(result_set_to_proto)
+            .collect(),
+    }
 }
 
 fn param_to_proto(param: &Param) -> pb::Param {
@@ -289,7 +297,11 @@ pub fn job_state_from_proto(raw: i32) -> Result<Option<JobState>> {
 }
 
 pub fn job_to_proto(job: &JobSnapshot) -> pb::Job {
-    let (outputs, return_value) = job
+    let ProtoOutputs {
+        outputs,
+        return_value,
+        implicit_results,
+    } = job
         .outputs
         .as_deref()
         .map(outputs_to_proto)
@@ -318,6 +330,7 @@ pub fn job_to_proto(job: &JobSnapshot) -> pb::Job {
         messages: job.messages.lines.iter().cloned().collect(),
         messages_dropped: job.messages.dropped,
         request_id: job.request_id.as_deref().unwrap_or_default().to_string(),
+        implicit_results,
     }
 }
 
@@ -342,6 +355,7 @@ pub fn description_to_proto(d: &ProcedureDescription) -> pb::ProcedureDescriptio
         returns: value_type_to_proto(d.returns) as i32,
         returns_db_type: d.returns_db_type.clone(),
         overloads: d.overloads,
+        overload: d.overload.clone(),
     }
 }
 

@@ -60,13 +60,14 @@ impl ProcedureService for ProcedureApi {
         let call = self.accept_call(request.into_inner().call)?;
         let outcome =
             sync_call::execute(self.backend.clone(), call, deadline, self.max_messages).await?;
-        let (outputs, return_value) = outputs_to_proto(&outcome.outputs);
+        let outputs = outputs_to_proto(&outcome.outputs);
         info!(elapsed = ?outcome.elapsed, "sync call completed");
         Ok(Response::new(pb::ExecuteSyncResponse {
-            outputs,
-            return_value,
+            outputs: outputs.outputs,
+            return_value: outputs.return_value,
             messages: outcome.messages.lines.into_iter().collect(),
             elapsed: prost_types::Duration::try_from(outcome.elapsed).ok(),
+            implicit_results: outputs.implicit_results,
         }))
     }
 

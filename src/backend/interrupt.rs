@@ -12,7 +12,7 @@
 //! before arming is seen by `arm`, which then refuses to start.
 
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +32,8 @@ pub struct Interrupt {
 
 #[derive(Default)]
 struct Inner {
+    /// When the caller stops waiting (sync calls with a gRPC deadline).
+    deadline: Option<Instant>,
     token: CancellationToken,
     hook: Mutex<Option<Hook>>,
     disarmed: Condvar,
@@ -40,6 +42,21 @@ struct Inner {
 impl Interrupt {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An interrupt for a caller that stops waiting at `deadline`; backends
+    /// that can also bound the call themselves (Oracle's call timeout) use it.
+    pub fn with_deadline(deadline: Instant) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                deadline: Some(deadline),
+                ..Inner::default()
+            }),
+        }
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.inner.deadline
     }
 
     pub fn is_requested(&self) -> bool {

@@ -10,6 +10,7 @@
 //! [`connect`] picks the backend from the URL scheme.
 
 mod interrupt;
+pub mod oracle;
 pub mod postgres;
 pub mod signature;
 
@@ -79,11 +80,13 @@ impl MessageLog {
     }
 }
 
-/// Pool settings shared by every backend.
+/// Settings shared by every backend.
 #[derive(Debug, Clone)]
-pub struct PoolSettings {
+pub struct BackendSettings {
     /// Total connections (jobs + sync calls).
     pub max_size: u32,
+    /// Check each connection with a round-trip when it leaves the pool.
+    pub test_on_checkout: bool,
     /// How long a caller waits for a free connection before
     /// RESOURCE_EXHAUSTED.
     pub checkout_timeout: Duration,
@@ -93,6 +96,10 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     /// Most rows read from one cursor or set-returning function.
     pub max_cursor_rows: usize,
+    /// Most messages (notices, DBMS_OUTPUT lines) kept per call.
+    pub max_messages: usize,
+    /// How often Oracle's V$SESSION_LONGOPS is read for a running call.
+    pub progress_interval: Duration,
 }
 
 /// The signature of a procedure, as DescribeProcedure reports it.
@@ -103,6 +110,8 @@ pub struct ProcedureDescription {
     pub returns: Option<ValueType>,
     pub returns_db_type: String,
     pub overloads: u32,
+    /// Which overload `params` describe; empty when there is only one.
+    pub overload: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -138,14 +147,16 @@ pub trait Backend: Send + Sync + 'static {
 /// Opens the backend that the URL's scheme names. Does not wait for the
 /// database: an unreachable database shows up in health, not as a start-up
 /// failure.
-pub fn connect(url: &str, settings: &PoolSettings) -> Result<Arc<dyn Backend>> {
+pub fn connect(url: &str, settings: &BackendSettings) -> Result<Arc<dyn Backend>> {
     let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
     match scheme {
         "postgres" | "postgresql" => {
             Ok(Arc::new(postgres::PostgresBackend::connect(url, settings)?))
         }
+        "oracle" => Ok(Arc::new(oracle::OracleBackend::connect(url, settings)?)),
         _ => Err(Error::InvalidArgument(format!(
-            "unsupported database URL scheme {scheme:?}: use postgres://user:password@host:port/dbname"
+            "unsupported database URL scheme {scheme:?}: use postgres://user:password@host:port/dbname \
+             or oracle://user:password@host:port/service_name"
         ))),
     }
 }
@@ -197,8 +208,11 @@ mod tests {
 
     #[test]
     fn unknown_schemes_are_refused_clearly() {
-        let settings = PoolSettings {
+        let settings = BackendSettings {
             max_size: 1,
+            test_on_checkout: true,
+            max_messages: 10,
+            progress_interval: Duration::from_secs(1),
             checkout_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),

@@ -159,6 +159,8 @@ mod tests {
         assert!(unknown.contains("no parameter zz"), "{unknown}");
         assert!(unknown.contains("a IN integer, b IN OUT text, c OUT numeric"));
         assert!(check(vec![param("a", Direction::Out)]).contains("parameter a of p is IN"));
-        assert!(check(vec![param("a", Direction::In), param("c", Direction::In)]).contains("is OUT"));
+        assert!(
+            check(vec![param("a", Direction::In), param("c", Direction::In)]).contains("is OUT")
+        );
     }
 }

@@ -62,7 +62,14 @@ impl Gateway {
     }
 
     pub async fn start_on(db: EmbeddedPostgres, args: &[&str]) -> Gateway {
-        let db_url = db.url();
+        let mut gateway = Self::start_url(&db.url(), args).await;
+        gateway.db = Some(db);
+        gateway
+    }
+
+    /// A gateway in front of a database the test does not own.
+    pub async fn start_url(db_url: &str, args: &[&str]) -> Gateway {
+        let db_url = db_url.to_string();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut all_args = vec!["--health-interval", "200ms"];
@@ -77,7 +84,7 @@ impl Gateway {
             .await
         });
         Gateway {
-            db: Some(db),
+            db: None,
             db_url,
             addr,
             stop: Some(stop),

@@ -28,7 +28,7 @@ use self::errors::classify;
 use self::pool::{Connection, Manager, Pool};
 use self::statement::{Plan, Shape, quote_ident};
 use crate::backend::{
-    Backend, Interrupt, ParamDescription, Phase, PoolSettings, ProcedureDescription, Progress,
+    Backend, BackendSettings, Interrupt, ParamDescription, Phase, ProcedureDescription, Progress,
 };
 use crate::call::{Column, Outputs, ProcedureCall, ResultSet, Value};
 use crate::error::{DbErrorKind, Error, Result};
@@ -41,12 +41,12 @@ pub struct PostgresBackend {
     /// Always Some until dropped; see the Drop impl.
     pool: Option<Pool>,
     catalog: Catalog,
-    settings: PoolSettings,
+    settings: BackendSettings,
 }
 
 impl PostgresBackend {
     /// Builds the pool without waiting for the database.
-    pub fn connect(url: &str, settings: &PoolSettings) -> Result<Self> {
+    pub fn connect(url: &str, settings: &BackendSettings) -> Result<Self> {
         let mut config = postgres::Config::from_str(url).map_err(|e| {
             Error::InvalidArgument(format!(
                 "invalid PostgreSQL URL {}: {e}",
@@ -61,7 +61,7 @@ impl PostgresBackend {
             .min_idle(Some(0))
             .connection_timeout(settings.checkout_timeout)
             .idle_timeout(Some(settings.idle_timeout))
-            .test_on_check_out(true)
+            .test_on_check_out(settings.test_on_checkout)
             .build_unchecked(Manager::new(config));
         Ok(Self {
             pool: Some(pool),
@@ -176,6 +176,11 @@ impl Backend for PostgresBackend {
                 routine.return_type.sql.clone()
             },
             overloads: routines.len() as u32,
+            overload: if routines.len() > 1 {
+                "1".into()
+            } else {
+                String::new()
+            },
         })
     }
 
@@ -249,14 +254,16 @@ fn run_statement(
             if let Some(row) = rows.first() {
                 for (i, column) in row.columns().iter().enumerate() {
                     let value = column_value(client, row, i, max_rows)?;
-                    let wanted = call
+                    // Keyed by the name the client used, else the catalog's.
+                    let param = call
                         .params
                         .iter()
-                        .find(|p| p.name.folded_lower() == column.name())
-                        .and_then(|p| p.value_type);
+                        .find(|p| p.name.folded_lower() == column.name());
+                    let name = param.map_or(column.name(), |p| p.name.as_written());
+                    let wanted = param.and_then(|p| p.value_type);
                     outputs
                         .values
-                        .insert(column.name().to_string(), coerce(value, wanted));
+                        .insert(name.to_string(), coerce(value, wanted));
                 }
             }
         }

@@ -10,11 +10,11 @@
 use std::fmt::Write;
 
 use crate::backend::postgres::catalog::{ArgMode, Routine};
-use crate::backend::signature::{DeclaredArg, match_params};
 use crate::backend::postgres::types;
+use crate::backend::signature::{DeclaredArg, match_params};
 use crate::call::ProcedureCall;
-use crate::name::Identifier;
 use crate::error::{Error, Result};
+use crate::name::Identifier;
 
 /// A statement ready to run.
 #[derive(Debug, Clone, PartialEq)]

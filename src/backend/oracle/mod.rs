@@ -1,0 +1,303 @@
+//! The Oracle backend: PL/SQL procedures and functions in anonymous blocks,
+//! DBMS_OUTPUT as messages, V$SESSION_LONGOPS as progress,
+//! `break_execution` as a hard cancel.
+//!
+//! One call = one pooled connection: resolve the name and read its
+//! signature (ALL_ARGUMENTS, cached), build the block, enable DBMS_OUTPUT,
+//! note the session's SID/SERIAL# for the progress poller, arm the interrupt
+//! with `break_execution`, bound the call by the caller's deadline
+//! (`call_timeout`), run, read OUT binds, cursors and implicit results, then
+//! drain DBMS_OUTPUT. The Oracle client library is checked before the pool
+//! is built, so a machine without Instant Client fails at start-up with one
+//! clear message.
+
+mod block;
+mod catalog;
+mod client;
+mod errors;
+mod pool;
+mod session;
+mod types;
+pub mod url;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use self::block::Block;
+use self::catalog::Catalog;
+use self::errors::classify;
+use self::pool::{Connection, Manager, Pool};
+use self::session::SessionId;
+use crate::backend::{
+    Backend, BackendSettings, Interrupt, ParamDescription, Phase, ProcedureDescription, Progress,
+};
+use crate::call::{Outputs, ProcedureCall, ValueType};
+use crate::error::{DbErrorKind, Error, Result};
+use crate::name::ProcedureName;
+
+/// How long a looked-up signature is trusted.
+const SIGNATURE_TTL: Duration = Duration::from_secs(5);
+
+pub struct OracleBackend {
+    pool: Pool,
+    catalog: Catalog,
+    settings: BackendSettings,
+    /// Cleared after the first failed V$SESSION_LONGOPS read (missing grant).
+    longops_readable: AtomicBool,
+}
+
+impl OracleBackend {
+    /// Checks the client library, then builds the pool without waiting for
+    /// the database.
+    pub fn connect(url: &str, settings: &BackendSettings) -> Result<Self> {
+        let target = url::parse(url, |name| std::env::var(name).ok())?;
+        let version = client::check_client_library()?;
+        info!(client = %version, connect = %target.connect_string, user = %target.user, "Oracle client library loaded");
+        let connector =
+            oracle::Connector::new(&target.user, &target.password, &target.connect_string);
+        let pool = r2d2::Pool::builder()
+            .max_size(settings.max_size)
+            .min_idle(Some(0))
+            .connection_timeout(settings.checkout_timeout)
+            .idle_timeout(Some(settings.idle_timeout))
+            .test_on_check_out(settings.test_on_checkout)
+            .build_unchecked(Manager::new(connector));
+        Ok(Self {
+            pool,
+            catalog: Catalog::new(SIGNATURE_TTL),
+            settings: settings.clone(),
+            longops_readable: AtomicBool::new(true),
+        })
+    }
+
+    fn checkout(&self, timeout: Duration) -> Result<r2d2::PooledConnection<Manager>> {
+        self.pool.get_timeout(timeout).map_err(|e| {
+            if self.pool.state().connections >= self.pool.max_size() {
+                Error::Exhausted(format!(
+                    "all {} database connections are busy and none came free within {}",
+                    self.pool.max_size(),
+                    humantime::format_duration(timeout)
+                ))
+            } else {
+                Error::Unavailable(format!("cannot reach Oracle: {e}"))
+            }
+        })
+    }
+
+    /// The session id for the progress poller, when V$SESSION_LONGOPS is
+    /// readable at all.
+    fn session_for_progress(&self, conn: &oracle::Connection) -> Option<SessionId> {
+        if !self.longops_readable.load(Ordering::Relaxed) {
+            return None;
+        }
+        session::session_id(conn)
+            .map_err(|e| self.longops_unavailable(&e))
+            .ok()
+    }
+
+    fn longops_unavailable(&self, error: &oracle::Error) {
+        if self.longops_readable.swap(false, Ordering::Relaxed) {
+            warn!(
+                error = %error,
+                "cannot read V$SESSION_LONGOPS; job progress falls back to phase milestones \
+                 (GRANT SELECT ON V_$SESSION_LONGOPS, see docs/oracle.md)"
+            );
+        }
+    }
+
+    /// Reads progress from another connection until `stop` fires.
+    fn poll_progress(
+        &self,
+        session: SessionId,
+        progress: &dyn Progress,
+        stop: std::sync::mpsc::Receiver<()>,
+    ) {
+        let failure =
+            session::poll_progress(self.settings.progress_interval, stop, progress, || {
+                match self.pool.try_get() {
+                    Some(conn) => session::read_longops(&conn.conn, session),
+                    None => Ok(None), // no connection free this tick; try the next
+                }
+            });
+        if let Some(error) = failure {
+            self.longops_unavailable(&error);
+        }
+    }
+}
+
+impl Backend for OracleBackend {
+    fn execute(
+        &self,
+        call: &ProcedureCall,
+        progress: &Arc<dyn Progress>,
+        interrupt: &Interrupt,
+    ) -> Result<Outputs> {
+        let conn = self.checkout(self.settings.checkout_timeout)?;
+        progress.phase(Phase::ConnectionAcquired);
+        let routines = self.catalog.lookup(&conn.conn, &call.name)?;
+        let (block, _) = block::plan(call, &routines)?;
+
+        conn.conn
+            .execute(session::ENABLE_OUTPUT, &[])
+            .map_err(|e| classify(&e))?;
+        let session = self.session_for_progress(&conn.conn);
+        if let Some(deadline) = interrupt.deadline() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            conn.conn
+                .set_call_timeout(Some(left.max(Duration::from_millis(1))))
+                .map_err(|e| classify(&e))?;
+        }
+
+        let breaker = conn.conn.clone();
+        let discard = conn.discard.clone();
+        let armed = interrupt.arm(move || {
+            if let Err(e) = breaker.break_execution() {
+                warn!(error = %e, "break_execution failed; the connection will be discarded");
+                discard.store(true, Ordering::SeqCst);
+            }
+        })?;
+        progress.phase(Phase::Executing);
+        let result = std::thread::scope(|scope| {
+            let (stop, stopped) = std::sync::mpsc::channel::<()>();
+            if let Some(session) = session {
+                let progress = progress.as_ref();
+                scope.spawn(move || self.poll_progress(session, progress, stopped));
+            }
+            let result = run_block(&conn, &block, self.settings.max_cursor_rows);
+            drop(stop);
+            result
+        });
+        drop(armed);
+        finish_session(
+            &conn,
+            progress.as_ref(),
+            self.settings.max_messages,
+            interrupt,
+        );
+
+        match result {
+            Ok(outputs) => {
+                progress.phase(Phase::OutputsFetched);
+                Ok(outputs)
+            }
+            Err(e) => {
+                if let Error::Database(db) = &e
+                    && db.kind == DbErrorKind::UndefinedObject
+                {
+                    self.catalog.forget(&call.name);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn describe(&self, name: &ProcedureName) -> Result<ProcedureDescription> {
+        let conn = self.checkout(self.settings.checkout_timeout)?;
+        let routines = self.catalog.lookup(&conn.conn, name)?;
+        let routine = &routines[0];
+        let natural = |data_type: &str| types::binding_of(data_type, None).map(|b| b.natural);
+        Ok(ProcedureDescription {
+            procedure: routine.qualified_name.clone(),
+            params: routine
+                .args
+                .iter()
+                .map(|a| ParamDescription {
+                    name: a.name.clone(),
+                    direction: a.direction,
+                    value_type: natural(&a.data_type),
+                    db_type: a.data_type.clone(),
+                    has_default: a.has_default,
+                })
+                .collect(),
+            returns: routine
+                .returns
+                .as_deref()
+                .map(|t| natural(t).unwrap_or(ValueType::String)),
+            returns_db_type: routine.returns.clone().unwrap_or_default(),
+            overloads: routines.len() as u32,
+            overload: routine.overload.clone().unwrap_or_default(),
+        })
+    }
+
+    fn ping(&self, timeout: Duration) -> Result<()> {
+        let conn = self.checkout(timeout)?;
+        conn.conn.ping().map_err(|e| classify(&e))
+    }
+
+    fn kind(&self) -> &'static str {
+        "oracle"
+    }
+}
+
+/// Runs the block and reads everything it returned.
+fn run_block(conn: &Connection, block: &Block, max_rows: usize) -> Result<Outputs> {
+    let mut stmt = conn
+        .conn
+        .statement(&block.text)
+        .build()
+        .map_err(|e| classify(&e))?;
+    for (i, bind) in block.binds.iter().enumerate() {
+        stmt.bind(i + 1, bind).map_err(|e| classify(&e))?;
+    }
+    stmt.execute(&[]).map_err(|e| classify(&e))?;
+    let mut outputs = Outputs::default();
+    for output in &block.outputs {
+        let value = types::decode(
+            &types::OutBind(&stmt, output.position),
+            &output.binding.oracle_type,
+            output.binding.natural,
+            output.wanted,
+            max_rows,
+        )
+        .map_err(|why| {
+            Error::Internal(format!(
+                "output {}: {why}",
+                output.name.as_deref().unwrap_or("(result)")
+            ))
+        })?;
+        match &output.name {
+            Some(name) => {
+                outputs.values.insert(name.clone(), value);
+            }
+            None => outputs.return_value = Some(value),
+        }
+    }
+    while let Some(mut cursor) = stmt.implicit_result().map_err(|e| classify(&e))? {
+        let rows = types::fetch(&mut cursor, max_rows)
+            .map_err(|why| Error::Internal(format!("implicit result: {why}")))?;
+        outputs.implicit_results.push(rows);
+    }
+    Ok(outputs)
+}
+
+/// After the call: DBMS_OUTPUT lines become messages, the call timeout is
+/// cleared. A session that cannot do either is discarded, not reused.
+fn finish_session(
+    conn: &Connection,
+    progress: &dyn Progress,
+    max_lines: usize,
+    interrupt: &Interrupt,
+) {
+    match session::drain_output(&conn.conn, max_lines) {
+        Ok((lines, extra)) => {
+            for line in lines {
+                progress.message(line);
+            }
+            if extra > 0 {
+                progress.message(format!(
+                    "[procgate] {extra} more DBMS_OUTPUT lines not kept"
+                ));
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, "reading DBMS_OUTPUT failed; discarding the connection");
+            conn.discard.store(true, Ordering::SeqCst);
+        }
+    }
+    if interrupt.deadline().is_some() && conn.conn.set_call_timeout(None).is_err() {
+        conn.discard.store(true, Ordering::SeqCst);
+    }
+}
