@@ -10,7 +10,8 @@
 //!      sync calls ─▶ sync_call  deadline + cancel-on-disconnect           (sync_call.rs)
 //!            jobs ─▶ jobs       registry, runner, watch channel per job  (jobs/)
 //!                    backend    trait Backend + interrupt + progress      (backend/)
-//!                      └─ postgres  pool, catalog, statement, types       (backend/postgres/)
+//!                      ├─ postgres  pool, catalog, statement, types       (backend/postgres/)
+//!                      └─ oracle    pool, catalog, block, types, LONGOPS  (backend/oracle/)
 //! ```
 //!
 //! The domain types in [`call`] and [`name`] are shared by every layer and
