@@ -24,6 +24,7 @@ pub mod api;
 pub mod auth;
 pub mod backend;
 pub mod call;
+pub mod cli;
 pub mod config;
 pub mod embedded;
 pub mod error;

@@ -4,6 +4,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use procgate::cli::demo::{self, DemoArgs};
+use procgate::cli::{self, ClientCommand, ServerArgs};
 use procgate::config::{LogFormat, ServeConfig};
 use procgate::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use procgate::{backend, server};
@@ -15,18 +17,29 @@ use tracing::{error, info, warn};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
     Serve(ServeConfig),
+    /// Start a throwaway database and a gateway, and tour the service.
+    Demo(DemoArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(config) => serve(config),
+        Command::Demo(args) => demo::run(args),
+        Command::Client(command) => {
+            let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+            runtime.block_on(cli::run(&cli.server, command)).into()
+        }
     }
 }
 
@@ -65,7 +78,7 @@ fn serve(config: ServeConfig) -> ExitCode {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-        server::run(listener, config, &database_url, shutdown_signal())
+        server::run(listener, config, &database_url, server::shutdown_signal())
             .await
             .map_err(|e| e.to_string())
     });
@@ -93,15 +106,5 @@ fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
-    }
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

@@ -1,0 +1,413 @@
+//! The terminal client: `procgate call | submit | watch | jobs | job |
+//! cancel | describe`, talking gRPC to a procgate server.
+//!
+//! Exit codes say how things went, so scripts can branch on them:
+//! 0 done (a job COMPLETED), 1 the RPC failed, 2 bad command line,
+//! 3 a job FAILED, 4 a job was CANCELLED. Errors print the gRPC code, the
+//! message and the database's code on one line.
+
+pub mod demo;
+mod params;
+pub mod render;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+use crate::proto::procedure_service_client::ProcedureServiceClient;
+use crate::proto::{self as pb};
+use render::{
+    describe_text, job_json, job_text, jobs_table, outputs_text, status_line, value_json,
+};
+
+pub type Client = ProcedureServiceClient<InterceptedService<Channel, BearerToken>>;
+
+/// Where the server is and how to prove who we are.
+#[derive(Args, Clone, Debug)]
+pub struct ServerArgs {
+    /// The procgate server (client commands).
+    #[arg(
+        long,
+        global = true,
+        env = "PROCGATE_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+    /// Bearer token, when the server requires one (client commands).
+    #[arg(long, global = true, env = "PROCGATE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Run a procedure and wait for its outputs (ExecuteSync).
+    Call {
+        #[command(flatten)]
+        call: CallArgs,
+        /// Print the response as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a procedure as a background job (SubmitAsync).
+    Submit {
+        #[command(flatten)]
+        call: CallArgs,
+        /// Follow the job until it ends.
+        #[arg(long)]
+        watch: bool,
+        /// Idempotency key: the same id returns the job it first started.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Follow jobs live until they end (WatchJob).
+    Watch {
+        /// One or more job ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// List jobs, newest first (ListJobs).
+    Jobs {
+        /// Only these states, comma-separated: pending,running,completed,failed,cancelled.
+        #[arg(long, value_delimiter = ',')]
+        state: Vec<String>,
+        /// Only this procedure.
+        #[arg(long)]
+        procedure: Option<String>,
+        /// At most this many jobs.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one job in full (GetJob).
+    Job {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job (CancelJob).
+    Cancel { id: String },
+    /// Show a procedure's parameters (DescribeProcedure).
+    Describe { procedure: String },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CallArgs {
+    /// The procedure: proc, schema.proc, pkg.proc, schema.pkg.proc.
+    pub procedure: String,
+    /// Parameters: name=value, name:TYPE=value, name:out:TYPE,
+    /// name:inout:TYPE=value, name:null. TYPE: string, integer, number, float,
+    /// boolean, date, timestamp, bytes (hex), clob, json, cursor.
+    #[arg(value_parser = params::parse_param)]
+    pub params: Vec<pb::Param>,
+    /// Call it as a function returning this type (its value is the result).
+    #[arg(long, value_name = "TYPE")]
+    pub returns: Option<String>,
+}
+
+impl CallArgs {
+    fn to_proto(&self) -> Result<pb::ProcedureCall, String> {
+        let returns = match &self.returns {
+            None => None,
+            Some(name) => Some(
+                crate::call::ValueType::from_name(name)
+                    .ok_or_else(|| format!("--returns {name:?} is not a type"))?,
+            ),
+        };
+        Ok(pb::ProcedureCall {
+            procedure: self.procedure.clone(),
+            params: self.params.clone(),
+            returns: crate::api::convert::value_type_to_proto(returns) as i32,
+        })
+    }
+}
+
+/// Adds `authorization: Bearer <token>` when a token is configured.
+#[derive(Clone)]
+pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub async fn connect(server: &ServerArgs) -> Result<Client, String> {
+    let token = server
+        .token
+        .as_ref()
+        .map(|t| format!("Bearer {t}").parse())
+        .transpose()
+        .map_err(|_| "the token must be printable ASCII".to_string())?;
+    let channel = Channel::from_shared(server.server.clone())
+        .map_err(|e| format!("invalid --server {:?}: {e}", server.server))?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach procgate at {}: {e}", server.server))?;
+    Ok(
+        ProcedureServiceClient::with_interceptor(channel, BearerToken(token))
+            .max_decoding_message_size(256 << 20),
+    )
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    RpcFailed,
+    JobFailed,
+    JobCancelled,
+}
+
+impl From<Outcome> for ExitCode {
+    fn from(outcome: Outcome) -> ExitCode {
+        ExitCode::from(match outcome {
+            Outcome::Done => 0,
+            Outcome::RpcFailed => 1,
+            Outcome::JobFailed => 3,
+            Outcome::JobCancelled => 4,
+        })
+    }
+}
+
+/// Parses a client command line (`call pkg.proc a=1`), as the demo types it.
+pub fn parse_command(words: &[&str]) -> Result<ClientCommand, clap::Error> {
+    #[derive(clap::Parser)]
+    #[command(name = "procgate")]
+    struct Line {
+        #[command(subcommand)]
+        command: ClientCommand,
+    }
+    let words = std::iter::once("procgate").chain(words.iter().copied());
+    <Line as clap::Parser>::try_parse_from(words).map(|line| line.command)
+}
+
+/// Runs one client command and says how it ended.
+pub async fn run(server: &ServerArgs, command: ClientCommand) -> Outcome {
+    let mut client = match connect(server).await {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("error: UNAVAILABLE: {e}");
+            return Outcome::RpcFailed;
+        }
+    };
+    run_on(&mut client, command).await
+}
+
+/// Runs one client command on an open client.
+pub async fn run_on(client: &mut Client, command: ClientCommand) -> Outcome {
+    match execute(client, command).await {
+        Ok(outcome) => outcome,
+        Err(status) => {
+            eprintln!("{}", status_line(&status));
+            Outcome::RpcFailed
+        }
+    }
+}
+
+async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome, Status> {
+    match command {
+        ClientCommand::Call { call, json } => {
+            let call = call.to_proto().map_err(Status::invalid_argument)?;
+            let response = client
+                .execute_sync(pb::ExecuteSyncRequest { call: Some(call) })
+                .await?
+                .into_inner();
+            print_call(&response, json);
+            Ok(Outcome::Done)
+        }
+        ClientCommand::Submit {
+            call,
+            watch,
+            request_id,
+        } => {
+            let job = submit(client, &call, request_id).await?;
+            if !watch {
+                println!("{}", job.id);
+                return Ok(Outcome::Done);
+            }
+            follow_and_report(client, &[job.id]).await
+        }
+        ClientCommand::Watch { ids } => follow_and_report(client, &ids).await,
+        ClientCommand::Jobs {
+            state,
+            procedure,
+            limit,
+            json,
+        } => {
+            let jobs = list(client, &state, procedure, limit).await?;
+            if json {
+                let all: Vec<_> = jobs.iter().map(job_json).collect();
+                println!("{}", serde_json::to_string_pretty(&all).expect("JSON"));
+            } else {
+                println!("{}", jobs_table(&jobs));
+            }
+            Ok(Outcome::Done)
+        }
+        ClientCommand::Job { id, json } => {
+            let job = client.get_job(pb::GetJobRequest { id }).await?.into_inner();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&job_json(&job)).expect("JSON")
+                );
+            } else {
+                print!("{}", job_text(&job));
+            }
+            Ok(Outcome::Done)
+        }
+        ClientCommand::Cancel { id } => {
+            let job = client
+                .cancel_job(pb::CancelJobRequest { id })
+                .await?
+                .into_inner();
+            println!(
+                "{} {}{}",
+                job.id,
+                render::state_name(job.state),
+                if job.cancel_requested && job.state == pb::JobState::Running as i32 {
+                    " (cancel requested)"
+                } else {
+                    ""
+                }
+            );
+            Ok(Outcome::Done)
+        }
+        ClientCommand::Describe { procedure } => {
+            let description = client
+                .describe_procedure(pb::DescribeProcedureRequest { procedure })
+                .await?
+                .into_inner();
+            println!("{}", describe_text(&description));
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+/// SubmitAsync of a command-line call.
+pub async fn submit(
+    client: &mut Client,
+    call: &CallArgs,
+    request_id: Option<String>,
+) -> Result<pb::Job, Status> {
+    let call = call.to_proto().map_err(Status::invalid_argument)?;
+    Ok(client
+        .submit_async(pb::SubmitAsyncRequest {
+            call: Some(call),
+            request_id: request_id.unwrap_or_default(),
+        })
+        .await?
+        .into_inner())
+}
+
+pub fn print_call(response: &pb::ExecuteSyncResponse, json: bool) {
+    if json {
+        let outputs: serde_json::Map<String, serde_json::Value> = response
+            .outputs
+            .iter()
+            .map(|(k, v)| (k.clone(), value_json(Some(v))))
+            .collect();
+        let body = serde_json::json!({
+            "outputs": outputs,
+            "return_value": response.return_value.as_ref().map(|v| value_json(Some(v))),
+            "implicit_results": response.implicit_results.iter().map(|s| value_json(Some(&pb::Value {
+                kind: Some(pb::value::Kind::RowsValue(s.clone())),
+            }))).collect::<Vec<_>>(),
+            "messages": response.messages,
+            "elapsed_seconds": response.elapsed.and_then(|d| std::time::Duration::try_from(d).ok()).map(|d| d.as_secs_f64()),
+        });
+        println!("{}", serde_json::to_string_pretty(&body).expect("JSON"));
+        return;
+    }
+    print!(
+        "{}",
+        outputs_text(
+            &response.outputs,
+            response.return_value.as_ref(),
+            &response.implicit_results
+        )
+    );
+    for message in &response.messages {
+        println!("message: {message}");
+    }
+}
+
+/// Watches jobs to their end, prints each one's outputs or error, and turns
+/// the worst end into the outcome.
+pub async fn follow_and_report(client: &Client, ids: &[String]) -> Result<Outcome, Status> {
+    let ended = watch::follow(client, ids).await?;
+    let mut outcome = Outcome::Done;
+    for job in &ended {
+        let state = pb::JobState::try_from(job.state).unwrap_or(pb::JobState::Unspecified);
+        println!(
+            "{} {} {}",
+            job.id,
+            job.procedure,
+            render::state_name(job.state)
+        );
+        if let Some(error) = &job.error {
+            println!("error: {}", render::job_error_text(error));
+        }
+        print!(
+            "{}",
+            outputs_text(
+                &job.outputs,
+                job.return_value.as_ref(),
+                &job.implicit_results
+            )
+        );
+        outcome = match (state, outcome) {
+            (pb::JobState::Failed, _) => Outcome::JobFailed,
+            (pb::JobState::Cancelled, Outcome::Done) => Outcome::JobCancelled,
+            (_, current) => current,
+        };
+    }
+    Ok(outcome)
+}
+
+/// Up to `limit` jobs, following pages.
+pub async fn list(
+    client: &mut Client,
+    states: &[String],
+    procedure: Option<String>,
+    limit: usize,
+) -> Result<Vec<pb::Job>, Status> {
+    let states = states
+        .iter()
+        .map(|s| {
+            pb::JobState::from_str_name(&format!("JOB_STATE_{}", s.to_ascii_uppercase()))
+                .map(|s| s as i32)
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!("--state {s:?} is not a job state"))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut jobs = Vec::new();
+    let mut page_token = String::new();
+    while jobs.len() < limit {
+        let page = client
+            .list_jobs(pb::ListJobsRequest {
+                states: states.clone(),
+                procedure: procedure.clone().unwrap_or_default(),
+                page_size: (limit - jobs.len()).min(1000) as u32,
+                page_token,
+            })
+            .await?
+            .into_inner();
+        jobs.extend(page.jobs);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    Ok(jobs)
+}

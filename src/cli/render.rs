@@ -1,0 +1,393 @@
+//! How the client shows things: values, tables, one-line errors, JSON.
+//!
+//! Text output is for people (aligned tables, short ids, human durations);
+//! `--json` output is for scripts and keeps every value exact (numbers as
+//! their decimal text, bytes as hex, timestamps in RFC 3339).
+
+use std::fmt::Write;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use serde_json::{Value as Json, json};
+use tonic::{Code, Status};
+
+use crate::proto::value::Kind;
+use crate::proto::{self as pb};
+
+/// A value as a person reads it.
+pub fn value_text(value: Option<&pb::Value>) -> String {
+    match value.and_then(|v| v.kind.as_ref()) {
+        None | Some(Kind::NullValue(_)) => "NULL".into(),
+        Some(
+            Kind::StringValue(s) | Kind::NumberValue(s) | Kind::DateValue(s) | Kind::JsonValue(s),
+        ) => s.clone(),
+        Some(Kind::IntegerValue(i)) => i.to_string(),
+        Some(Kind::FloatValue(f)) => f.to_string(),
+        Some(Kind::BoolValue(b)) => b.to_string(),
+        Some(Kind::TimestampValue(t)) => timestamp_text(Some(t)),
+        Some(Kind::BytesValue(b)) => format!("0x{}", hex(b)),
+        Some(Kind::RowsValue(set)) => format!(
+            "({} rows{})",
+            set.rows.len(),
+            if set.truncated { ", truncated" } else { "" }
+        ),
+    }
+}
+
+/// A value as JSON: exact, with the kind implied by the JSON type or text.
+pub fn value_json(value: Option<&pb::Value>) -> Json {
+    match value.and_then(|v| v.kind.as_ref()) {
+        None | Some(Kind::NullValue(_)) => Json::Null,
+        Some(Kind::StringValue(s) | Kind::NumberValue(s) | Kind::DateValue(s)) => json!(s),
+        Some(Kind::JsonValue(s)) => serde_json::from_str(s).unwrap_or_else(|_| json!(s)),
+        Some(Kind::IntegerValue(i)) => json!(i),
+        Some(Kind::FloatValue(f)) => json!(f),
+        Some(Kind::BoolValue(b)) => json!(b),
+        Some(Kind::TimestampValue(t)) => json!(timestamp_text(Some(t))),
+        Some(Kind::BytesValue(b)) => json!(format!("0x{}", hex(b))),
+        Some(Kind::RowsValue(set)) => rows_json(set),
+    }
+}
+
+fn rows_json(set: &pb::ResultSet) -> Json {
+    let rows: Vec<Json> = set
+        .rows
+        .iter()
+        .map(|row| {
+            let object: serde_json::Map<String, Json> = set
+                .columns
+                .iter()
+                .zip(&row.values)
+                .map(|(c, v)| (c.name.clone(), value_json(Some(v))))
+                .collect();
+            Json::Object(object)
+        })
+        .collect();
+    json!({ "rows": rows, "truncated": set.truncated })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn timestamp_text(t: Option<&prost_types::Timestamp>) -> String {
+    t.and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+        .unwrap_or_default()
+}
+
+/// `2024-05-01 10:30:00`, for tables.
+fn short_time(t: Option<&prost_types::Timestamp>) -> String {
+    t.and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, 0))
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+fn duration_text(d: Option<&prost_types::Duration>) -> String {
+    d.and_then(|d| std::time::Duration::try_from(*d).ok())
+        .map(|d| format!("{:.1}s", d.as_secs_f64()))
+        .unwrap_or_default()
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(UTF8_BORDERS_ONLY)
+        .set_header(header.to_vec());
+    table
+}
+
+/// OUT values, the return value and any result sets, as tables.
+pub fn outputs_text(
+    outputs: &std::collections::HashMap<String, pb::Value>,
+    return_value: Option<&pb::Value>,
+    implicit_results: &[pb::ResultSet],
+) -> String {
+    let mut text = String::new();
+    let mut names: Vec<&String> = outputs.keys().collect();
+    names.sort();
+    let mut sets = Vec::new();
+    if !names.is_empty() || return_value.is_some() {
+        let mut t = table(&["output", "value"]);
+        if let Some(value) = return_value {
+            t.add_row(vec!["(return value)".to_string(), value_text(Some(value))]);
+            sets.extend(rows_of("(return value)", value));
+        }
+        for name in names {
+            t.add_row(vec![name.clone(), value_text(outputs.get(name))]);
+            sets.extend(rows_of(name, &outputs[name]));
+        }
+        writeln!(text, "{t}").expect("write to String");
+    }
+    for (i, set) in implicit_results.iter().enumerate() {
+        sets.push((format!("implicit result {}", i + 1), set));
+    }
+    for (name, set) in sets {
+        writeln!(text, "{name}:\n{}", rows_table(set)).expect("write to String");
+    }
+    text
+}
+
+fn rows_of<'v>(name: &str, value: &'v pb::Value) -> Option<(String, &'v pb::ResultSet)> {
+    match &value.kind {
+        Some(Kind::RowsValue(set)) => Some((name.to_string(), set)),
+        _ => None,
+    }
+}
+
+fn rows_table(set: &pb::ResultSet) -> String {
+    let header: Vec<&str> = set.columns.iter().map(|c| c.name.as_str()).collect();
+    let mut t = table(&header);
+    for row in &set.rows {
+        t.add_row(
+            row.values
+                .iter()
+                .map(|v| value_text(Some(v)))
+                .collect::<Vec<_>>(),
+        );
+    }
+    let mut text = t.to_string();
+    if set.truncated {
+        text.push_str("\n(truncated at the server's row cap)");
+    }
+    text
+}
+
+pub fn state_name(state: i32) -> &'static str {
+    pb::JobState::try_from(state)
+        .map(|s| s.as_str_name().trim_start_matches("JOB_STATE_"))
+        .unwrap_or("UNKNOWN")
+}
+
+/// The first 8 characters of an id: enough to tell jobs apart on screen.
+pub fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+pub fn jobs_table(jobs: &[pb::Job]) -> String {
+    let mut t = table(&[
+        "id",
+        "state",
+        "progress",
+        "procedure",
+        "started",
+        "duration",
+    ]);
+    for job in jobs {
+        t.add_row(vec![
+            job.id.clone(),
+            state_name(job.state).to_string(),
+            format!("{}%", job.progress),
+            job.procedure.clone(),
+            short_time(job.start_time.as_ref()),
+            duration_text(job.duration.as_ref()),
+        ]);
+    }
+    t.to_string()
+}
+
+/// One job in full.
+pub fn job_text(job: &pb::Job) -> String {
+    let mut text = String::new();
+    let mut line = |label: &str, value: String| {
+        if !value.is_empty() {
+            writeln!(text, "{label:>16}  {value}").expect("write to String");
+        }
+    };
+    line("id", job.id.clone());
+    line("state", state_name(job.state).to_string());
+    line("procedure", job.procedure.clone());
+    line(
+        "progress",
+        format!("{}% {}", job.progress, job.progress_message),
+    );
+    line("created", timestamp_text(job.create_time.as_ref()));
+    line("started", timestamp_text(job.start_time.as_ref()));
+    line("ended", timestamp_text(job.end_time.as_ref()));
+    line("duration", duration_text(job.duration.as_ref()));
+    line("request id", job.request_id.clone());
+    if job.cancel_requested {
+        line("cancel", "requested".into());
+    }
+    let params: Vec<String> = job
+        .params
+        .iter()
+        .map(|p| match &p.value {
+            Some(v) => format!("{}={}", p.name, value_text(Some(v))),
+            None => format!("{} (out)", p.name),
+        })
+        .collect();
+    line("params", params.join(", "));
+    if let Some(error) = &job.error {
+        line("error", job_error_text(error));
+    }
+    for message in &job.messages {
+        line("message", message.clone());
+    }
+    if job.messages_dropped > 0 {
+        line(
+            "",
+            format!("({} earlier messages dropped)", job.messages_dropped),
+        );
+    }
+    text.push_str(&outputs_text(
+        &job.outputs,
+        job.return_value.as_ref(),
+        &job.implicit_results,
+    ));
+    text
+}
+
+pub fn job_error_text(error: &pb::JobError) -> String {
+    let code = code_name(Code::from_i32(error.code));
+    match error.db_code.as_str() {
+        "" => format!("{code}: {}", error.message),
+        db => format!("{code}: {} (db code {db})", error.message),
+    }
+}
+
+pub fn job_json(job: &pb::Job) -> Json {
+    let mut outputs = serde_json::Map::new();
+    for (name, value) in &job.outputs {
+        outputs.insert(name.clone(), value_json(Some(value)));
+    }
+    json!({
+        "id": job.id,
+        "state": state_name(job.state),
+        "procedure": job.procedure,
+        "progress": job.progress,
+        "progress_message": job.progress_message,
+        "create_time": timestamp_text(job.create_time.as_ref()),
+        "start_time": timestamp_text(job.start_time.as_ref()),
+        "end_time": timestamp_text(job.end_time.as_ref()),
+        "outputs": outputs,
+        "return_value": job.return_value.as_ref().map(|v| value_json(Some(v))),
+        "implicit_results": job.implicit_results.iter().map(rows_json).collect::<Vec<_>>(),
+        "error": job.error.as_ref().map(|e| json!({
+            "code": code_name(Code::from_i32(e.code)),
+            "message": e.message,
+            "db_code": e.db_code,
+        })),
+        "messages": job.messages,
+    })
+}
+
+pub fn describe_text(d: &pb::ProcedureDescription) -> String {
+    let mut t = table(&["parameter", "direction", "type", "database type", "default"]);
+    for p in &d.params {
+        let direction = pb::Direction::try_from(p.direction)
+            .map(|d| d.as_str_name().trim_start_matches("DIRECTION_"))
+            .unwrap_or("?");
+        let value_type = pb::ValueType::try_from(p.r#type)
+            .map(|t| t.as_str_name().trim_start_matches("VALUE_TYPE_"))
+            .unwrap_or("?");
+        t.add_row(vec![
+            p.name.clone(),
+            direction.to_string(),
+            value_type.to_string(),
+            p.db_type.clone(),
+            if p.has_default { "yes" } else { "" }.to_string(),
+        ]);
+    }
+    let mut text = format!("{}\n{t}", d.procedure);
+    if !d.returns_db_type.is_empty() {
+        write!(text, "\nreturns {}", d.returns_db_type).expect("write to String");
+    }
+    if d.overloads > 1 {
+        write!(text, "\noverload {} of {}", d.overload, d.overloads).expect("write to String");
+    }
+    text
+}
+
+/// `error: FAILED_PRECONDITION: lote -1 inválido (db code P0001)`
+pub fn status_line(status: &Status) -> String {
+    let db_code = status
+        .metadata()
+        .get(crate::api::status::DB_CODE_TRAILER)
+        .and_then(|v| v.to_str().ok());
+    let message = status.message().lines().next().unwrap_or_default();
+    match db_code {
+        Some(db) => format!(
+            "error: {}: {message} (db code {db})",
+            code_name(status.code())
+        ),
+        None => format!("error: {}: {message}", code_name(status.code())),
+    }
+}
+
+/// The canonical upper-case name of a gRPC code.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(kind: Kind) -> pb::Value {
+        pb::Value { kind: Some(kind) }
+    }
+
+    #[test]
+    fn values_read_well_and_stay_exact_in_json() {
+        assert_eq!(
+            value_text(Some(&v(Kind::NumberValue("12.50".into())))),
+            "12.50"
+        );
+        assert_eq!(
+            value_text(Some(&v(Kind::BytesValue(vec![0xca, 0xfe])))),
+            "0xcafe"
+        );
+        assert_eq!(value_text(None), "NULL");
+        assert_eq!(
+            value_json(Some(&v(Kind::NumberValue("12.50".into())))),
+            json!("12.50")
+        );
+        assert_eq!(
+            value_json(Some(&v(Kind::JsonValue("{\"a\":1}".into())))),
+            json!({"a": 1})
+        );
+        let ts = prost_types::Timestamp {
+            seconds: 0,
+            nanos: 500_000_000,
+        };
+        assert_eq!(
+            value_text(Some(&v(Kind::TimestampValue(ts)))),
+            "1970-01-01T00:00:00.500Z"
+        );
+    }
+
+    #[test]
+    fn errors_fit_on_one_line() {
+        let mut status = Status::failed_precondition("lote -1 inválido\nsecond line");
+        status
+            .metadata_mut()
+            .insert("procgate-db-code", "P0001".parse().unwrap());
+        assert_eq!(
+            status_line(&status),
+            "error: FAILED_PRECONDITION: lote -1 inválido (db code P0001)"
+        );
+        assert_eq!(
+            status_line(&Status::not_found("job x not found")),
+            "error: NOT_FOUND: job x not found"
+        );
+    }
+}

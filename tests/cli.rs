@@ -1,0 +1,232 @@
+//! The terminal client and the demo, run as the real binary against a real
+//! server and PostgreSQL: output and exit codes (0 done, 1 RPC error,
+//! 2 bad command line, 3 FAILED, 4 CANCELLED).
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+use procgate::proto::JobState as S;
+
+fn procgate(server: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_procgate"))
+        .args(args)
+        .env("PROCGATE_SERVER", server)
+        .env_remove("PROCGATE_TOKEN")
+        .output()
+        .unwrap()
+}
+
+async fn run(server: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let server = server.to_string();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = procgate(&server, &args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_prints_outputs_and_errors_on_one_line() {
+    let gw = Gateway::start(&[]).await;
+    let server = format!("http://{}", gw.addr);
+
+    let (code, out, err) = run(&server, &["call", "pkg_etl.sumar", "a=1.25", "b:number=2"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("total") && out.contains("3.25"), "{out}");
+
+    let (code, out, _) = run(
+        &server,
+        &["call", "pkg_etl.sumar", "a=1.25", "b=2", "--json"],
+    )
+    .await;
+    assert_eq!(code, Some(0));
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["outputs"]["total"], "3.25");
+
+    let (code, out, _) = run(
+        &server,
+        &["call", "pkg_etl.reporte_ventas", "--returns", "cursor"],
+    )
+    .await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("region") && out.contains("norte"), "{out}");
+
+    let (code, _, err) = run(&server, &["call", "pkg_etl.validar_lote", "p_lote=-1"]).await;
+    assert_eq!(code, Some(1));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: FAILED_PRECONDITION: lote -1"),
+        "{err}"
+    );
+    assert!(err.contains("(db code P0001)"), "{err}");
+
+    let (code, _, err) = run(&server, &["call", "pkg_etl.sumar", "a:integer=x"]).await;
+    assert_eq!(
+        code,
+        Some(2),
+        "a bad parameter is a command-line error: {err}"
+    );
+    assert!(err.contains("a:integer=x"), "{err}");
+
+    let (code, _, err) = run(
+        "http://127.0.0.1:1",
+        &["call", "pkg_etl.sumar", "a=1", "b=2"],
+    )
+    .await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("UNAVAILABLE"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_watch_and_cancel_end_with_the_jobs_exit_code() {
+    let gw = Gateway::start(&[]).await;
+    let server = format!("http://{}", gw.addr);
+
+    let (code, out, err) = run(
+        &server,
+        &[
+            "submit",
+            "pkg_etl.proceso_largo",
+            "p_fecha=2024-05-01",
+            "p_pasos=2",
+            "p_pausa_ms=100",
+            "--watch",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("COMPLETED"), "{out}");
+    assert!(out.contains("2 pasos procesados para 2024-05-01"), "{out}");
+    assert!(
+        out.contains("RUNNING") && out.contains("%"),
+        "one plain line per change: {out}"
+    );
+
+    let (code, out, _) = run(
+        &server,
+        &["submit", "pkg_etl.validar_lote", "p_lote=0", "--watch"],
+    )
+    .await;
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains("FAILED") && out.contains("db code P0001"),
+        "{out}"
+    );
+
+    let (code, id, _) = run(&server, &["submit", "nap", "seconds=60"]).await;
+    assert_eq!(code, Some(0));
+    let id = id.trim().to_string();
+    let client = gw.client().await;
+    wait_state(&client, &id, S::Running).await;
+    let (code, out, _) = run(&server, &["cancel", &id]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains(&id), "{out}");
+    let (code, out, _) = run(&server, &["watch", &id]).await;
+    assert_eq!(code, Some(4), "{out}");
+    assert!(out.contains("CANCELLED"), "{out}");
+
+    let (code, _, err) = run(&server, &["cancel", &id]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("FAILED_PRECONDITION"), "{err}");
+
+    let (code, out, _) = run(&server, &["jobs", "--state", "completed,failed"]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("COMPLETED") && out.contains("FAILED"), "{out}");
+    assert!(!out.contains("CANCELLED"), "{out}");
+
+    let (code, out, _) = run(&server, &["jobs", "--procedure", "nap", "--json"]).await;
+    assert_eq!(code, Some(0));
+    let jobs: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(jobs.as_array().unwrap().len(), 1);
+    assert_eq!(jobs[0]["state"], "CANCELLED");
+
+    let (code, out, _) = run(&server, &["job", &id]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("seconds=60") && out.contains("CANCELLED"),
+        "{out}"
+    );
+
+    let (code, out, _) = run(&server, &["describe", "pkg_etl.proceso_largo"]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("p_fecha") && out.contains("date"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_comes_from_the_environment() {
+    let gw = Gateway::start(&["--token", "cli-secret"]).await;
+    let server = format!("http://{}", gw.addr);
+    let (code, _, err) = run(&server, &["jobs"]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("UNAUTHENTICATED"), "{err}");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_procgate"))
+            .args(["jobs", "--server", &server])
+            .env("PROCGATE_TOKEN", "cli-secret")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_tours_and_leaves_nothing_behind() {
+    let output = tokio::task::spawn_blocking(|| {
+        Command::new(env!("CARGO_BIN_EXE_procgate"))
+            .args(["demo", "--listen", "127.0.0.1:0"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{out}\n{err}");
+    for needle in [
+        "$ procgate call pkg_etl.sumar",
+        "13.25",
+        "COMPLETED",
+        "CANCELLED",
+        "db code P0001",
+        "$ procgate jobs",
+    ] {
+        assert!(
+            out.contains(needle),
+            "{needle} missing from the tour:\n{out}"
+        );
+    }
+    let data_dir = out
+        .lines()
+        .find_map(|l| l.split("its data in ").nth(1))
+        .and_then(|rest| rest.split(" (removed").next())
+        .expect("the demo says where its data lives")
+        .to_string();
+    assert!(
+        !std::path::Path::new(&data_dir).exists(),
+        "{data_dir} left behind"
+    );
+    assert!(
+        !processes_mentioning(&data_dir),
+        "a postgres process of the demo is still running"
+    );
+}
+
+/// Whether any process's command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .any(|cmdline| String::from_utf8_lossy(&cmdline).contains(needle))
+}
