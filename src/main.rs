@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use procgate::cli::demo::{self, DemoArgs};
-use procgate::cli::{self, ClientCommand, ServerArgs};
+use procgate::cli::{self, ClientCommand};
 use procgate::config::{LogFormat, ServeConfig};
 use procgate::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use procgate::{backend, server};
@@ -17,8 +17,6 @@ use tracing::{error, info, warn};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    #[command(flatten)]
-    server: ServerArgs,
 }
 
 #[derive(Subcommand)]
@@ -38,7 +36,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Client(command) => {
             let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-            runtime.block_on(cli::run(&cli.server, command)).into()
+            runtime.block_on(cli::run(command)).into()
         }
     }
 }
@@ -106,5 +104,16 @@ fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency check: no two flags of a command collide.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -206,12 +206,7 @@ async fn the_demo_tours_and_leaves_nothing_behind() {
             "{needle} missing from the tour:\n{out}"
         );
     }
-    let data_dir = out
-        .lines()
-        .find_map(|l| l.split("its data in ").nth(1))
-        .and_then(|rest| rest.split(" (removed").next())
-        .expect("the demo says where its data lives")
-        .to_string();
+    let data_dir = demo_data_dir(&out);
     assert!(
         !std::path::Path::new(&data_dir).exists(),
         "{data_dir} left behind"
@@ -222,6 +217,16 @@ async fn the_demo_tours_and_leaves_nothing_behind() {
     );
 }
 
+/// Where the demo said its database lives.
+fn demo_data_dir(transcript: &str) -> String {
+    transcript
+        .lines()
+        .find_map(|l| l.split("its data in ").nth(1))
+        .and_then(|rest| rest.split(" (removed").next())
+        .expect("the demo says where its data lives")
+        .to_string()
+}
+
 /// Whether any process's command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> bool {
     std::fs::read_dir("/proc")
@@ -229,4 +234,43 @@ fn processes_mentioning(needle: &str) -> bool {
         .flatten()
         .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
         .any(|cmdline| String::from_utf8_lossy(&cmdline).contains(needle))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serve_stays_up_until_ctrl_c_then_cleans_up() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let (code, transcript) = tokio::task::spawn_blocking(|| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_procgate"))
+            .args(["demo", "--serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut transcript = String::new();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            transcript.push_str(&line);
+            transcript.push('\n');
+            if line.starts_with("procgate is serving on") {
+                // SAFETY: kill with a valid pid and signal number.
+                unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            }
+        }
+        (child.wait().unwrap().code(), transcript)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{transcript}");
+    assert!(
+        transcript.contains("procgate is serving on"),
+        "{transcript}"
+    );
+    let data_dir = demo_data_dir(&transcript);
+    assert!(
+        !std::path::Path::new(&data_dir).exists(),
+        "{data_dir} left behind"
+    );
+    assert!(!processes_mentioning(&data_dir));
 }

@@ -93,9 +93,13 @@ async fn demo(args: &DemoArgs, database_url: &str) -> Result<(), String> {
     })
     .await?;
 
+    // One signal listener for the whole demo: a Ctrl-C between the tour and
+    // the --serve wait must not be lost.
+    let shutdown = server::shutdown_signal();
+    tokio::pin!(shutdown);
     let outcome = tokio::select! {
         toured = tour(&mut client) => toured,
-        _ = server::shutdown_signal() => Err("interrupted".to_string()),
+        _ = &mut shutdown => Err("interrupted".to_string()),
     };
     if outcome.is_ok() && args.serve {
         println!(
@@ -105,7 +109,7 @@ async fn demo(args: &DemoArgs, database_url: &str) -> Result<(), String> {
              \n  procgate jobs\
              \n  npx -y @bufbuild/buf curl --protocol grpc --http2-prior-knowledge --list-methods {server_url}\n"
         );
-        server::shutdown_signal().await;
+        shutdown.await;
     }
     let _ = stop.send(());
     gateway

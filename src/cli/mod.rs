@@ -29,16 +29,15 @@ pub type Client = ProcedureServiceClient<InterceptedService<Channel, BearerToken
 /// Where the server is and how to prove who we are.
 #[derive(Args, Clone, Debug)]
 pub struct ServerArgs {
-    /// The procgate server (client commands).
+    /// The procgate server.
     #[arg(
         long,
-        global = true,
         env = "PROCGATE_SERVER",
         default_value = "http://127.0.0.1:50051"
     )]
     pub server: String,
-    /// Bearer token, when the server requires one (client commands).
-    #[arg(long, global = true, env = "PROCGATE_TOKEN", hide_env_values = true)]
+    /// Bearer token, when the server requires one.
+    #[arg(long, env = "PROCGATE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
 
@@ -47,6 +46,8 @@ pub enum ClientCommand {
     /// Run a procedure and wait for its outputs (ExecuteSync).
     Call {
         #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
         call: CallArgs,
         /// Print the response as JSON.
         #[arg(long)]
@@ -54,6 +55,8 @@ pub enum ClientCommand {
     },
     /// Start a procedure as a background job (SubmitAsync).
     Submit {
+        #[command(flatten)]
+        server: ServerArgs,
         #[command(flatten)]
         call: CallArgs,
         /// Follow the job until it ends.
@@ -65,12 +68,16 @@ pub enum ClientCommand {
     },
     /// Follow jobs live until they end (WatchJob).
     Watch {
+        #[command(flatten)]
+        server: ServerArgs,
         /// One or more job ids.
         #[arg(required = true)]
         ids: Vec<String>,
     },
     /// List jobs, newest first (ListJobs).
     Jobs {
+        #[command(flatten)]
+        server: ServerArgs,
         /// Only these states, comma-separated: pending,running,completed,failed,cancelled.
         #[arg(long, value_delimiter = ',')]
         state: Vec<String>,
@@ -85,14 +92,39 @@ pub enum ClientCommand {
     },
     /// Show one job in full (GetJob).
     Job {
+        #[command(flatten)]
+        server: ServerArgs,
         id: String,
         #[arg(long)]
         json: bool,
     },
     /// Cancel a job (CancelJob).
-    Cancel { id: String },
+    Cancel {
+        #[command(flatten)]
+        server: ServerArgs,
+        id: String,
+    },
     /// Show a procedure's parameters (DescribeProcedure).
-    Describe { procedure: String },
+    Describe {
+        #[command(flatten)]
+        server: ServerArgs,
+        procedure: String,
+    },
+}
+
+impl ClientCommand {
+    /// The server this command talks to.
+    pub fn server(&self) -> &ServerArgs {
+        match self {
+            ClientCommand::Call { server, .. }
+            | ClientCommand::Submit { server, .. }
+            | ClientCommand::Watch { server, .. }
+            | ClientCommand::Jobs { server, .. }
+            | ClientCommand::Job { server, .. }
+            | ClientCommand::Cancel { server, .. }
+            | ClientCommand::Describe { server, .. } => server,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -192,8 +224,8 @@ pub fn parse_command(words: &[&str]) -> Result<ClientCommand, clap::Error> {
 }
 
 /// Runs one client command and says how it ended.
-pub async fn run(server: &ServerArgs, command: ClientCommand) -> Outcome {
-    let mut client = match connect(server).await {
+pub async fn run(command: ClientCommand) -> Outcome {
+    let mut client = match connect(command.server()).await {
         Ok(client) => client,
         Err(e) => {
             eprintln!("error: UNAVAILABLE: {e}");
@@ -216,7 +248,7 @@ pub async fn run_on(client: &mut Client, command: ClientCommand) -> Outcome {
 
 async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome, Status> {
     match command {
-        ClientCommand::Call { call, json } => {
+        ClientCommand::Call { call, json, .. } => {
             let call = call.to_proto().map_err(Status::invalid_argument)?;
             let response = client
                 .execute_sync(pb::ExecuteSyncRequest { call: Some(call) })
@@ -229,6 +261,7 @@ async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome,
             call,
             watch,
             request_id,
+            ..
         } => {
             let job = submit(client, &call, request_id).await?;
             if !watch {
@@ -237,12 +270,13 @@ async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome,
             }
             follow_and_report(client, &[job.id]).await
         }
-        ClientCommand::Watch { ids } => follow_and_report(client, &ids).await,
+        ClientCommand::Watch { ids, .. } => follow_and_report(client, &ids).await,
         ClientCommand::Jobs {
             state,
             procedure,
             limit,
             json,
+            ..
         } => {
             let jobs = list(client, &state, procedure, limit).await?;
             if json {
@@ -253,7 +287,7 @@ async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome,
             }
             Ok(Outcome::Done)
         }
-        ClientCommand::Job { id, json } => {
+        ClientCommand::Job { id, json, .. } => {
             let job = client.get_job(pb::GetJobRequest { id }).await?.into_inner();
             if json {
                 println!(
@@ -265,7 +299,7 @@ async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome,
             }
             Ok(Outcome::Done)
         }
-        ClientCommand::Cancel { id } => {
+        ClientCommand::Cancel { id, .. } => {
             let job = client
                 .cancel_job(pb::CancelJobRequest { id })
                 .await?
@@ -282,7 +316,7 @@ async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome,
             );
             Ok(Outcome::Done)
         }
-        ClientCommand::Describe { procedure } => {
+        ClientCommand::Describe { procedure, .. } => {
             let description = client
                 .describe_procedure(pb::DescribeProcedureRequest { procedure })
                 .await?
