@@ -33,6 +33,7 @@ const INSTALL_HINT: &str = "install the PostgreSQL server (Debian/Ubuntu: `apt-g
 
 pub struct EmbeddedPostgres {
     db: PgTempDB,
+    bin_dir: PathBuf,
 }
 
 /// How to start an embedded PostgreSQL.
@@ -70,7 +71,7 @@ impl EmbeddedPostgres {
                 .unwrap_or_default();
             format!("starting PostgreSQL from {} failed: {why}", bin.display())
         })?;
-        let embedded = Self { db };
+        let embedded = Self { db, bin_dir: bin };
         let mut client = embedded.wait_ready(Duration::from_secs(30))?;
         if options.load_examples {
             for (file, sql) in EXAMPLES {
@@ -85,6 +86,11 @@ impl EmbeddedPostgres {
     /// postgresql://user:password@localhost:port/dbname
     pub fn url(&self) -> String {
         self.db.connection_uri()
+    }
+
+    /// Where the PostgreSQL programs (pgbench, psql…) of this server live.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
     }
 
     /// The cluster's data directory (deleted on drop).

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, info_span, warn};
@@ -86,9 +86,14 @@ pub async fn run(
             ProcedureServiceServer::new(api),
             TokenCheck::new(&config.tokens),
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            let _ = stopped.await;
-        });
+        // Without TCP_NODELAY, a response split over two segments waits
+        // for the client's delayed ACK (40 ms on Linux).
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async {
+                let _ = stopped.await;
+            },
+        );
     tokio::pin!(server);
     info!(%local_addr, database = backend.kind(), "procgate is listening");
 

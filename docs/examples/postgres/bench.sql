@@ -16,3 +16,10 @@ BEGIN
         RAISE NOTICE 'progress: % step %', i * 100 / p_steps, i;
     END LOOP;
 END $$;
+
+-- A job with no outputs at all, for measuring what a retained job costs.
+CREATE OR REPLACE PROCEDURE public.bench_noop()
+LANGUAGE plpgsql AS $$
+BEGIN
+    NULL;
+END $$;

@@ -1,0 +1,54 @@
+//! procgate-bench: procgate's cost, measured side by side with the
+//! database's own limit on the same machine in the same run.
+//!
+//! It starts a private PostgreSQL (pgtemp) and a gateway process (this same
+//! binary re-executed with `--gateway`, so the gateway is the release build
+//! of the library and its RSS can be read from /proc), then runs the
+//! scenarios of docs/benchmarks.md and prints one table of figures and
+//! ratios against their targets. It also writes `summary.json` and a PNG
+//! chart into `--out`. Timings live here, never in tests.
+//!
+//! ```text
+//! cargo run --release --bin procgate-bench -- [--quick] [--out DIR]
+//! ```
+
+mod baselines;
+mod gateway;
+mod load;
+mod report;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Measure procgate against pgbench and the bare driver")]
+pub struct Options {
+    /// A short run (about two minutes) for CI smoke tests.
+    #[arg(long)]
+    pub quick: bool,
+    /// Where summary.json and the charts go.
+    #[arg(long, default_value = "target/bench")]
+    pub out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(gateway::FLAG) {
+        return gateway::serve(&args[2..]);
+    }
+    let options = Options::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(scenarios::run_all(&options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("procgate-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The results: one table on stdout, `summary.json` (stable top-level keys,
+//! so runs can be compared over time) and `throughput.png` in the out dir.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::scenarios::Results;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu_model: String,
+}
+
+impl Machine {
+    pub fn read() -> Machine {
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix("model name"))
+                    .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+            .unwrap_or_else(|| "unknown CPU".into());
+        Machine {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model,
+        }
+    }
+}
+
+/// One headline figure with its target.
+struct Headline {
+    key: &'static str,
+    what: &'static str,
+    value: f64,
+    target: f64,
+    /// True when bigger is better.
+    at_least: bool,
+}
+
+impl Headline {
+    fn met(&self) -> bool {
+        if self.at_least {
+            self.value >= self.target
+        } else {
+            self.value <= self.target
+        }
+    }
+}
+
+fn headlines(r: &Results) -> Vec<Headline> {
+    let at = |c: usize| r.sync.iter().find(|row| row.concurrency == c);
+    let c32 = at(32);
+    let c1 = at(1);
+    let fan_10k = r.fan_out.iter().find(|f| f.watchers == 10_000);
+    let max_rss_per_watcher = r
+        .fan_out
+        .iter()
+        .map(|f| f.rss_kib_per_watcher)
+        .fold(0.0, f64::max);
+    vec![
+        Headline {
+            key: "sync_c32_ratio_vs_pgbench",
+            what: "sync calls/s at 32 callers ÷ pgbench",
+            value: c32.map_or(0.0, |row| row.gateway.per_second / row.pgbench.per_second),
+            target: 0.8,
+            at_least: true,
+        },
+        Headline {
+            key: "sync_c1_added_p50_us",
+            what: "added p50 latency at 1 caller (µs)",
+            value: c1.map_or(0.0, |row| row.gateway.p50_us - row.pgbench.p50_us),
+            target: 150.0,
+            at_least: false,
+        },
+        Headline {
+            key: "async_ratio_vs_sync_c32",
+            what: "submit+watch jobs/s ÷ sync calls/s at 32",
+            value: c32.map_or(0.0, |row| r.async_c32.per_second / row.gateway.per_second),
+            target: 0.7,
+            at_least: true,
+        },
+        Headline {
+            key: "watch_10k_p99_ms",
+            what: "end → terminal snapshot p99, 10k watchers (ms)",
+            value: fan_10k.map_or(0.0, |f| f.p99_ms),
+            target: 250.0,
+            at_least: false,
+        },
+        Headline {
+            key: "watch_rss_kib_per_watcher",
+            what: "gateway RSS per watcher (KiB)",
+            value: max_rss_per_watcher,
+            target: 10.0,
+            at_least: false,
+        },
+        Headline {
+            key: "retained_bytes_per_job",
+            what: "gateway RSS per retained job (bytes)",
+            value: r.retained.bytes_per_job,
+            target: 1024.0,
+            at_least: false,
+        },
+        Headline {
+            key: "list_deep_page_p50_ms",
+            what: "ListJobs p50 on a deep page (ms)",
+            value: r.retained.deep_page_p50_ms,
+            target: 5.0,
+            at_least: false,
+        },
+        Headline {
+            key: "startup_ms",
+            what: "process start → health SERVING (ms)",
+            value: r.startup_ms,
+            target: 150.0,
+            at_least: false,
+        },
+    ]
+}
+
+pub fn write(out: &Path, machine: &Machine, quick: bool, r: &Results) -> Result<(), String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    println!("\nScenario 1: ExecuteSync of bench_add vs the database's own limit");
+    println!(
+        "{:>7} | {:>11} {:>8} {:>8} | {:>11} {:>8} {:>8} | {:>11} {:>8} {:>8} | {:>7}",
+        "callers",
+        "pgbench/s",
+        "p50µs",
+        "p99µs",
+        "driver/s",
+        "p50µs",
+        "p99µs",
+        "gateway/s",
+        "p50µs",
+        "p99µs",
+        "gw÷pgb"
+    );
+    for row in &r.sync {
+        println!(
+            "{:>7} | {:>11.0} {:>8.0} {:>8.0} | {:>11.0} {:>8.0} {:>8.0} | {:>11.0} {:>8.0} {:>8.0} | {:>7.2}",
+            row.concurrency,
+            row.pgbench.per_second,
+            row.pgbench.p50_us,
+            row.pgbench.p99_us,
+            row.direct.per_second,
+            row.direct.p50_us,
+            row.direct.p99_us,
+            row.gateway.per_second,
+            row.gateway.p50_us,
+            row.gateway.p99_us,
+            row.gateway.per_second / row.pgbench.per_second,
+        );
+    }
+    println!(
+        "\nScenario 2: SubmitAsync + WatchJob, 32 clients: {:.0} jobs/s (p50 {:.0} µs)",
+        r.async_c32.per_second, r.async_c32.p50_us
+    );
+    for f in &r.fan_out {
+        println!(
+            "Scenario 3: {} watchers: p50 {:.1} ms, p99 {:.1} ms, {:.2} KiB RSS per watcher",
+            f.watchers, f.p50_ms, f.p99_ms, f.rss_kib_per_watcher
+        );
+    }
+    println!(
+        "Scenario 4: {} retained jobs: {:.0} bytes each; ListJobs p50 first page {:.2} ms, deep page {:.2} ms",
+        r.retained.jobs,
+        r.retained.bytes_per_job,
+        r.retained.first_page_p50_ms,
+        r.retained.deep_page_p50_ms
+    );
+    println!(
+        "Scenario 5: start-up {:.0} ms to SERVING, idle RSS {} KiB",
+        r.startup_ms, r.idle_rss_kib
+    );
+
+    let headlines = headlines(r);
+    println!(
+        "\n{:<28} {:>12} {:>10}  {:<4} {}",
+        "figure", "value", "target", "met", "meaning"
+    );
+    for h in &headlines {
+        println!(
+            "{:<28} {:>12.2} {:>10}  {:<4} {}",
+            h.key,
+            h.value,
+            format!("{}{}", if h.at_least { "≥" } else { "≤" }, h.target),
+            if h.met() { "yes" } else { "NO" },
+            h.what
+        );
+    }
+
+    let mut summary = serde_json::Map::new();
+    for h in &headlines {
+        summary.insert(h.key.into(), json!(h.value));
+    }
+    summary.insert(
+        "targets_met".into(),
+        json!(headlines.iter().filter(|h| h.met()).count()),
+    );
+    summary.insert("targets".into(), json!(headlines.len()));
+    summary.insert("quick".into(), json!(quick));
+    summary.insert("machine".into(), json!(machine));
+    summary.insert("scenarios".into(), json!(r));
+    let path = out.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&summary).expect("JSON"))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!("\nwrote {}", path.display());
+    match chart(&out.join("throughput.png"), r) {
+        Ok(()) => println!("wrote {}", out.join("throughput.png").display()),
+        Err(e) => println!("no chart: {e}"),
+    }
+    Ok(())
+}
+
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// Calls/s per concurrency for pgbench, the bare driver and the gateway.
+fn chart(path: &Path, r: &Results) -> Result<(), String> {
+    let font =
+        std::fs::read(FONT).map_err(|e| format!("{FONT}: {e} (install fonts-dejavu-core)"))?;
+    let font: &'static [u8] = Box::leak(font.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, font)
+        .map_err(|_| "the font could not be loaded".to_string())?;
+    let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let groups = r.sync.len();
+    let top = r
+        .sync
+        .iter()
+        .flat_map(|row| {
+            [
+                row.pgbench.per_second,
+                row.direct.per_second,
+                row.gateway.per_second,
+            ]
+        })
+        .fold(1.0, f64::max)
+        * 1.15;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "bench_add calls/s by concurrent callers",
+            ("sans-serif", 22),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..groups as f64, 0f64..top)
+        .map_err(|e| e.to_string())?;
+    let labels: Vec<String> = r
+        .sync
+        .iter()
+        .map(|row| format!("{} callers", row.concurrency))
+        .collect();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(groups * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - i as f64 - 0.5).abs() < 0.01 {
+                labels.get(i).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("calls per second")
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    let series: [(&str, RGBColor, fn(&crate::scenarios::SyncRow) -> f64); 3] = [
+        (
+            "pgbench (libpq, prepared)",
+            RGBColor(120, 120, 120),
+            |row| row.pgbench.per_second,
+        ),
+        (
+            "postgres + r2d2 (no gateway)",
+            RGBColor(70, 130, 180),
+            |row| row.direct.per_second,
+        ),
+        ("procgate ExecuteSync", RGBColor(220, 110, 40), |row| {
+            row.gateway.per_second
+        }),
+    ];
+    for (k, (name, color, value)) in series.into_iter().enumerate() {
+        let bars = r.sync.iter().enumerate().map(move |(i, row)| {
+            let x0 = i as f64 + 0.12 + k as f64 * 0.26;
+            Rectangle::new([(x0, 0.0), (x0 + 0.24, value(row))], color.filled())
+        });
+        chart
+            .draw_series(bars)
+            .map_err(|e| e.to_string())?
+            .label(name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}

@@ -1,0 +1,367 @@
+//! The scenarios of docs/benchmarks.md, run in order against one database
+//! and one gateway, with the baselines measured in the same run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use procgate::embedded::{EmbeddedOptions, EmbeddedPostgres};
+use procgate::proto::value::Kind;
+use procgate::proto::{self as pb};
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::Options;
+use crate::baselines;
+use crate::gateway::Gateway;
+use crate::load::{self, Stats, channels, percentile};
+use crate::report;
+
+/// The gateway's flags for the run: connections for every caller, room for
+/// every retained job.
+const GATEWAY_FLAGS: &[&str] = &[
+    "--pool-size",
+    "32",
+    "--sync-connections",
+    "140",
+    "--max-running-jobs",
+    "32",
+    "--max-pending-jobs",
+    "250000",
+    "--max-retained-jobs",
+    "250000",
+];
+
+/// How long and how big each scenario is.
+struct Profile {
+    window: Duration,
+    concurrencies: &'static [usize],
+    watchers: &'static [usize],
+    watched_job_ms: u64,
+    retained_jobs: usize,
+}
+
+impl Profile {
+    fn new(quick: bool) -> Profile {
+        if quick {
+            Profile {
+                window: Duration::from_secs(2),
+                concurrencies: &[1, 8, 32, 128],
+                watchers: &[1_000, 10_000],
+                watched_job_ms: 3_000,
+                retained_jobs: 10_000,
+            }
+        } else {
+            Profile {
+                window: Duration::from_secs(10),
+                concurrencies: &[1, 8, 32, 128],
+                watchers: &[1_000, 10_000],
+                watched_job_ms: 5_000,
+                retained_jobs: 100_000,
+            }
+        }
+    }
+}
+
+/// Scenario 1 at one concurrency.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncRow {
+    pub concurrency: usize,
+    pub pgbench: Stats,
+    pub direct: Stats,
+    pub gateway: Stats,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FanOut {
+    pub watchers: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub rss_kib_per_watcher: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Retained {
+    pub jobs: usize,
+    pub bytes_per_job: f64,
+    pub first_page_p50_ms: f64,
+    pub deep_page_p50_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub sync: Vec<SyncRow>,
+    pub async_c32: Stats,
+    pub fan_out: Vec<FanOut>,
+    pub retained: Retained,
+    pub startup_ms: f64,
+    pub idle_rss_kib: u64,
+}
+
+pub async fn run_all(options: &Options) -> Result<(), String> {
+    let profile = Profile::new(options.quick);
+    let machine = report::Machine::read();
+    println!(
+        "procgate-bench{} on {} ({} cores)",
+        if options.quick { " --quick" } else { "" },
+        machine.cpu_model,
+        machine.cores
+    );
+    let db = tokio::task::spawn_blocking(|| {
+        EmbeddedPostgres::start(&EmbeddedOptions {
+            load_examples: true,
+            settings: vec![("max_connections".into(), "400".into())],
+            ..Default::default()
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let url = db.url();
+    let gateway = Gateway::start(&url, GATEWAY_FLAGS).await?;
+
+    let mut sync = Vec::new();
+    for &concurrency in profile.concurrencies {
+        println!("scenario 1: {concurrency} concurrent callers");
+        let (bin, pg_url, window) = (db.bin_dir().to_path_buf(), url.clone(), profile.window);
+        let pgbench = tokio::task::spawn_blocking(move || {
+            baselines::pgbench(&bin, &pg_url, concurrency, window)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let pg_url = url.clone();
+        let direct =
+            tokio::task::spawn_blocking(move || baselines::direct(&pg_url, concurrency, window))
+                .await
+                .map_err(|e| e.to_string())??;
+        let through_gateway =
+            load::closed_loop(&gateway.url(), concurrency, window, load::execute_sync).await?;
+        sync.push(SyncRow {
+            concurrency,
+            pgbench,
+            direct,
+            gateway: through_gateway,
+        });
+    }
+
+    println!("scenario 2: SubmitAsync + WatchJob, 32 clients");
+    let async_c32 =
+        load::closed_loop(&gateway.url(), 32, profile.window, load::submit_and_watch).await?;
+
+    let mut fan_out = Vec::new();
+    for &watchers in profile.watchers {
+        println!("scenario 3: one job watched by {watchers} streams");
+        fan_out.push(watch_fan_out(&gateway, watchers, profile.watched_job_ms).await?);
+    }
+
+    drop(gateway);
+
+    // A fresh gateway, so that its RSS growth is the jobs' alone.
+    println!("scenario 4: {} retained jobs", profile.retained_jobs);
+    let fresh = Gateway::start(&url, GATEWAY_FLAGS).await?;
+    let retained = retained_jobs(&fresh, profile.retained_jobs).await?;
+    drop(fresh);
+
+    println!("scenario 5: start-up");
+    let fresh = Gateway::start(&url, &[]).await?;
+    let startup_ms = fresh.startup.as_secs_f64() * 1000.0;
+    let idle_rss_kib = fresh.rss_kib();
+    drop(fresh);
+
+    let results = Results {
+        sync,
+        async_c32,
+        fan_out,
+        retained,
+        startup_ms,
+        idle_rss_kib,
+    };
+    report::write(&options.out, &machine, options.quick, &results)
+}
+
+/// One job reporting 100 progress notices, watched by `watchers` streams:
+/// latency from the job's end to each watcher's terminal snapshot, and the
+/// gateway's RSS growth per watcher.
+async fn watch_fan_out(gateway: &Gateway, watchers: usize, job_ms: u64) -> Result<FanOut, String> {
+    let clients = channels(&gateway.url(), watchers.div_ceil(100)).await?;
+    let rss_before = gateway.rss_kib();
+    let mut submitter = clients[0].clone();
+    let job = submitter
+        .submit_async(pb::SubmitAsyncRequest {
+            call: Some(pb::ProcedureCall {
+                procedure: "bench_progress".into(),
+                params: vec![
+                    int_param("p_steps", 100),
+                    int_param("p_total_ms", job_ms as i64),
+                ],
+                returns: 0,
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .map_err(|s| s.message().to_string())?
+        .into_inner();
+    let opened = Arc::new(AtomicUsize::new(0));
+    let all_open = Arc::new(Notify::new());
+    let mut tasks = Vec::with_capacity(watchers);
+    for i in 0..watchers {
+        let mut client = clients[i % clients.len()].clone();
+        let (id, opened, all_open) = (job.id.clone(), opened.clone(), all_open.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut stream = client
+                .watch_job(pb::WatchJobRequest { id })
+                .await?
+                .into_inner();
+            let mut first = true;
+            while let Some(job) = stream.message().await? {
+                if std::mem::take(&mut first)
+                    && opened.fetch_add(1, Ordering::SeqCst) + 1 == watchers
+                {
+                    all_open.notify_one();
+                }
+                if job.state == pb::JobState::Completed as i32 {
+                    let received = SystemTime::now();
+                    let ended: SystemTime = job
+                        .end_time
+                        .and_then(|t| t.try_into().ok())
+                        .unwrap_or(received);
+                    let lag = received.duration_since(ended).unwrap_or_default();
+                    return Ok(lag.as_micros() as u64);
+                }
+            }
+            Err(tonic::Status::internal("a watch ended before the job"))
+        }));
+    }
+    tokio::time::timeout(Duration::from_millis(job_ms), all_open.notified())
+        .await
+        .map_err(|_| {
+            format!(
+                "only {} of {watchers} watchers were open before the job ended",
+                opened.load(Ordering::SeqCst)
+            )
+        })?;
+    let rss_open = gateway.rss_kib();
+    let mut lags = Vec::with_capacity(watchers);
+    for task in tasks {
+        lags.push(
+            task.await
+                .map_err(|e| e.to_string())?
+                .map_err(|s| s.message().to_string())?,
+        );
+    }
+    lags.sort_unstable();
+    Ok(FanOut {
+        watchers,
+        p50_ms: percentile(&lags, 0.5) / 1000.0,
+        p99_ms: percentile(&lags, 0.99) / 1000.0,
+        rss_kib_per_watcher: rss_open.saturating_sub(rss_before) as f64 / watchers as f64,
+    })
+}
+
+fn int_param(name: &str, value: i64) -> pb::Param {
+    pb::Param {
+        name: name.into(),
+        value: Some(pb::Value {
+            kind: Some(Kind::IntegerValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// `count` finished jobs without outputs: RSS per job, and ListJobs latency
+/// on the first page and on a page near the end.
+async fn retained_jobs(gateway: &Gateway, count: usize) -> Result<Retained, String> {
+    let clients = channels(&gateway.url(), 8).await?;
+    let noop = pb::ProcedureCall {
+        procedure: "bench_noop".into(),
+        params: vec![],
+        returns: 0,
+    };
+    let rss_before = gateway.rss_kib();
+    let submitters = 64;
+    let mut tasks = Vec::new();
+    for i in 0..submitters {
+        let mut client = clients[i % clients.len()].clone();
+        let call = noop.clone();
+        let share = count / submitters + usize::from(i < count % submitters);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..share {
+                client
+                    .submit_async(pb::SubmitAsyncRequest {
+                        call: Some(call.clone()),
+                        request_id: String::new(),
+                    })
+                    .await?;
+            }
+            Ok::<(), tonic::Status>(())
+        }));
+    }
+    for task in tasks {
+        task.await
+            .map_err(|e| e.to_string())?
+            .map_err(|s| s.message().to_string())?;
+    }
+    let mut client = clients[0].clone();
+    loop {
+        let live = client
+            .list_jobs(pb::ListJobsRequest {
+                states: vec![pb::JobState::Pending as i32, pb::JobState::Running as i32],
+                page_size: 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| s.message().to_string())?
+            .into_inner();
+        if live.jobs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rss_after = gateway.rss_kib();
+
+    // A token near the end: page through with big pages.
+    let mut token = String::new();
+    let mut seen = 0;
+    while seen < count * 9 / 10 {
+        let page = client
+            .list_jobs(pb::ListJobsRequest {
+                page_size: 1000,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| s.message().to_string())?
+            .into_inner();
+        seen += page.jobs.len();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let first_page = list_latency(&mut client, String::new()).await?;
+    let deep_page = list_latency(&mut client, token).await?;
+    Ok(Retained {
+        jobs: count,
+        bytes_per_job: rss_after.saturating_sub(rss_before) as f64 * 1024.0 / count as f64,
+        first_page_p50_ms: first_page,
+        deep_page_p50_ms: deep_page,
+    })
+}
+
+/// p50 of 200 ListJobs calls of 50 jobs from `token`, in ms.
+async fn list_latency(client: &mut load::Client, token: String) -> Result<f64, String> {
+    let mut latencies = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let t0 = Instant::now();
+        client
+            .list_jobs(pb::ListJobsRequest {
+                page_size: 50,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| s.message().to_string())?;
+        latencies.push(t0.elapsed().as_micros() as u64);
+    }
+    latencies.sort_unstable();
+    Ok(percentile(&latencies, 0.5) / 1000.0)
+}
