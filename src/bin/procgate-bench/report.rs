@@ -179,8 +179,8 @@ pub fn write(out: &Path, machine: &Machine, quick: bool, r: &Results) -> Result<
 
     let headlines = headlines(r);
     println!(
-        "\n{:<28} {:>12} {:>10}  {:<4} {}",
-        "figure", "value", "target", "met", "meaning"
+        "\n{:<28} {:>12} {:>10}  {:<4} meaning",
+        "figure", "value", "target", "met"
     );
     for h in &headlines {
         println!(
@@ -271,7 +271,12 @@ fn chart(path: &Path, r: &Results) -> Result<(), String> {
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(|e| e.to_string())?;
-    let series: [(&str, RGBColor, fn(&crate::scenarios::SyncRow) -> f64); 3] = [
+    type Series = (
+        &'static str,
+        RGBColor,
+        fn(&crate::scenarios::SyncRow) -> f64,
+    );
+    let series: [Series; 3] = [
         (
             "pgbench (libpq, prepared)",
             RGBColor(120, 120, 120),
