@@ -206,12 +206,12 @@ fn run(
     max_rows: usize,
 ) -> Result<Outputs> {
     if !plan.returns_cursor {
-        return run_statement(&mut conn.client, plan, call, max_rows);
+        return run_statement(conn, plan, call, max_rows);
     }
     conn.client
         .batch_execute("BEGIN")
         .map_err(|e| classify(&e))?;
-    let result = run_statement(&mut conn.client, plan, call, max_rows);
+    let result = run_statement(conn, plan, call, max_rows);
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
     if let Err(e) = conn.client.batch_execute(end) {
         conn.discard = true;
@@ -221,22 +221,24 @@ fn run(
 }
 
 fn run_statement(
-    client: &mut Client,
+    conn: &mut Connection,
     plan: &Plan,
     call: &ProcedureCall,
     max_rows: usize,
 ) -> Result<Outputs> {
-    let params: Vec<(&(dyn ToSql + Sync), Type)> = plan
-        .binds
-        .iter()
-        .map(|b| (b as &(dyn ToSql + Sync), Type::TEXT))
-        .collect();
     let limit = if plan.shape == Shape::FunctionSet {
         max_rows
     } else {
         1
     };
-    let (rows, truncated) = collect_rows(client.query_typed_raw(&plan.sql, params), limit)?;
+    let statement = conn
+        .prepared(&plan.sql, plan.binds.len())
+        .map_err(|e| classify(&e))?;
+    let params = plan.binds.iter().map(|b| b as &(dyn ToSql + Sync));
+    let collected = collect_rows(conn.client.query_raw(&statement, params), limit);
+    let (rows, truncated) = collected.inspect_err(|_| conn.forget(&plan.sql))?;
+    conn.last_used = std::time::Instant::now();
+    let client = &mut conn.client;
     let mut outputs = Outputs::default();
     match plan.shape {
         Shape::FunctionSet => {

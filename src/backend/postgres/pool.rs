@@ -7,15 +7,26 @@
 //! [`NoticeRoute`] that the backend points at the running call's progress
 //! sink and clears afterwards.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use postgres::error::DbError;
-use postgres::{Client, NoTls};
+use postgres::types::Type;
+use postgres::{Client, NoTls, Statement};
 
 use crate::backend::Progress;
 use crate::backend::postgres::notice;
 
 pub type Pool = r2d2::Pool<Manager>;
+
+/// A connection that ran a statement this recently is not pinged again on
+/// checkout (the idea of HikariCP's "alive bypass window"): the check costs
+/// a round-trip, as much as a cheap call itself.
+const VALIDATION_BYPASS: Duration = Duration::from_millis(500);
+
+/// Prepared statements kept per connection; past it the cache starts over.
+const MAX_STATEMENTS: usize = 256;
 
 /// A pooled client plus the route its notices take.
 pub struct Connection {
@@ -24,6 +35,30 @@ pub struct Connection {
     /// Set when the session may be left in an unknown state (a failed
     /// ROLLBACK); the pool then drops it instead of reusing it.
     pub discard: bool,
+    /// When a statement last succeeded on it.
+    pub last_used: Instant,
+    statements: HashMap<String, Statement>,
+}
+
+impl Connection {
+    /// The statement for `sql` with `params` text parameters, prepared once
+    /// per connection: later calls skip parsing and analysis.
+    pub fn prepared(&mut self, sql: &str, params: usize) -> Result<Statement, postgres::Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare_typed(sql, &vec![Type::TEXT; params])?;
+        if self.statements.len() >= MAX_STATEMENTS {
+            self.statements.clear();
+        }
+        self.statements.insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+
+    /// Forgets a statement that failed, in case the failure was its own.
+    pub fn forget(&mut self, sql: &str) {
+        self.statements.remove(sql);
+    }
 }
 
 /// Where the notices of one connection go right now.
@@ -77,11 +112,18 @@ impl r2d2::ManageConnection for Manager {
             client,
             notices,
             discard: false,
+            last_used: Instant::now(),
+            statements: HashMap::new(),
         })
     }
 
     fn is_valid(&self, conn: &mut Connection) -> Result<(), postgres::Error> {
-        conn.client.simple_query("").map(drop)
+        if conn.last_used.elapsed() < VALIDATION_BYPASS {
+            return Ok(());
+        }
+        conn.client.simple_query("")?;
+        conn.last_used = Instant::now();
+        Ok(())
     }
 
     fn has_broken(&self, conn: &mut Connection) -> bool {
