@@ -311,7 +311,7 @@ pub fn job_to_proto(job: &JobSnapshot) -> pb::Job {
         state: job_state_to_proto(job.state) as i32,
         procedure: job.call.display_name.clone(),
         progress: job.progress,
-        progress_message: job.progress_message.clone(),
+        progress_message: job.progress_message.to_string(),
         create_time: Some(job.create_time.into()),
         start_time: job.start_time.map(Into::into),
         end_time: job.end_time.map(Into::into),

@@ -10,25 +10,27 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use tokio::sync::watch;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::WatchStream;
 use tonic::Status;
 
 use crate::api::convert::job_to_proto;
-use crate::jobs::JobSnapshot;
+use crate::jobs::{JobSnapshot, JobWatch};
 use crate::proto as pb;
 
-pub struct JobStream {
-    inner: WatchStream<JobSnapshot>,
-    ended: bool,
+pub enum JobStream {
+    /// Following a live job.
+    Live(WatchStream<JobSnapshot>),
+    /// The one snapshot left to send (a job that already ended, or the
+    /// stream is done when None).
+    Last(Option<Box<JobSnapshot>>),
 }
 
 impl JobStream {
-    pub fn new(rx: watch::Receiver<JobSnapshot>) -> Self {
-        Self {
-            inner: WatchStream::new(rx),
-            ended: false,
+    pub fn new(watch: JobWatch) -> Self {
+        match watch {
+            JobWatch::Live(rx) => JobStream::Live(WatchStream::new(rx)),
+            JobWatch::Ended(job) => JobStream::Last(Some(job)),
         }
     }
 }
@@ -37,15 +39,17 @@ impl Stream for JobStream {
     type Item = Result<pb::Job, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.ended {
-            return Poll::Ready(None);
-        }
-        match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
-            Some(job) => {
-                self.ended = job.state.is_terminal();
-                Poll::Ready(Some(Ok(job_to_proto(&job))))
+        let job = match &mut *self {
+            JobStream::Last(last) => {
+                return Poll::Ready(last.take().map(|job| Ok(job_to_proto(&job))));
             }
-            None => Poll::Ready(None),
-        }
+            JobStream::Live(inner) => ready!(Pin::new(inner).poll_next(cx)),
+        };
+        Poll::Ready(job.map(|job| {
+            if job.state.is_terminal() {
+                *self = JobStream::Last(None);
+            }
+            Ok(job_to_proto(&job))
+        }))
     }
 }

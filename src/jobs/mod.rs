@@ -15,12 +15,13 @@
 mod registry;
 mod runner;
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use std::sync::Arc;
 use uuid::Uuid;
 
-pub use registry::{JobRegistry, ListFilter, Page};
+pub use registry::{JobRegistry, JobWatch, ListFilter, Page};
 
 use crate::backend::MessageLog;
 use crate::call::{Outputs, ProcedureCall};
@@ -60,13 +61,15 @@ pub struct JobSnapshot {
     pub id: Uuid,
     pub state: JobState,
     pub progress: u32,
-    pub progress_message: String,
+    /// Phase messages are static; the procedure's own are owned.
+    pub progress_message: Cow<'static, str>,
     pub create_time: SystemTime,
     pub start_time: Option<SystemTime>,
     pub end_time: Option<SystemTime>,
     pub outputs: Option<Arc<Outputs>>,
     /// Why it failed or was cancelled.
-    pub error: Option<Error>,
+    /// Boxed: most jobs have none, and a retained job should stay small.
+    pub error: Option<Box<Error>>,
     pub cancel_requested: bool,
     /// The call as submitted (its name and parameters are echoed back).
     pub call: Arc<ProcedureCall>,

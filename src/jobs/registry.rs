@@ -1,11 +1,14 @@
 //! The job registry: every job by id, newest-first order, idempotency keys.
 //!
 //! One std `Mutex` guards the maps; it is held only for map operations,
-//! never across an await or a database call. Job state itself lives in each
-//! job's `watch` channel, so readers of one job do not contend with writers
-//! of another. Listing walks a `BTreeMap` keyed by a submission sequence
-//! number, so a page costs the page (plus skipped non-matching jobs), not a
-//! scan of every job; the page token is that sequence number.
+//! never across an await or a database call. A live job's state lives in
+//! its `watch` channel, so readers of one job do not contend with writers
+//! of another. Once a job ends it keeps only its final snapshot: nothing is
+//! left to notify or cancel, and a retained job costs a few hundred bytes
+//! instead of a channel and an interrupt. Listing walks a `BTreeMap` keyed by
+//! a submission sequence number, so a page costs the page (plus skipped
+//! non-matching jobs), not a scan of every job; the page token is that
+//! sequence number.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -50,8 +53,40 @@ struct Jobs {
 
 struct Entry {
     seq: u64,
-    tx: watch::Sender<JobSnapshot>,
-    interrupt: Interrupt,
+    slot: Slot,
+}
+
+enum Slot {
+    /// Pending or running: watchers follow the channel, a cancel reaches
+    /// the interrupt.
+    Live {
+        tx: watch::Sender<JobSnapshot>,
+        interrupt: Interrupt,
+    },
+    /// Ended: only the final snapshot is kept.
+    Ended(Box<JobSnapshot>),
+}
+
+impl Entry {
+    /// Reads the current snapshot without copying it.
+    fn with<R>(&self, read: impl FnOnce(&JobSnapshot) -> R) -> R {
+        match &self.slot {
+            Slot::Live { tx, .. } => read(&tx.borrow()),
+            Slot::Ended(snapshot) => read(snapshot),
+        }
+    }
+
+    fn snapshot(&self) -> JobSnapshot {
+        self.with(JobSnapshot::clone)
+    }
+}
+
+/// How a watcher follows a job.
+pub enum JobWatch {
+    /// Every change until the end.
+    Live(watch::Receiver<JobSnapshot>),
+    /// It already ended: this is all there is.
+    Ended(Box<JobSnapshot>),
 }
 
 /// Which jobs ListJobs returns.
@@ -106,7 +141,7 @@ impl JobRegistry {
         if let Some(key) = &request_id
             && let Some(id) = jobs.by_request_id.get(key.as_str())
         {
-            return Ok(jobs.by_id[id].tx.borrow().clone());
+            return Ok(jobs.by_id[id].snapshot());
         }
         if self.pending.load(Ordering::SeqCst) >= self.limits.max_pending {
             return Err(Error::Exhausted(format!(
@@ -146,8 +181,10 @@ impl JobRegistry {
             id,
             Entry {
                 seq,
-                tx: tx.clone(),
-                interrupt: interrupt.clone(),
+                slot: Slot::Live {
+                    tx: tx.clone(),
+                    interrupt: interrupt.clone(),
+                },
             },
         );
         self.pending.fetch_add(1, Ordering::SeqCst);
@@ -161,24 +198,17 @@ impl JobRegistry {
     pub fn get(&self, id: &str) -> Result<JobSnapshot> {
         let id = parse_id(id)?;
         let jobs = self.jobs.lock().expect("registry lock");
-        let entry = jobs
-            .by_id
-            .get(&id)
-            .ok_or_else(|| Error::JobNotFound(id.to_string()))?;
-        Ok(entry.tx.borrow().clone())
+        Ok(entry(&jobs, &id)?.snapshot())
     }
 
-    /// A receiver of the job's snapshots, the current one unseen.
-    pub fn watch(&self, id: &str) -> Result<watch::Receiver<JobSnapshot>> {
+    /// How to follow the job: its channel while it is live, else its end.
+    pub fn watch(&self, id: &str) -> Result<JobWatch> {
         let id = parse_id(id)?;
         let jobs = self.jobs.lock().expect("registry lock");
-        let entry = jobs
-            .by_id
-            .get(&id)
-            .ok_or_else(|| Error::JobNotFound(id.to_string()))?;
-        let mut rx = entry.tx.subscribe();
-        rx.mark_changed();
-        Ok(rx)
+        Ok(match &entry(&jobs, &id)?.slot {
+            Slot::Live { tx, .. } => JobWatch::Live(tx.subscribe()),
+            Slot::Ended(snapshot) => JobWatch::Ended(snapshot.clone()),
+        })
     }
 
     /// Jobs newest first, `page_size` (0 = default) at a time.
@@ -193,9 +223,11 @@ impl JobRegistry {
         let mut page = Vec::with_capacity(page_size);
         let mut next_page_token = None;
         for (&seq, id) in jobs.order.range(..before).rev() {
-            let snapshot = jobs.by_id[id].tx.borrow();
-            let matches = (filter.states.is_empty() || filter.states.contains(&snapshot.state))
-                && procedure.is_none_or(|p| snapshot.call.display_name.eq_ignore_ascii_case(p));
+            let entry = &jobs.by_id[id];
+            let matches = entry.with(|job| {
+                (filter.states.is_empty() || filter.states.contains(&job.state))
+                    && procedure.is_none_or(|p| job.call.display_name.eq_ignore_ascii_case(p))
+            });
             if !matches {
                 continue;
             }
@@ -203,7 +235,7 @@ impl JobRegistry {
                 next_page_token = Some(page_token_for(seq + 1));
                 break;
             }
-            page.push(snapshot.clone());
+            page.push(entry.snapshot());
         }
         Ok(Page {
             jobs: page,
@@ -217,15 +249,16 @@ impl JobRegistry {
         let id = parse_id(id)?;
         let (tx, interrupt) = {
             let jobs = self.jobs.lock().expect("registry lock");
-            let entry = jobs
-                .by_id
-                .get(&id)
-                .ok_or_else(|| Error::JobNotFound(id.to_string()))?;
-            (entry.tx.clone(), entry.interrupt.clone())
+            match &entry(&jobs, &id)?.slot {
+                Slot::Live { tx, interrupt } => (tx.clone(), interrupt.clone()),
+                Slot::Ended(job) => return Err(already_ended(&id, job.state)),
+            }
         };
         if self.cancel_pending(&tx) {
             interrupt.request(); // no statement yet: only wakes the runner
-            return Ok(tx.borrow().clone());
+            let job = tx.borrow().clone();
+            self.retire(&id);
+            return Ok(job);
         }
         let mut refused = None;
         tx.send_if_modified(|job| match job.state {
@@ -241,10 +274,7 @@ impl JobRegistry {
             }
         });
         if let Some(state) = refused {
-            return Err(Error::WrongJobState(format!(
-                "job {id} is already {}; only PENDING or RUNNING jobs can be cancelled",
-                state.name()
-            )));
+            return Err(already_ended(&id, state));
         }
         tokio::task::spawn_blocking(move || interrupt.request());
         Ok(tx.borrow().clone())
@@ -260,9 +290,9 @@ impl JobRegistry {
             job.cancel_requested = true;
             job.end_time = Some(SystemTime::now());
             job.progress_message = "cancelled before it started".into();
-            job.error = Some(Error::Cancelled(
+            job.error = Some(Box::new(Error::Cancelled(
                 "cancelled while waiting to run; it never reached the database".into(),
-            ));
+            )));
             true
         });
         if cancelled {
@@ -272,15 +302,24 @@ impl JobRegistry {
         cancelled
     }
 
+    /// Replaces an ended job's channel and interrupt by its final snapshot.
+    pub(super) fn retire(&self, id: &Uuid) {
+        let mut jobs = self.jobs.lock().expect("registry lock");
+        if let Some(entry) = jobs.by_id.get_mut(id)
+            && let Slot::Live { tx, .. } = &entry.slot
+        {
+            let job = tx.borrow().clone();
+            if job.state.is_terminal() {
+                entry.slot = Slot::Ended(Box::new(job));
+            }
+        }
+    }
+
     /// Forgets a finished job.
     pub fn delete(&self, id: &str) -> Result<()> {
         let id = parse_id(id)?;
         let mut jobs = self.jobs.lock().expect("registry lock");
-        let entry = jobs
-            .by_id
-            .get(&id)
-            .ok_or_else(|| Error::JobNotFound(id.to_string()))?;
-        let state = entry.tx.borrow().state;
+        let state = entry(&jobs, &id)?.with(|job| job.state);
         if !state.is_terminal() {
             return Err(Error::WrongJobState(format!(
                 "job {id} is {}; cancel it first, or delete it once it has ended",
@@ -298,8 +337,10 @@ impl JobRegistry {
             .by_id
             .iter()
             .filter(|(_, entry)| {
-                entry.tx.borrow().end_time.is_some_and(|end| {
-                    now.duration_since(end).unwrap_or_default() >= self.limits.retention
+                entry.with(|job| {
+                    job.end_time.is_some_and(|end| {
+                        now.duration_since(end).unwrap_or_default() >= self.limits.retention
+                    })
                 })
             })
             .map(|(id, _)| *id)
@@ -317,7 +358,7 @@ impl JobRegistry {
             let jobs = self.jobs.lock().expect("registry lock");
             jobs.by_id
                 .iter()
-                .filter(|(_, e)| !e.tx.borrow().state.is_terminal())
+                .filter(|(_, e)| !e.with(|job| job.state.is_terminal()))
                 .map(|(id, _)| *id)
                 .collect()
         };
@@ -343,7 +384,7 @@ impl JobRegistry {
         let jobs = self.jobs.lock().expect("registry lock");
         jobs.by_id
             .values()
-            .filter(|e| !e.tx.borrow().state.is_terminal())
+            .filter(|e| !e.with(|job| job.state.is_terminal()))
             .count()
     }
 
@@ -356,7 +397,7 @@ impl JobRegistry {
         let oldest_finished: Vec<Uuid> = jobs
             .order
             .values()
-            .filter(|id| jobs.by_id[*id].tx.borrow().state.is_terminal())
+            .filter(|id| jobs.by_id[*id].with(|job| job.state.is_terminal()))
             .take(excess)
             .copied()
             .collect();
@@ -370,11 +411,24 @@ impl Jobs {
     fn remove(&mut self, id: &Uuid) {
         if let Some(entry) = self.by_id.remove(id) {
             self.order.remove(&entry.seq);
-            if let Some(key) = &entry.tx.borrow().request_id {
-                self.by_request_id.remove(key);
+            if let Some(key) = entry.with(|job| job.request_id.clone()) {
+                self.by_request_id.remove(&key);
             }
         }
     }
+}
+
+fn entry<'j>(jobs: &'j Jobs, id: &Uuid) -> Result<&'j Entry> {
+    jobs.by_id
+        .get(id)
+        .ok_or_else(|| Error::JobNotFound(id.to_string()))
+}
+
+fn already_ended(id: &Uuid, state: JobState) -> Error {
+    Error::WrongJobState(format!(
+        "job {id} is already {}; only PENDING or RUNNING jobs can be cancelled",
+        state.name()
+    ))
 }
 
 fn parse_id(id: &str) -> Result<Uuid> {

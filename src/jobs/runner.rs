@@ -5,6 +5,7 @@
 //! pending jobs start in submission order. A job cancelled while pending
 //! never takes a slot: the cancel wakes the wait below.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -14,7 +15,7 @@ use tracing::{info, warn};
 use super::registry::JobRegistry;
 use super::{JobSnapshot, JobState};
 use crate::backend::{Interrupt, Phase, Progress};
-use crate::call::ProcedureCall;
+use crate::call::{Outputs, ProcedureCall};
 use crate::error::Error;
 
 pub(super) async fn run(
@@ -70,25 +71,29 @@ pub(super) async fn run(
                 job.state = JobState::Completed;
                 job.progress = 100;
                 job.progress_message = "done".into();
-                job.outputs = Some(Arc::new(outputs));
+                // A job without outputs keeps no allocation for them.
+                job.outputs = (outputs != Outputs::default()).then(|| Arc::new(outputs));
             }
             Err(_) if cancelled => {
                 job.state = JobState::Cancelled;
                 job.progress_message = "cancelled".into();
-                job.error = Some(Error::Cancelled(
+                job.error = Some(Box::new(Error::Cancelled(
                     "cancelled while running; its statement was interrupted in the database".into(),
-                ));
+                )));
             }
             Err(error) => {
                 job.state = JobState::Failed;
                 job.progress_message = "failed".into();
-                job.error = Some(error);
+                job.error = Some(Box::new(error));
             }
         }
     });
+    {
+        let job = tx.borrow();
+        info!(state = job.state.name(), duration = ?job.duration(), "job ended");
+    }
+    registry.retire(&tx.borrow().id);
     registry.job_ended.notify_waiters();
-    let job = tx.borrow();
-    info!(state = job.state.name(), duration = ?job.duration(), "job ended");
 }
 
 /// Publishes a running call's progress and messages into its job.
@@ -97,12 +102,10 @@ struct JobProgress {
     max_messages: usize,
 }
 
-impl Progress for JobProgress {
-    fn phase(&self, phase: Phase) {
-        self.report(phase.percent(), Some(phase.message().to_string()));
-    }
-
-    fn report(&self, percent: u32, message: Option<String>) {
+impl JobProgress {
+    /// Moves progress up (never down) and sets the message; notifies
+    /// watchers only when something changed.
+    fn advance(&self, percent: u32, message: Option<Cow<'static, str>>) {
         self.tx.send_if_modified(|job| {
             let mut changed = false;
             if percent > job.progress {
@@ -117,6 +120,16 @@ impl Progress for JobProgress {
             }
             changed
         });
+    }
+}
+
+impl Progress for JobProgress {
+    fn phase(&self, phase: Phase) {
+        self.advance(phase.percent(), Some(phase.message().into()));
+    }
+
+    fn report(&self, percent: u32, message: Option<String>) {
+        self.advance(percent, message.map(Cow::Owned));
     }
 
     fn message(&self, line: String) {

@@ -98,6 +98,11 @@ impl Gateway {
         }
     }
 
+    /// CPU time the gateway has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        cpu_time(self.child.id())
+    }
+
     /// The gateway's resident memory, in KiB.
     pub fn rss_kib(&self) -> u64 {
         rss_kib(self.child.id())
@@ -110,6 +115,29 @@ impl Drop for Gateway {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
     }
+}
+
+/// CPU time (user + system) a process has used so far.
+pub fn cpu_time(pid: u32) -> Duration {
+    // /proc/PID/stat: fields 14 and 15 (after the ")" of the command) are
+    // utime and stime in clock ticks.
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let fields: Vec<u64> = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            Some(fields.iter().sum::<u64>())
+        })
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / per_second)
 }
 
 /// VmRSS of a process, in KiB (0 if unreadable).

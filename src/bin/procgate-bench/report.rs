@@ -155,6 +155,12 @@ pub fn write(out: &Path, machine: &Machine, quick: bool, r: &Results) -> Result<
             row.gateway.per_second / row.pgbench.per_second,
         );
     }
+    for row in &r.sync {
+        println!(
+            "  {:>3} callers: gateway CPU {:.0} µs per call, load generator CPU {:.0} µs per call",
+            row.concurrency, row.gateway_cpu_us_per_call, row.client_cpu_us_per_call
+        );
+    }
     println!(
         "\nScenario 2: SubmitAsync + WatchJob, 32 clients: {:.0} jobs/s (p50 {:.0} µs)",
         r.async_c32.per_second, r.async_c32.p50_us

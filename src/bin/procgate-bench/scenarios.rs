@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 
 use crate::Options;
 use crate::baselines;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, cpu_time};
 use crate::load::{self, Stats, channels, percentile};
 use crate::report;
 
@@ -70,6 +70,9 @@ pub struct SyncRow {
     pub pgbench: Stats,
     pub direct: Stats,
     pub gateway: Stats,
+    /// CPU the gateway process spent per call (µs), and the load generator.
+    pub gateway_cpu_us_per_call: f64,
+    pub client_cpu_us_per_call: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -133,13 +136,21 @@ pub async fn run_all(options: &Options) -> Result<(), String> {
             tokio::task::spawn_blocking(move || baselines::direct(&pg_url, concurrency, window))
                 .await
                 .map_err(|e| e.to_string())??;
+        let (gateway_cpu, client_cpu) = (gateway.cpu_time(), cpu_time(std::process::id()));
         let through_gateway =
             load::closed_loop(&gateway.url(), concurrency, window, load::execute_sync).await?;
+        // The CPU figures include the warm-up: count its calls at the
+        // measured rate.
+        let per_call = |spent: Duration| {
+            spent.as_secs_f64() * 1e6 / (through_gateway.per_second * (window.as_secs_f64() + 0.5))
+        };
         sync.push(SyncRow {
             concurrency,
             pgbench,
             direct,
             gateway: through_gateway,
+            gateway_cpu_us_per_call: per_call(gateway.cpu_time() - gateway_cpu),
+            client_cpu_us_per_call: per_call(cpu_time(std::process::id()) - client_cpu),
         });
     }
 
@@ -268,15 +279,55 @@ fn int_param(name: &str, value: i64) -> pb::Param {
 }
 
 /// `count` finished jobs without outputs: RSS per job, and ListJobs latency
-/// on the first page and on a page near the end.
+/// on the first page and on a page near the end. The RSS per job is the
+/// growth over the second half of the jobs, so that one-time costs (the
+/// allocator's arenas, pooled connections, thread stacks) do not count.
 async fn retained_jobs(gateway: &Gateway, count: usize) -> Result<Retained, String> {
     let clients = channels(&gateway.url(), 8).await?;
+    let half = count / 2;
+    submit_and_wait(&clients, half).await?;
+    let rss_half = gateway.rss_kib();
+    submit_and_wait(&clients, count - half).await?;
+    let rss_all = gateway.rss_kib();
+    let mut client = clients[0].clone();
+
+    // A token near the end: page through with big pages.
+    let mut token = String::new();
+    let mut seen = 0;
+    while seen < count * 9 / 10 {
+        let page = client
+            .list_jobs(pb::ListJobsRequest {
+                page_size: 1000,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| s.message().to_string())?
+            .into_inner();
+        seen += page.jobs.len();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let first_page = list_latency(&mut client, String::new()).await?;
+    let deep_page = list_latency(&mut client, token).await?;
+    Ok(Retained {
+        jobs: count,
+        bytes_per_job: rss_all.saturating_sub(rss_half) as f64 * 1024.0 / (count - half) as f64,
+        first_page_p50_ms: first_page,
+        deep_page_p50_ms: deep_page,
+    })
+}
+
+/// Submits `count` bench_noop jobs from 64 callers and waits until none is
+/// pending or running.
+async fn submit_and_wait(clients: &[load::Client], count: usize) -> Result<(), String> {
     let noop = pb::ProcedureCall {
         procedure: "bench_noop".into(),
         params: vec![],
         returns: 0,
     };
-    let rss_before = gateway.rss_kib();
     let submitters = 64;
     let mut tasks = Vec::new();
     for i in 0..submitters {
@@ -312,39 +363,10 @@ async fn retained_jobs(gateway: &Gateway, count: usize) -> Result<Retained, Stri
             .map_err(|s| s.message().to_string())?
             .into_inner();
         if live.jobs.is_empty() {
-            break;
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let rss_after = gateway.rss_kib();
-
-    // A token near the end: page through with big pages.
-    let mut token = String::new();
-    let mut seen = 0;
-    while seen < count * 9 / 10 {
-        let page = client
-            .list_jobs(pb::ListJobsRequest {
-                page_size: 1000,
-                page_token: token.clone(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| s.message().to_string())?
-            .into_inner();
-        seen += page.jobs.len();
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
-    let first_page = list_latency(&mut client, String::new()).await?;
-    let deep_page = list_latency(&mut client, token).await?;
-    Ok(Retained {
-        jobs: count,
-        bytes_per_job: rss_after.saturating_sub(rss_before) as f64 * 1024.0 / count as f64,
-        first_page_p50_ms: first_page,
-        deep_page_p50_ms: deep_page,
-    })
 }
 
 /// p50 of 200 ListJobs calls of 50 jobs from `token`, in ms.
