@@ -6,6 +6,7 @@
 #    and the tests (pgtemp); found under /usr/lib/postgresql/<v>/bin.
 #  - sudo, when running as root: pgtemp starts PostgreSQL as the `postgres`
 #    user through `sudo -u postgres` (PostgreSQL refuses to run as root).
+#  - the DejaVu font, for the labels of procgate-bench's chart.
 set -euo pipefail
 
 missing=()
@@ -17,6 +18,10 @@ if [ "$(id -u)" = 0 ] && ! command -v sudo >/dev/null; then
 fi
 if ! command -v psql >/dev/null; then
   missing+=(postgresql-client)
+fi
+# The benchmark's chart labels (procgate-bench).
+if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+  missing+=(fonts-dejavu-core)
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then
