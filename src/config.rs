@@ -104,6 +104,15 @@ pub struct ServeConfig {
     #[arg(long, env = "PROCGATE_MAX_CURSOR_ROWS", default_value_t = 10_000)]
     pub max_cursor_rows: usize,
 
+    /// Largest request accepted, in bytes; larger ones get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PROCGATE_MAX_REQUEST_BYTES", default_value_t = 16 << 20)]
+    pub max_request_bytes: usize,
+
+    /// Largest response sent, in bytes (a call whose outputs are bigger fails
+    /// instead of exhausting memory).
+    #[arg(long, env = "PROCGATE_MAX_RESPONSE_BYTES", default_value_t = 64 << 20)]
+    pub max_response_bytes: usize,
+
     /// On SIGTERM/Ctrl-C, how long running sync calls may take to finish.
     #[arg(long, env = "PROCGATE_GRACE_PERIOD", default_value = "30s", value_parser = humantime::parse_duration)]
     pub grace_period: Duration,

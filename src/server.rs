@@ -79,11 +79,16 @@ pub async fn run(
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = Server::builder()
         .trace_fn(|request| info_span!("rpc", method = %request.uri().path()))
+        .layer(tower::util::MapResponseLayer::new(
+            crate::api::transport::classify_transport_errors,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(InterceptedService::new(
-            ProcedureServiceServer::new(api),
+            ProcedureServiceServer::new(api)
+                .max_decoding_message_size(config.max_request_bytes)
+                .max_encoding_message_size(config.max_response_bytes),
             TokenCheck::new(&config.tokens),
         ))
         // Without TCP_NODELAY, a response split over two segments waits

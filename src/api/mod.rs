@@ -8,6 +8,7 @@
 
 pub mod convert;
 pub mod status;
+pub mod transport;
 mod watch;
 
 use std::sync::Arc;
