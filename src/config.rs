@@ -6,6 +6,7 @@
 //! type deliberately has no `Debug`: it is never logged whole.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -35,6 +36,20 @@ pub struct ServeConfig {
         hide_env_values = true
     )]
     pub tokens: Vec<String>,
+
+    /// Named tokens, one `name:secret` or `name:secret:admin` per line; read
+    /// again on SIGHUP. Each caller sees only the jobs its token submitted,
+    /// unless the token is marked admin (--token tokens are admins).
+    #[arg(long, env = "PROCGATE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Serve TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "PROCGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "PROCGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Only procedures matching one of these globs may be called
     /// (case-insensitive, on the normalised name, e.g. 'pkg_etl.*').
@@ -156,10 +171,11 @@ impl ServeConfig {
 
     /// Refuses combinations that would be unsafe or cannot work.
     pub fn validate(&self, listen: SocketAddr) -> Result<()> {
-        if self.tokens.is_empty() && !listen.ip().is_loopback() {
+        if self.tokens.is_empty() && self.token_file.is_none() && !listen.ip().is_loopback() {
             return Err(Error::InvalidArgument(format!(
                 "refusing to listen on {listen} without authentication: set --token \
-                 (or PROCGATE_TOKENS), or listen on a loopback address such as 127.0.0.1"
+                 (or PROCGATE_TOKENS) or --token-file, or listen on a loopback address \
+                 such as 127.0.0.1"
             )));
         }
         if self.tokens.iter().any(|t| t.trim().is_empty()) {

@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Start a throwaway database and a gateway, and tour the service.
     Demo(DemoArgs),
     #[command(flatten)]
@@ -32,7 +32,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(config) => serve(config),
+        Command::Serve(config) => serve(*config),
         Command::Demo(args) => demo::run(args),
         Command::Client(command) => {
             let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");

@@ -13,8 +13,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Identity;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{ServerTlsConfig, TcpIncoming};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, info_span, warn};
@@ -54,6 +55,9 @@ pub async fn run(
         log_params: config.log_params,
     };
 
+    let tokens = TokenCheck::new(&config.tokens, config.token_file.as_deref())?;
+    let tls = tls_config(&config)?;
+
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
     let background = [
@@ -63,6 +67,7 @@ pub async fn run(
             config.health_interval,
         )),
         tokio::spawn(sweep_jobs(registry.clone(), config.sweep_interval)),
+        tokio::spawn(reload_tokens_on_sighup(tokens.clone())),
     ];
 
     let reflection = || {
@@ -77,7 +82,13 @@ pub async fn run(
     let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
 
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Error::InvalidArgument(format!("invalid TLS configuration: {e}")))?;
+    }
+    let server = builder
         .trace_fn(|request| info_span!("rpc", method = %request.uri().path()))
         .layer(tower::util::MapResponseLayer::new(
             crate::api::transport::classify_transport_errors,
@@ -89,7 +100,7 @@ pub async fn run(
             ProcedureServiceServer::new(api)
                 .max_decoding_message_size(config.max_request_bytes)
                 .max_encoding_message_size(config.max_response_bytes),
-            TokenCheck::new(&config.tokens),
+            tokens,
         ))
         // Without TCP_NODELAY, a response split over two segments waits
         // for the client's delayed ACK (40 ms on Linux).
@@ -127,6 +138,34 @@ pub async fn run(
         Err(_) => {
             warn!("grace period over: closing the remaining calls");
             Ok(())
+        }
+    }
+}
+
+/// The TLS identity of --tls-cert/--tls-key, when given.
+fn tls_config(config: &ServeConfig) -> Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", path.display())))
+    };
+    let identity = Identity::from_pem(read(cert)?, read(key)?);
+    Ok(Some(ServerTlsConfig::new().identity(identity)))
+}
+
+/// Reads the token file again on every SIGHUP.
+async fn reload_tokens_on_sighup(tokens: TokenCheck) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        warn!("cannot listen for SIGHUP; the token file will not be reloaded");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match tokens.reload() {
+            Ok(count) => info!(tokens = count, "SIGHUP: reloaded the token file"),
+            Err(e) => warn!(error = %e, "SIGHUP: kept the previous tokens"),
         }
     }
 }

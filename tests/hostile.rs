@@ -87,13 +87,26 @@ fn cases() -> Vec<Case> {
     let ten_kb: &'static str = Box::leak(ten_kb.into_boxed_str());
     let uuid = "3f0c1b1e-8a4e-4c1e-9f57-6f2b8f3d2a10";
     let mut cases = vec![
-        case("no call at all", Rpc::Execute(pb::ExecuteSyncRequest { call: None }), InvalidArgument, "`call`"),
-        case("no call in SubmitAsync", Rpc::Submit(pb::SubmitAsyncRequest::default()), InvalidArgument, "`call`"),
+        case(
+            "no call at all",
+            Rpc::Execute(pb::ExecuteSyncRequest { call: None }),
+            InvalidArgument,
+            "`call`",
+        ),
+        case(
+            "no call in SubmitAsync",
+            Rpc::Submit(pb::SubmitAsyncRequest::default()),
+            InvalidArgument,
+            "`call`",
+        ),
     ];
     // Procedure names, through ExecuteSync, SubmitAsync and DescribeProcedure.
     let names: [(&'static str, &'static str); 16] = [
         ("statement injection", "x; drop table t"),
-        ("injection after a valid name", "pkg_etl.sumar; DROP TABLE pkg_etl.ventas"),
+        (
+            "injection after a valid name",
+            "pkg_etl.sumar; DROP TABLE pkg_etl.ventas",
+        ),
         ("four parts", "a.b.c.d"),
         ("empty", ""),
         ("empty part", "pkg_etl..sumar"),
@@ -110,7 +123,12 @@ fn cases() -> Vec<Case> {
         ("10 kB", ten_kb),
     ];
     for (what, name) in names {
-        cases.push(case(what, sync(name, vec![one()]), InvalidArgument, "procedure name"));
+        cases.push(case(
+            what,
+            sync(name, vec![one()]),
+            InvalidArgument,
+            "procedure name",
+        ));
         cases.push(case(
             what,
             Rpc::Submit(pb::SubmitAsyncRequest {
@@ -120,42 +138,293 @@ fn cases() -> Vec<Case> {
             InvalidArgument,
             "procedure name",
         ));
-        cases.push(case(what, Rpc::Describe(name.into()), InvalidArgument, "procedure name"));
+        cases.push(case(
+            what,
+            Rpc::Describe(name.into()),
+            InvalidArgument,
+            "procedure name",
+        ));
     }
     let sumar = "pkg_etl.sumar";
     cases.extend([
-        case("duplicate parameter", sync(sumar, vec![one(), p_in("A", Kind::IntegerValue(2))]), InvalidArgument, "parameter A"),
-        case("OUT with a value", sync(sumar, vec![pb::Param { direction: pb::Direction::Out as i32, ..one() }]), InvalidArgument, "parameter a"),
-        case("IN without a value", sync(sumar, vec![pb::Param { value: None, ..one() }]), InvalidArgument, "parameter a"),
-        case("type does not match the value", sync(sumar, vec![typed("a", T::Integer, Kind::BoolValue(true))]), InvalidArgument, "parameter a"),
-        case("number text that is not a number", sync(sumar, vec![p_in("a", Kind::NumberValue("12,5".into()))]), InvalidArgument, "parameter a"),
-        case("typed string that is not an integer", sync(sumar, vec![typed("a", T::Integer, Kind::StringValue("12x".into()))]), InvalidArgument, "parameter a"),
-        case("impossible date", sync(sumar, vec![p_in("a", Kind::DateValue("2024-13-40".into()))]), InvalidArgument, "parameter a"),
-        case("year 10000", sync(sumar, vec![p_in("a", Kind::DateValue("10000-01-01".into()))]), InvalidArgument, "parameter a"),
-        case("timestamp nanos out of range", sync(sumar, vec![p_in("a", Kind::TimestampValue(Timestamp { seconds: 0, nanos: 2_000_000_000 }))]), InvalidArgument, "parameter a"),
-        case("timestamp in year 20000", sync(sumar, vec![p_in("a", Kind::TimestampValue(Timestamp { seconds: 568_971_820_800, nanos: 0 }))]), InvalidArgument, "parameter a"),
-        case("NUL in a string", sync(sumar, vec![p_in("a", Kind::StringValue("a\0b".into()))]), InvalidArgument, "parameter a"),
-        case("JSON that is not JSON", sync(sumar, vec![p_in("a", Kind::JsonValue("{\"a\":".into()))]), InvalidArgument, "parameter a"),
-        case("a cursor as input", sync(sumar, vec![typed("a", T::Cursor, Kind::StringValue("x".into()))]), InvalidArgument, "parameter a"),
-        case("rows as input", sync(sumar, vec![p_in("a", Kind::RowsValue(pb::ResultSet::default()))]), InvalidArgument, "parameter a"),
-        case("unknown direction", sync(sumar, vec![pb::Param { direction: 9, ..one() }]), InvalidArgument, "direction"),
-        case("unknown value type", sync(sumar, vec![pb::Param { r#type: 99, ..one() }]), InvalidArgument, "value type"),
-        case("unknown returns type", Rpc::Execute(pb::ExecuteSyncRequest { call: Some(pb::ProcedureCall { returns: 77, ..call(sumar, vec![]) }) }), InvalidArgument, "returns"),
-        case("parameter name injection", sync(sumar, vec![p_in("a; drop table t", Kind::IntegerValue(1))]), InvalidArgument, "parameter name"),
-        case("empty parameter name", sync(sumar, vec![p_in("", Kind::IntegerValue(1))]), InvalidArgument, "parameter name"),
-        case("dotted parameter name", sync(sumar, vec![p_in("a.b", Kind::IntegerValue(1))]), InvalidArgument, "parameter name"),
-        case("10,000 parameters", sync(sumar, (0..10_000).map(|i| p_in(&format!("p{i}"), Kind::IntegerValue(i))).collect()), InvalidArgument, "parameters"),
-        case("invalid UTF-8 in the procedure name", Rpc::Raw(invalid_utf8(call("ZZZZ", vec![]))), InvalidArgument, "decode"),
-        case("invalid UTF-8 in a string value", Rpc::Raw(invalid_utf8(call(sumar, vec![p_in("a", Kind::StringValue("ZZZZ".into()))]))), InvalidArgument, "decode"),
-        case("bytes that are not protobuf", Rpc::Raw(vec![0xFF; 64]), InvalidArgument, "decode"),
-        case("a 50 MB value", sync(sumar, vec![p_in("a", Kind::StringValue("x".repeat(50 << 20)))]), ResourceExhausted, "too large"),
-        case("request_id over 128 characters", Rpc::Submit(pb::SubmitAsyncRequest { call: Some(call(sumar, vec![one()])), request_id: "r".repeat(129) }), InvalidArgument, "request_id"),
-        needing_database(case("unknown parameter", sync(sumar, vec![one(), p_in("zz", Kind::IntegerValue(1))]), InvalidArgument, "no parameter zz")),
-        needing_database(case("missing required parameter", sync(sumar, vec![one()]), InvalidArgument, "missing parameter b")),
-        needing_database(case("integer out of range for smallint", sync("narrow", vec![p_in("small", Kind::IntegerValue(70_000)), p_in("medium", Kind::IntegerValue(1))]), InvalidArgument, "parameter small")),
-        needing_database(case("OUT parameter sent as IN", sync(sumar, vec![one(), p_in("b", Kind::IntegerValue(1)), p_in("total", Kind::IntegerValue(1))]), InvalidArgument, "parameter total")),
-        needing_database(case("unknown procedure", sync("pkg_etl.nope", vec![]), NotFound, "pkg_etl.nope")),
-        needing_database(case("unknown procedure described", Rpc::Describe("pkg_etl.nope".into()), NotFound, "pkg_etl.nope")),
+        case(
+            "duplicate parameter",
+            sync(sumar, vec![one(), p_in("A", Kind::IntegerValue(2))]),
+            InvalidArgument,
+            "parameter A",
+        ),
+        case(
+            "OUT with a value",
+            sync(
+                sumar,
+                vec![pb::Param {
+                    direction: pb::Direction::Out as i32,
+                    ..one()
+                }],
+            ),
+            InvalidArgument,
+            "parameter a",
+        ),
+        case(
+            "IN without a value",
+            sync(
+                sumar,
+                vec![pb::Param {
+                    value: None,
+                    ..one()
+                }],
+            ),
+            InvalidArgument,
+            "parameter a",
+        ),
+        case(
+            "type does not match the value",
+            sync(sumar, vec![typed("a", T::Integer, Kind::BoolValue(true))]),
+            InvalidArgument,
+            "parameter a",
+        ),
+        case(
+            "number text that is not a number",
+            sync(sumar, vec![p_in("a", Kind::NumberValue("12,5".into()))]),
+            InvalidArgument,
+            "parameter a",
+        ),
+        case(
+            "typed string that is not an integer",
+            sync(
+                sumar,
+                vec![typed("a", T::Integer, Kind::StringValue("12x".into()))],
+            ),
+            InvalidArgument,
+            "parameter a",
+        ),
+        case(
+            "impossible date",
+            sync(sumar, vec![p_in("a", Kind::DateValue("2024-13-40".into()))]),
+            InvalidArgument,
+            "parameter a",
+        ),
+        case(
+            "year 10000",
+            sync(
+                sumar,
+                vec![p_in("a", Kind::DateValue("10000-01-01".into()))],
+            ),
+            InvalidArgument,
+            "parameter a",
+        ),
+        case(
+            "timestamp nanos out of range",
+            sync(
+                sumar,
+                vec![p_in(
+                    "a",
+                    Kind::TimestampValue(Timestamp {
+                        seconds: 0,
+                        nanos: 2_000_000_000,
+                    }),
+                )],
+            ),
+            InvalidArgument,
+            "parameter a",
+        ),
+        case(
+            "timestamp in year 20000",
+            sync(
+                sumar,
+                vec![p_in(
+                    "a",
+                    Kind::TimestampValue(Timestamp {
+                        seconds: 568_971_820_800,
+                        nanos: 0,
+                    }),
+                )],
+            ),
+            InvalidArgument,
+            "parameter a",
+        ),
+        case(
+            "NUL in a string",
+            sync(sumar, vec![p_in("a", Kind::StringValue("a\0b".into()))]),
+            InvalidArgument,
+            "parameter a",
+        ),
+        case(
+            "JSON that is not JSON",
+            sync(sumar, vec![p_in("a", Kind::JsonValue("{\"a\":".into()))]),
+            InvalidArgument,
+            "parameter a",
+        ),
+        case(
+            "a cursor as input",
+            sync(
+                sumar,
+                vec![typed("a", T::Cursor, Kind::StringValue("x".into()))],
+            ),
+            InvalidArgument,
+            "parameter a",
+        ),
+        case(
+            "rows as input",
+            sync(
+                sumar,
+                vec![p_in("a", Kind::RowsValue(pb::ResultSet::default()))],
+            ),
+            InvalidArgument,
+            "parameter a",
+        ),
+        case(
+            "unknown direction",
+            sync(
+                sumar,
+                vec![pb::Param {
+                    direction: 9,
+                    ..one()
+                }],
+            ),
+            InvalidArgument,
+            "direction",
+        ),
+        case(
+            "unknown value type",
+            sync(
+                sumar,
+                vec![pb::Param {
+                    r#type: 99,
+                    ..one()
+                }],
+            ),
+            InvalidArgument,
+            "value type",
+        ),
+        case(
+            "unknown returns type",
+            Rpc::Execute(pb::ExecuteSyncRequest {
+                call: Some(pb::ProcedureCall {
+                    returns: 77,
+                    ..call(sumar, vec![])
+                }),
+            }),
+            InvalidArgument,
+            "returns",
+        ),
+        case(
+            "parameter name injection",
+            sync(sumar, vec![p_in("a; drop table t", Kind::IntegerValue(1))]),
+            InvalidArgument,
+            "parameter name",
+        ),
+        case(
+            "empty parameter name",
+            sync(sumar, vec![p_in("", Kind::IntegerValue(1))]),
+            InvalidArgument,
+            "parameter name",
+        ),
+        case(
+            "dotted parameter name",
+            sync(sumar, vec![p_in("a.b", Kind::IntegerValue(1))]),
+            InvalidArgument,
+            "parameter name",
+        ),
+        case(
+            "10,000 parameters",
+            sync(
+                sumar,
+                (0..10_000)
+                    .map(|i| p_in(&format!("p{i}"), Kind::IntegerValue(i)))
+                    .collect(),
+            ),
+            InvalidArgument,
+            "parameters",
+        ),
+        case(
+            "invalid UTF-8 in the procedure name",
+            Rpc::Raw(invalid_utf8(call("ZZZZ", vec![]))),
+            InvalidArgument,
+            "decode",
+        ),
+        case(
+            "invalid UTF-8 in a string value",
+            Rpc::Raw(invalid_utf8(call(
+                sumar,
+                vec![p_in("a", Kind::StringValue("ZZZZ".into()))],
+            ))),
+            InvalidArgument,
+            "decode",
+        ),
+        case(
+            "bytes that are not protobuf",
+            Rpc::Raw(vec![0xFF; 64]),
+            InvalidArgument,
+            "decode",
+        ),
+        case(
+            "a 50 MB value",
+            sync(
+                sumar,
+                vec![p_in("a", Kind::StringValue("x".repeat(50 << 20)))],
+            ),
+            ResourceExhausted,
+            "too large",
+        ),
+        case(
+            "request_id over 128 characters",
+            Rpc::Submit(pb::SubmitAsyncRequest {
+                call: Some(call(sumar, vec![one()])),
+                request_id: "r".repeat(129),
+            }),
+            InvalidArgument,
+            "request_id",
+        ),
+        needing_database(case(
+            "unknown parameter",
+            sync(sumar, vec![one(), p_in("zz", Kind::IntegerValue(1))]),
+            InvalidArgument,
+            "no parameter zz",
+        )),
+        needing_database(case(
+            "missing required parameter",
+            sync(sumar, vec![one()]),
+            InvalidArgument,
+            "missing parameter b",
+        )),
+        needing_database(case(
+            "integer out of range for smallint",
+            sync(
+                "narrow",
+                vec![
+                    p_in("small", Kind::IntegerValue(70_000)),
+                    p_in("medium", Kind::IntegerValue(1)),
+                ],
+            ),
+            InvalidArgument,
+            "parameter small",
+        )),
+        needing_database(case(
+            "OUT parameter sent as IN",
+            sync(
+                sumar,
+                vec![
+                    one(),
+                    p_in("b", Kind::IntegerValue(1)),
+                    p_in("total", Kind::IntegerValue(1)),
+                ],
+            ),
+            InvalidArgument,
+            "parameter total",
+        )),
+        needing_database(case(
+            "unknown procedure",
+            sync("pkg_etl.nope", vec![]),
+            NotFound,
+            "pkg_etl.nope",
+        )),
+        needing_database(case(
+            "unknown procedure described",
+            Rpc::Describe("pkg_etl.nope".into()),
+            NotFound,
+            "pkg_etl.nope",
+        )),
     ]);
     // Job ids, through every RPC that takes one.
     let ids: [(&'static str, &'static str, Code, &'static str); 4] = [
@@ -171,9 +440,33 @@ fn cases() -> Vec<Case> {
         cases.push(case(what, Rpc::Delete(id.into()), code, culprit));
     }
     cases.extend([
-        case("bad page token", Rpc::List(pb::ListJobsRequest { page_token: "xyz".into(), ..Default::default() }), InvalidArgument, "page_token"),
-        case("forged page token", Rpc::List(pb::ListJobsRequest { page_token: "before:zz".into(), ..Default::default() }), InvalidArgument, "page_token"),
-        case("unknown job state", Rpc::List(pb::ListJobsRequest { states: vec![42], ..Default::default() }), InvalidArgument, "job state"),
+        case(
+            "bad page token",
+            Rpc::List(pb::ListJobsRequest {
+                page_token: "xyz".into(),
+                ..Default::default()
+            }),
+            InvalidArgument,
+            "page_token",
+        ),
+        case(
+            "forged page token",
+            Rpc::List(pb::ListJobsRequest {
+                page_token: "before:zz".into(),
+                ..Default::default()
+            }),
+            InvalidArgument,
+            "page_token",
+        ),
+        case(
+            "unknown job state",
+            Rpc::List(pb::ListJobsRequest {
+                states: vec![42],
+                ..Default::default()
+            }),
+            InvalidArgument,
+            "job state",
+        ),
     ]);
     cases
 }
@@ -184,8 +477,14 @@ async fn send(client: &mut Client, channel: &Channel, rpc: Rpc) -> Result<(), to
         Rpc::Submit(r) => client.submit_async(r).await.map(drop),
         Rpc::Get(id) => client.get_job(pb::GetJobRequest { id }).await.map(drop),
         Rpc::Watch(id) => client.watch_job(pb::WatchJobRequest { id }).await.map(drop),
-        Rpc::Cancel(id) => client.cancel_job(pb::CancelJobRequest { id }).await.map(drop),
-        Rpc::Delete(id) => client.delete_job(pb::DeleteJobRequest { id }).await.map(drop),
+        Rpc::Cancel(id) => client
+            .cancel_job(pb::CancelJobRequest { id })
+            .await
+            .map(drop),
+        Rpc::Delete(id) => client
+            .delete_job(pb::DeleteJobRequest { id })
+            .await
+            .map(drop),
         Rpc::List(r) => client.list_jobs(r).await.map(drop),
         Rpc::Describe(procedure) => client
             .describe_procedure(pb::DescribeProcedureRequest { procedure })
@@ -193,9 +492,14 @@ async fn send(client: &mut Client, channel: &Channel, rpc: Rpc) -> Result<(), to
             .map(drop),
         Rpc::Raw(bytes) => {
             let mut grpc = tonic::client::Grpc::new(channel.clone());
-            grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-            let path = http::uri::PathAndQuery::from_static("/procgate.v1.ProcedureService/ExecuteSync");
-            grpc.unary(tonic::Request::new(bytes), path, RawCodec).await.map(drop)
+            grpc.ready()
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            let path =
+                http::uri::PathAndQuery::from_static("/procgate.v1.ProcedureService/ExecuteSync");
+            grpc.unary(tonic::Request::new(bytes), path, RawCodec)
+                .await
+                .map(drop)
         }
     }
 }
@@ -214,16 +518,29 @@ async fn every_bad_request_gets_its_status_and_names_its_culprit() {
     let gw = Gateway::start(&[]).await;
     let channel = gw.channel().await;
     let mut client = Client::new(channel.clone()).max_decoding_message_size(64 << 20);
-    let password = gw.db_url.split(':').nth(2).unwrap().split('@').next().unwrap().to_string();
+    let password = gw
+        .db_url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('@')
+        .next()
+        .unwrap()
+        .to_string();
     let cases = cases();
     assert!(cases.len() >= 60, "only {} cases", cases.len());
 
-    let (local, database): (Vec<Case>, Vec<Case>) = cases.into_iter().partition(|c| !c.needs_database);
+    let (local, database): (Vec<Case>, Vec<Case>) =
+        cases.into_iter().partition(|c| !c.needs_database);
     let before = statements_run(&gw).await;
     for case in local {
         check(&mut client, &channel, case, &password).await;
     }
-    assert_eq!(statements_run(&gw).await, before, "a request refused before the database reached it");
+    assert_eq!(
+        statements_run(&gw).await,
+        before,
+        "a request refused before the database reached it"
+    );
     for case in database {
         check(&mut client, &channel, case, &password).await;
     }
@@ -231,23 +548,30 @@ async fn every_bad_request_gets_its_status_and_names_its_culprit() {
     // Still standing: a good call works.
     let ok = execute(
         &mut client,
-        call("pkg_etl.sumar", vec![p_in("a", Kind::IntegerValue(1)), p_in("b", Kind::IntegerValue(2))]),
+        call(
+            "pkg_etl.sumar",
+            vec![
+                p_in("a", Kind::IntegerValue(1)),
+                p_in("b", Kind::IntegerValue(2)),
+            ],
+        ),
     )
     .await;
     assert!(ok.is_ok(), "{ok:?}");
     // Paging edge cases are not errors: 0 means the default, huge is capped.
     for page_size in [0, u32::MAX] {
         client
-            .list_jobs(pb::ListJobsRequest { page_size, ..Default::default() })
+            .list_jobs(pb::ListJobsRequest {
+                page_size,
+                ..Default::default()
+            })
             .await
             .unwrap();
     }
 }
 
 async fn check(client: &mut Client, channel: &Channel, case: Case, password: &str) {
-    let status = send(client, channel, case.rpc)
-        .await
-        .expect_err(case.what);
+    let status = send(client, channel, case.rpc).await.expect_err(case.what);
     assert_eq!(status.code(), case.code, "{}: {status:?}", case.what);
     assert!(
         status.message().contains(case.culprit),
@@ -257,7 +581,11 @@ async fn check(client: &mut Client, channel: &Channel, case: Case, password: &st
         case.culprit
     );
     assert!(status.message().len() < 1000, "{}: a long echo", case.what);
-    assert!(!status.message().contains(password), "{}: the password leaked", case.what);
+    assert!(
+        !status.message().contains(password),
+        "{}: the password leaked",
+        case.what
+    );
 }
 
 /// Sends and receives raw bytes, to put what no stub can build on the wire.

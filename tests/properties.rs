@@ -47,7 +47,11 @@ fn check_accepted(name: &ProcedureName) {
         assert!(!text.is_empty() && !text.contains('"') && !text.contains('\0'));
         if !part.is_quoted() {
             let mut chars = text.chars();
-            assert!(chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_'));
+            assert!(
+                chars
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            );
             assert!(chars.all(|c| c.is_ascii_alphanumeric() || "_$#".contains(c)));
         }
     }
@@ -64,7 +68,10 @@ fn the_corpus_of_tricky_names() {
             accepted += 1;
         }
     }
-    assert!(accepted >= 5 && accepted < CORPUS.lines().count(), "{accepted}");
+    assert!(
+        accepted >= 5 && accepted < CORPUS.lines().count(),
+        "{accepted}"
+    );
 }
 
 proptest! {
@@ -100,8 +107,9 @@ fn kind() -> impl Strategy<Value = Kind> {
         any::<f64>().prop_map(Kind::FloatValue),
         any::<bool>().prop_map(Kind::BoolValue),
         "[0-9]{4}-[0-9]{2}-[0-9]{2}".prop_map(Kind::DateValue),
-        (any::<i64>(), any::<i32>())
-            .prop_map(|(seconds, nanos)| Kind::TimestampValue(prost_types::Timestamp { seconds, nanos })),
+        (any::<i64>(), any::<i32>()).prop_map(|(seconds, nanos)| Kind::TimestampValue(
+            prost_types::Timestamp { seconds, nanos }
+        )),
         prop::collection::vec(any::<u8>(), 0..64).prop_map(Kind::BytesValue),
         any::<String>().prop_map(Kind::JsonValue),
     ]

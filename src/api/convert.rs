@@ -330,6 +330,7 @@ pub fn job_to_proto(job: &JobSnapshot) -> pb::Job {
         messages: job.messages.lines.iter().cloned().collect(),
         messages_dropped: job.messages.dropped,
         request_id: job.request_id.as_deref().unwrap_or_default().to_string(),
+        owner: job.owner.to_string(),
         implicit_results,
     }
 }

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, info};
 
 use crate::allow::AllowList;
+use crate::auth::caller_of;
 use crate::backend::Backend;
 use crate::error::Error;
 use crate::jobs::{JobRegistry, ListFilter};
@@ -76,10 +77,11 @@ impl ProcedureService for ProcedureApi {
         &self,
         request: Request<pb::SubmitAsyncRequest>,
     ) -> Result<Response<pb::Job>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
         let call = self.accept_call(request.call)?;
         let request_id = (!request.request_id.is_empty()).then_some(request.request_id);
-        let job = self.registry.submit(call, request_id)?;
+        let job = self.registry.submit(call, request_id, &caller)?;
         info!(job = %job.id, "job submitted");
         Ok(Response::new(job_to_proto(&job)))
     }
@@ -88,7 +90,8 @@ impl ProcedureService for ProcedureApi {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let job = self.registry.get(&request.into_inner().id)?;
+        let caller = caller_of(&request);
+        let job = self.registry.get(&request.into_inner().id, &caller)?;
         Ok(Response::new(job_to_proto(&job)))
     }
 
@@ -96,6 +99,7 @@ impl ProcedureService for ProcedureApi {
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
         let states = request
             .states
@@ -106,9 +110,12 @@ impl ProcedureService for ProcedureApi {
             states,
             procedure: (!request.procedure.is_empty()).then_some(request.procedure),
         };
-        let page = self
-            .registry
-            .list(&filter, request.page_size as usize, &request.page_token)?;
+        let page = self.registry.list(
+            &filter,
+            request.page_size as usize,
+            &request.page_token,
+            &caller,
+        )?;
         Ok(Response::new(pb::ListJobsResponse {
             jobs: page.jobs.iter().map(job_to_proto).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
@@ -121,7 +128,8 @@ impl ProcedureService for ProcedureApi {
         &self,
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        let rx = self.registry.watch(&request.into_inner().id)?;
+        let caller = caller_of(&request);
+        let rx = self.registry.watch(&request.into_inner().id, &caller)?;
         Ok(Response::new(JobStream::new(rx)))
     }
 
@@ -129,7 +137,11 @@ impl ProcedureService for ProcedureApi {
         &self,
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let job = self.registry.cancel(&request.into_inner().id).await?;
+        let caller = caller_of(&request);
+        let job = self
+            .registry
+            .cancel(&request.into_inner().id, &caller)
+            .await?;
         info!(job = %job.id, state = job.state.name(), "cancel requested");
         Ok(Response::new(job_to_proto(&job)))
     }
@@ -138,7 +150,8 @@ impl ProcedureService for ProcedureApi {
         &self,
         request: Request<pb::DeleteJobRequest>,
     ) -> Result<Response<pb::DeleteJobResponse>, Status> {
-        self.registry.delete(&request.into_inner().id)?;
+        let caller = caller_of(&request);
+        self.registry.delete(&request.into_inner().id, &caller)?;
         Ok(Response::new(pb::DeleteJobResponse {}))
     }
 

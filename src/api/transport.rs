@@ -34,10 +34,9 @@ pub fn classify_transport_errors<B>(mut response: Response<B>) -> Response<B> {
         }
         _ => return response,
     };
-    response.headers_mut().insert(
-        GRPC_STATUS,
-        HeaderValue::from(rewritten as i32),
-    );
+    response
+        .headers_mut()
+        .insert(GRPC_STATUS, HeaderValue::from(rewritten as i32));
     response
 }
 

@@ -76,6 +76,8 @@ pub struct JobSnapshot {
     /// Newest last, at most `JobLimits::max_messages`.
     pub messages: MessageLog,
     pub request_id: Option<Arc<str>>,
+    /// The name of the token that submitted it (empty without auth).
+    pub owner: Arc<str>,
 }
 
 impl JobSnapshot {

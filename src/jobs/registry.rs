@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use super::runner;
 use super::{JobLimits, JobSnapshot, JobState};
+use crate::auth::Caller;
 use crate::backend::{Backend, Interrupt};
 use crate::call::ProcedureCall;
 use crate::error::{Error, Result};
@@ -47,7 +48,8 @@ struct Jobs {
     by_id: HashMap<Uuid, Entry>,
     /// Submission order: sequence number → id.
     order: BTreeMap<u64, Uuid>,
-    by_request_id: HashMap<Arc<str>, Uuid>,
+    /// (owner, request_id) → job: idempotency keys are per owner.
+    by_request_id: HashMap<(Arc<str>, Arc<str>), Uuid>,
     next_seq: u64,
 }
 
@@ -123,6 +125,7 @@ impl JobRegistry {
         self: &Arc<Self>,
         call: ProcedureCall,
         request_id: Option<String>,
+        owner: &Caller,
     ) -> Result<JobSnapshot> {
         if let Some(key) = &request_id
             && key.chars().count() > MAX_REQUEST_ID_LEN
@@ -137,9 +140,10 @@ impl JobRegistry {
                 "procgate is shutting down and accepts no new jobs".into(),
             ));
         }
+        let request_key = request_id.map(|key| (owner.name.clone(), Arc::<str>::from(key)));
         let mut jobs = self.jobs.lock().expect("registry lock");
-        if let Some(key) = &request_id
-            && let Some(id) = jobs.by_request_id.get(key.as_str())
+        if let Some(key) = &request_key
+            && let Some(id) = jobs.by_request_id.get(key)
         {
             return Ok(jobs.by_id[id].snapshot());
         }
@@ -153,7 +157,6 @@ impl JobRegistry {
 
         let id = Uuid::new_v4();
         let call = Arc::new(call);
-        let request_id: Option<Arc<str>> = request_id.map(Into::into);
         let snapshot = JobSnapshot {
             id,
             state: JobState::Pending,
@@ -167,14 +170,15 @@ impl JobRegistry {
             cancel_requested: false,
             call: call.clone(),
             messages: Default::default(),
-            request_id: request_id.clone(),
+            request_id: request_key.as_ref().map(|(_, key)| key.clone()),
+            owner: owner.name.clone(),
         };
         let (tx, _) = watch::channel(snapshot.clone());
         let interrupt = Interrupt::new();
         let seq = jobs.next_seq;
         jobs.next_seq += 1;
         jobs.order.insert(seq, id);
-        if let Some(key) = request_id {
+        if let Some(key) = request_key {
             jobs.by_request_id.insert(key, id);
         }
         jobs.by_id.insert(
@@ -195,24 +199,30 @@ impl JobRegistry {
         Ok(snapshot)
     }
 
-    pub fn get(&self, id: &str) -> Result<JobSnapshot> {
+    pub fn get(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
         let id = parse_id(id)?;
         let jobs = self.jobs.lock().expect("registry lock");
-        Ok(entry(&jobs, &id)?.snapshot())
+        Ok(visible(&jobs, &id, caller)?.snapshot())
     }
 
     /// How to follow the job: its channel while it is live, else its end.
-    pub fn watch(&self, id: &str) -> Result<JobWatch> {
+    pub fn watch(&self, id: &str, caller: &Caller) -> Result<JobWatch> {
         let id = parse_id(id)?;
         let jobs = self.jobs.lock().expect("registry lock");
-        Ok(match &entry(&jobs, &id)?.slot {
+        Ok(match &visible(&jobs, &id, caller)?.slot {
             Slot::Live { tx, .. } => JobWatch::Live(tx.subscribe()),
             Slot::Ended(snapshot) => JobWatch::Ended(snapshot.clone()),
         })
     }
 
     /// Jobs newest first, `page_size` (0 = default) at a time.
-    pub fn list(&self, filter: &ListFilter, page_size: usize, page_token: &str) -> Result<Page> {
+    pub fn list(
+        &self,
+        filter: &ListFilter,
+        page_size: usize,
+        page_token: &str,
+        caller: &Caller,
+    ) -> Result<Page> {
         let page_size = match page_size {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
@@ -225,7 +235,8 @@ impl JobRegistry {
         for (&seq, id) in jobs.order.range(..before).rev() {
             let entry = &jobs.by_id[id];
             let matches = entry.with(|job| {
-                (filter.states.is_empty() || filter.states.contains(&job.state))
+                caller.may_see(&job.owner)
+                    && (filter.states.is_empty() || filter.states.contains(&job.state))
                     && procedure.is_none_or(|p| job.call.display_name.eq_ignore_ascii_case(p))
             });
             if !matches {
@@ -245,11 +256,11 @@ impl JobRegistry {
 
     /// Cancels a job: PENDING ends at once, RUNNING is interrupted in the
     /// database and ends CANCELLED when its statement returns.
-    pub async fn cancel(&self, id: &str) -> Result<JobSnapshot> {
+    pub async fn cancel(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
         let id = parse_id(id)?;
         let (tx, interrupt) = {
             let jobs = self.jobs.lock().expect("registry lock");
-            match &entry(&jobs, &id)?.slot {
+            match &visible(&jobs, &id, caller)?.slot {
                 Slot::Live { tx, interrupt } => (tx.clone(), interrupt.clone()),
                 Slot::Ended(job) => return Err(already_ended(&id, job.state)),
             }
@@ -316,10 +327,10 @@ impl JobRegistry {
     }
 
     /// Forgets a finished job.
-    pub fn delete(&self, id: &str) -> Result<()> {
+    pub fn delete(&self, id: &str, caller: &Caller) -> Result<()> {
         let id = parse_id(id)?;
         let mut jobs = self.jobs.lock().expect("registry lock");
-        let state = entry(&jobs, &id)?.with(|job| job.state);
+        let state = visible(&jobs, &id, caller)?.with(|job| job.state);
         if !state.is_terminal() {
             return Err(Error::WrongJobState(format!(
                 "job {id} is {}; cancel it first, or delete it once it has ended",
@@ -364,7 +375,7 @@ impl JobRegistry {
         };
         for id in live {
             // A job that ended meanwhile refuses the cancel; nothing to do.
-            let _ = self.cancel(&id.to_string()).await;
+            let _ = self.cancel(&id.to_string(), &Caller::anonymous()).await;
         }
     }
 
@@ -411,7 +422,8 @@ impl Jobs {
     fn remove(&mut self, id: &Uuid) {
         if let Some(entry) = self.by_id.remove(id) {
             self.order.remove(&entry.seq);
-            if let Some(key) = entry.with(|job| job.request_id.clone()) {
+            let key = entry.with(|job| Some((job.owner.clone(), job.request_id.clone()?)));
+            if let Some(key) = key {
                 self.by_request_id.remove(&key);
             }
         }
@@ -422,6 +434,17 @@ fn entry<'j>(jobs: &'j Jobs, id: &Uuid) -> Result<&'j Entry> {
     jobs.by_id
         .get(id)
         .ok_or_else(|| Error::JobNotFound(id.to_string()))
+}
+
+/// The job, if this caller may see it: another owner's job does not exist
+/// for them.
+fn visible<'j>(jobs: &'j Jobs, id: &Uuid, caller: &Caller) -> Result<&'j Entry> {
+    let entry = entry(jobs, id)?;
+    if entry.with(|job| caller.may_see(&job.owner)) {
+        Ok(entry)
+    } else {
+        Err(Error::JobNotFound(id.to_string()))
+    }
 }
 
 fn already_ended(id: &Uuid, state: JobState) -> Error {
