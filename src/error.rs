@@ -85,6 +85,15 @@ pub enum DbErrorKind {
 }
 
 impl Error {
+    /// Whether this error says the database cannot be reached right now.
+    pub fn means_database_down(&self) -> bool {
+        match self {
+            Error::Unavailable(_) => true,
+            Error::Database(db) => db.kind == DbErrorKind::ConnectionLost,
+            _ => false,
+        }
+    }
+
     /// The database's own code, when the error came from the database.
     pub fn db_code(&self) -> Option<&str> {
         match self {

@@ -63,6 +63,7 @@ pub async fn run(
     let background = [
         tokio::spawn(watch_database(
             backend.clone(),
+            registry.clone(),
             health.clone(),
             config.health_interval,
         )),
@@ -175,9 +176,17 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status(SERVICE_NAME, status).await;
 }
 
-/// Pings the database every `interval` and reports the result as health.
-async fn watch_database(backend: Arc<dyn Backend>, health: HealthReporter, interval: Duration) {
+/// Pings the database every `interval` and reports the result as health
+/// and to the job registry. While the database is down the pings back off,
+/// doubling up to 5 s (or `interval`, if longer).
+async fn watch_database(
+    backend: Arc<dyn Backend>,
+    registry: Arc<JobRegistry>,
+    health: HealthReporter,
+    interval: Duration,
+) {
     let mut serving = None;
+    let mut delay = interval;
     loop {
         let probe = backend.clone();
         let timeout = interval.max(Duration::from_secs(1));
@@ -185,6 +194,7 @@ async fn watch_database(backend: Arc<dyn Backend>, health: HealthReporter, inter
             .await
             .unwrap_or_else(|_| Err(Error::Internal("the health probe panicked".into())));
         let now_serving = result.is_ok();
+        registry.set_database_up(now_serving);
         if serving != Some(now_serving) {
             match &result {
                 Ok(()) => info!("the database answers: SERVING"),
@@ -198,7 +208,12 @@ async fn watch_database(backend: Arc<dyn Backend>, health: HealthReporter, inter
             set_health(&health, status).await;
             serving = Some(now_serving);
         }
-        tokio::time::sleep(interval).await;
+        delay = if now_serving {
+            interval
+        } else {
+            (delay * 2).min(interval.max(Duration::from_secs(5)))
+        };
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -41,6 +41,9 @@ pub struct JobRegistry {
     accepting: AtomicBool,
     /// Woken each time a job ends, for [`JobRegistry::until_idle`].
     pub(super) job_ended: Notify,
+    /// Whether the database is believed reachable: pending jobs wait while
+    /// it is not, instead of failing one after the other.
+    database_up: watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -117,6 +120,7 @@ impl JobRegistry {
             pending: AtomicUsize::new(0),
             accepting: AtomicBool::new(true),
             job_ended: Notify::new(),
+            database_up: watch::Sender::new(false),
         })
     }
 
@@ -311,6 +315,26 @@ impl JobRegistry {
             self.job_ended.notify_waiters();
         }
         cancelled
+    }
+
+    /// Health probes and failed jobs report whether the database answers.
+    pub fn set_database_up(&self, up: bool) {
+        self.database_up.send_if_modified(|current| {
+            let changed = *current != up;
+            *current = up;
+            changed
+        });
+    }
+
+    pub(super) fn database_is_up(&self) -> bool {
+        *self.database_up.borrow()
+    }
+
+    /// Resolves once the database is believed reachable.
+    pub(super) async fn database_available(&self) {
+        let mut up = self.database_up.subscribe();
+        // The sender lives as long as the registry, which outlives this wait.
+        let _ = up.wait_for(|up| *up).await;
     }
 
     /// Replaces an ended job's channel and interrupt by its final snapshot.

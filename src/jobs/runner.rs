@@ -24,11 +24,19 @@ pub(super) async fn run(
     tx: watch::Sender<JobSnapshot>,
     interrupt: Interrupt,
 ) {
-    let permit = tokio::select! {
-        biased;
-        _ = interrupt.requested() => return, // cancelled while pending
-        permit = registry.slots.clone().acquire_owned() => {
-            permit.expect("the job semaphore is never closed")
+    // Wait for a slot, and for the database: while it is down, pending jobs
+    // stay pending rather than fail one after the other.
+    let permit = loop {
+        let permit = tokio::select! {
+            biased;
+            _ = interrupt.requested() => return, // cancelled while pending
+            permit = async {
+                registry.database_available().await;
+                registry.slots.clone().acquire_owned().await
+            } => permit.expect("the job semaphore is never closed"),
+        };
+        if registry.database_is_up() {
+            break permit;
         }
     };
     let started = tx.send_if_modified(|job| {
@@ -61,6 +69,10 @@ pub(super) async fn run(
                 warn!(error = %panic, "the job's worker panicked");
                 Err(Error::Internal("the job's worker thread panicked".into()))
             });
+    if result.as_ref().is_err_and(Error::means_database_down) {
+        // Before the slot frees: the next pending job must wait, not fail.
+        registry.set_database_up(false);
+    }
     drop(permit);
 
     let cancelled = interrupt.is_requested();
