@@ -54,9 +54,15 @@ impl EmbeddedPostgres {
             format!("PostgreSQL server binaries (initdb, postgres) were not found: {INSTALL_HINT}")
         })?;
         check_root_prerequisites()?;
+        // pgtemp pipes the server's stderr and never reads it: once 64 KiB
+        // of log lines (every ERROR a procedure raises) fill the pipe, every
+        // backend blocks. The logging collector writes them to files in the
+        // data directory instead.
         let mut builder = PgTempDBBuilder::new()
             .with_bin_path(&bin)
-            .with_config_param("max_connections", "200");
+            .with_config_param("max_connections", "200")
+            .with_config_param("logging_collector", "on")
+            .with_config_param("log_directory", "log");
         if let Some(port) = options.port {
             builder = builder.with_port(port);
         }

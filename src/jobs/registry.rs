@@ -383,6 +383,12 @@ impl JobRegistry {
         for id in &expired {
             jobs.remove(id);
         }
+        // Maps keep their capacity after removals: give most of it back once
+        // a burst of jobs is gone.
+        if jobs.by_id.capacity() > 4 * jobs.by_id.len().max(1024) {
+            jobs.by_id.shrink_to_fit();
+            jobs.by_request_id.shrink_to_fit();
+        }
         expired.len()
     }
 
