@@ -253,4 +253,26 @@ async fn tls_serves_encrypted_and_refuses_plaintext() {
     let mut plaintext = gw.client().await;
     let refused = plaintext.list_jobs(pb::ListJobsRequest::default()).await;
     assert!(refused.is_err(), "a plaintext client was served");
+
+    // The terminal client trusts the certificate with --ca-cert.
+    let server = format!("https://localhost:{}", gw.addr.port());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_procgate"))
+            .args([
+                "jobs",
+                "--server",
+                &server,
+                "--ca-cert",
+                cert.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -90,6 +90,7 @@ async fn demo(args: &DemoArgs, database_url: &str) -> Result<(), String> {
     let mut client = connect(&ServerArgs {
         server: server_url.clone(),
         token: None,
+        ca_cert: None,
     })
     .await?;
 

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::{Request, Status};
 
 use crate::proto::procedure_service_client::ProcedureServiceClient;
@@ -39,6 +39,10 @@ pub struct ServerArgs {
     /// Bearer token, when the server requires one.
     #[arg(long, env = "PROCGATE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// For an https:// server: a PEM CA certificate to trust besides the
+    /// public roots (a self-signed or private CA).
+    #[arg(long, env = "PROCGATE_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -180,8 +184,20 @@ pub async fn connect(server: &ServerArgs) -> Result<Client, String> {
         .map(|t| format!("Bearer {t}").parse())
         .transpose()
         .map_err(|_| "the token must be printable ASCII".to_string())?;
-    let channel = Channel::from_shared(server.server.clone())
-        .map_err(|e| format!("invalid --server {:?}: {e}", server.server))?
+    let mut endpoint = Channel::from_shared(server.server.clone())
+        .map_err(|e| format!("invalid --server {:?}: {e}", server.server))?;
+    if server.server.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_webpki_roots();
+        if let Some(path) = &server.ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read --ca-cert {}: {e}", path.display()))?;
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("invalid TLS settings: {e}"))?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .map_err(|e| format!("cannot reach procgate at {}: {e}", server.server))?;
