@@ -13,7 +13,15 @@ use clap::{Args, ValueEnum};
 
 use crate::backend::BackendSettings;
 use crate::error::{Error, Result};
-use crate::jobs::JobLimits;
+use crate::jobs::{JobLimits, StoreSettings};
+
+/// `host:pid`, unique enough to tell instances apart in logs and messages.
+fn default_instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "procgate".into());
+    format!("{host}:{}", std::process::id())
+}
 
 #[derive(Args, Clone)]
 pub struct ServeConfig {
@@ -88,6 +96,33 @@ pub struct ServeConfig {
     #[arg(long, env = "PROCGATE_ORACLE_PROGRESS_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub oracle_progress_interval: Duration,
 
+    /// Where jobs live: `memory` (one instance; lost on restart) or
+    /// `database` (a table in the same PostgreSQL, durable and shared by
+    /// every instance; run `procgate migrate` first).
+    #[arg(long, env = "PROCGATE_JOB_STORE", value_enum, default_value_t = JobStoreKind::Memory)]
+    pub job_store: JobStoreKind,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// This instance's name in the job store (default: host name and pid).
+    #[arg(long, env = "PROCGATE_INSTANCE_NAME")]
+    pub instance_name: Option<String>,
+
+    /// An instance whose lease is not renewed for this long is considered
+    /// dead: its running jobs fail as INTERRUPTED.
+    #[arg(long, env = "PROCGATE_INSTANCE_LEASE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub instance_lease: Duration,
+
+    /// Most frequent progress write per running job to the job store.
+    #[arg(long, env = "PROCGATE_JOB_STORE_PROGRESS_INTERVAL", default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub job_store_progress_interval: Duration,
+
+    /// How often instances poll the job store in case a notification was
+    /// missed (new jobs, cancels, watched jobs of other instances).
+    #[arg(long, env = "PROCGATE_JOB_STORE_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub job_store_poll_interval: Duration,
+
     /// Jobs running at once (default: --pool-size). More wait PENDING, in
     /// submission order.
     #[arg(long, env = "PROCGATE_MAX_RUNNING_JOBS")]
@@ -147,6 +182,24 @@ pub struct ServeConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JobStoreKind {
+    Memory,
+    Database,
+}
+
+/// Where the database job store's tables are (shared by serve and migrate).
+#[derive(Args, Clone, Debug)]
+pub struct StoreArgs {
+    /// The schema of procgate's own tables (procgate_jobs, procgate_instances).
+    #[arg(
+        long = "job-store-schema",
+        env = "PROCGATE_JOB_STORE_SCHEMA",
+        default_value = "public"
+    )]
+    pub schema: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -203,6 +256,19 @@ impl ServeConfig {
             connect_timeout: self.connect_timeout,
             idle_timeout: self.idle_timeout,
             max_cursor_rows: self.max_cursor_rows,
+        }
+    }
+
+    pub fn store_settings(&self) -> StoreSettings {
+        StoreSettings {
+            schema: self.store.schema.clone(),
+            instance_name: self
+                .instance_name
+                .clone()
+                .unwrap_or_else(default_instance_name),
+            lease: self.instance_lease,
+            progress_interval: self.job_store_progress_interval,
+            poll_interval: self.job_store_poll_interval,
         }
     }
 

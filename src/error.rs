@@ -41,6 +41,10 @@ pub enum Error {
     /// The database cannot be reached, or the gateway is shutting down.
     #[error("{0}")]
     Unavailable(String),
+    /// The instance running a job died (its lease expired) before the job
+    /// ended: whether the procedure finished is unknown.
+    #[error("{0}")]
+    Interrupted(String),
     /// The database reported an error while running the call.
     #[error("{0}")]
     Database(DbError),

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use procgate::cli::demo::{self, DemoArgs};
 use procgate::cli::{self, ClientCommand};
-use procgate::config::{LogFormat, ServeConfig};
+use procgate::config::{JobStoreKind, LogFormat, ServeConfig, StoreArgs};
 use procgate::embedded::{EmbeddedOptions, EmbeddedPostgres};
+use procgate::jobs::store;
 use procgate::{backend, server};
 use tracing::{error, info, warn};
 
@@ -25,6 +26,8 @@ enum Command {
     Serve(Box<ServeConfig>),
     /// Start a throwaway database and a gateway, and tour the service.
     Demo(DemoArgs),
+    /// Create or upgrade the database job store's tables (--job-store database).
+    Migrate(MigrateArgs),
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -34,9 +37,38 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(config) => serve(*config),
         Command::Demo(args) => demo::run(args),
+        Command::Migrate(args) => migrate(args),
         Command::Client(command) => {
             let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
             runtime.block_on(cli::run(command)).into()
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct MigrateArgs {
+    /// The PostgreSQL database that holds the job store.
+    #[arg(long, env = "PROCGATE_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+fn migrate(args: MigrateArgs) -> ExitCode {
+    init_tracing(LogFormat::Text);
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(store::migrate(&args.database_url, &args.store.schema)) {
+        Ok(applied) if applied.is_empty() => {
+            info!(schema = %args.store.schema, "the job store is up to date");
+            ExitCode::SUCCESS
+        }
+        Ok(applied) => {
+            info!(schema = %args.store.schema, ?applied, "applied job store migrations");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -73,6 +105,12 @@ fn serve(config: ServeConfig) -> ExitCode {
 
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let result = runtime.block_on(async {
+        if embedded.is_some() && config.job_store == JobStoreKind::Database {
+            // A throwaway database gets its job store tables at once.
+            store::migrate(&database_url, &config.store.schema)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
@@ -24,9 +24,10 @@ use crate::allow::AllowList;
 use crate::api::ProcedureApi;
 use crate::auth::TokenCheck;
 use crate::backend::{self, Backend};
+use crate::config::JobStoreKind;
 use crate::config::ServeConfig;
 use crate::error::{Error, Result};
-use crate::jobs::JobRegistry;
+use crate::jobs::{DatabaseJobs, JobRegistry, Jobs};
 use crate::proto;
 use crate::proto::procedure_service_server::ProcedureServiceServer;
 
@@ -47,9 +48,25 @@ pub async fn run(
     config.validate(local_addr)?;
     let backend = backend::connect(database_url, &config.backend_settings())?;
     let registry = JobRegistry::new(backend.clone(), config.job_limits());
+    let jobs = match config.job_store {
+        JobStoreKind::Memory => Jobs::Memory(registry.clone()),
+        JobStoreKind::Database => {
+            if backend.kind() != "postgres" {
+                return Err(Error::InvalidArgument(
+                    "--job-store database needs PostgreSQL for now: the Oracle store's SQL is \
+                     written and tested but not wired yet (docs/scaling.md)"
+                        .into(),
+                ));
+            }
+            let store =
+                DatabaseJobs::start(database_url, config.store_settings(), registry.clone())
+                    .await?;
+            Jobs::Database(store, registry.clone())
+        }
+    };
     let api = ProcedureApi {
         backend: backend.clone(),
-        registry: registry.clone(),
+        jobs: jobs.clone(),
         allow: AllowList::new(&config.allow)?,
         max_messages: config.max_messages,
         log_params: config.log_params,
@@ -67,7 +84,11 @@ pub async fn run(
             health.clone(),
             config.health_interval,
         )),
-        tokio::spawn(sweep_jobs(registry.clone(), config.sweep_interval)),
+        tokio::spawn(sweep_jobs(
+            jobs.clone(),
+            config.sweep_interval,
+            config.job_retention,
+        )),
         tokio::spawn(reload_tokens_on_sighup(tokens.clone())),
     ];
 
@@ -126,11 +147,11 @@ pub async fn run(
     for task in background {
         task.abort();
     }
-    registry.shutdown().await;
     let _ = stop_accepting.send(());
+    // Jobs are cancelled while the server drains: their watchers' streams
+    // end with them.
     let drained = tokio::time::timeout(config.grace_period, async {
-        let served = (&mut server).await;
-        registry.until_idle().await;
+        let (served, ()) = tokio::join!(&mut server, jobs.shutdown());
         served
     })
     .await;
@@ -188,6 +209,7 @@ async fn watch_database(
     let mut serving = None;
     let mut delay = interval;
     loop {
+        let started = registry.probe_started();
         let probe = backend.clone();
         let timeout = interval.max(Duration::from_secs(1));
         let result = tokio::task::spawn_blocking(move || probe.ping(timeout))
@@ -195,7 +217,7 @@ async fn watch_database(
             .unwrap_or_else(|_| Err(Error::Internal("the health probe panicked".into())));
         let now_serving = result.is_ok();
         tracing::debug!(up = now_serving, "health probe");
-        registry.set_database_up(now_serving);
+        registry.report_probe(now_serving, started);
         if serving != Some(now_serving) {
             match &result {
                 Ok(()) => info!("the database answers: SERVING"),
@@ -219,15 +241,18 @@ async fn watch_database(
 }
 
 /// Drops expired jobs every `interval`.
-async fn sweep_jobs(registry: Arc<JobRegistry>, interval: Duration) {
+async fn sweep_jobs(jobs: Jobs, interval: Duration, retention: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        let removed = registry.sweep(SystemTime::now());
-        if removed > 0 {
-            info!(removed, "swept expired jobs");
-            release_freed_memory();
+        match jobs.sweep(retention).await {
+            Ok(0) => {}
+            Ok(removed) => {
+                info!(removed, "swept expired jobs");
+                release_freed_memory();
+            }
+            Err(e) => warn!(error = %e, "sweeping expired jobs failed"),
         }
     }
 }

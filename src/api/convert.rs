@@ -324,6 +324,10 @@ pub fn job_to_proto(job: &JobSnapshot) -> pb::Job {
             code: crate::api::status::code_of(e) as i32,
             message: e.to_string(),
             db_code: e.db_code().unwrap_or_default().to_string(),
+            reason: match **e {
+                Error::Interrupted(_) => "INTERRUPTED".into(),
+                _ => String::new(),
+            },
         }),
         cancel_requested: job.cancel_requested,
         params: job.call.params.iter().map(param_to_proto).collect(),

@@ -2,7 +2,7 @@
 //!
 //! Each handler does the same four things: validate and convert the request
 //! (`convert`), check the allowlist, call the engine (the backend for sync
-//! calls and descriptions, the job registry for jobs), and map any error to
+//! calls and descriptions, the jobs service for jobs), and map any error to
 //! a status through the one map in `status`. Handlers hold no state of their
 //! own beyond shared handles.
 
@@ -21,7 +21,7 @@ use crate::allow::AllowList;
 use crate::auth::caller_of;
 use crate::backend::Backend;
 use crate::error::Error;
-use crate::jobs::{JobRegistry, ListFilter};
+use crate::jobs::{Jobs, ListFilter};
 use crate::name::ProcedureName;
 use crate::proto as pb;
 use crate::proto::procedure_service_server::ProcedureService;
@@ -33,7 +33,7 @@ pub use watch::JobStream;
 /// Shared handles the handlers work with.
 pub struct ProcedureApi {
     pub backend: Arc<dyn Backend>,
-    pub registry: Arc<JobRegistry>,
+    pub jobs: Jobs,
     pub allow: AllowList,
     pub max_messages: usize,
     /// Log parameter values (`--log-params`); off by default.
@@ -81,7 +81,7 @@ impl ProcedureService for ProcedureApi {
         let request = request.into_inner();
         let call = self.accept_call(request.call)?;
         let request_id = (!request.request_id.is_empty()).then_some(request.request_id);
-        let job = self.registry.submit(call, request_id, &caller)?;
+        let job = self.jobs.submit(call, request_id, &caller).await?;
         info!(job = %job.id, "job submitted");
         Ok(Response::new(job_to_proto(&job)))
     }
@@ -91,7 +91,7 @@ impl ProcedureService for ProcedureApi {
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let caller = caller_of(&request);
-        let job = self.registry.get(&request.into_inner().id, &caller)?;
+        let job = self.jobs.get(&request.into_inner().id, &caller).await?;
         Ok(Response::new(job_to_proto(&job)))
     }
 
@@ -110,12 +110,15 @@ impl ProcedureService for ProcedureApi {
             states,
             procedure: (!request.procedure.is_empty()).then_some(request.procedure),
         };
-        let page = self.registry.list(
-            &filter,
-            request.page_size as usize,
-            &request.page_token,
-            &caller,
-        )?;
+        let page = self
+            .jobs
+            .list(
+                &filter,
+                request.page_size as usize,
+                &request.page_token,
+                &caller,
+            )
+            .await?;
         Ok(Response::new(pb::ListJobsResponse {
             jobs: page.jobs.iter().map(job_to_proto).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
@@ -129,7 +132,7 @@ impl ProcedureService for ProcedureApi {
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let caller = caller_of(&request);
-        let rx = self.registry.watch(&request.into_inner().id, &caller)?;
+        let rx = self.jobs.watch(&request.into_inner().id, &caller).await?;
         Ok(Response::new(JobStream::new(rx)))
     }
 
@@ -138,10 +141,7 @@ impl ProcedureService for ProcedureApi {
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let caller = caller_of(&request);
-        let job = self
-            .registry
-            .cancel(&request.into_inner().id, &caller)
-            .await?;
+        let job = self.jobs.cancel(&request.into_inner().id, &caller).await?;
         info!(job = %job.id, state = job.state.name(), "cancel requested");
         Ok(Response::new(job_to_proto(&job)))
     }
@@ -151,7 +151,7 @@ impl ProcedureService for ProcedureApi {
         request: Request<pb::DeleteJobRequest>,
     ) -> Result<Response<pb::DeleteJobResponse>, Status> {
         let caller = caller_of(&request);
-        self.registry.delete(&request.into_inner().id, &caller)?;
+        self.jobs.delete(&request.into_inner().id, &caller).await?;
         Ok(Response::new(pb::DeleteJobResponse {}))
     }
 

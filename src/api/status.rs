@@ -24,6 +24,7 @@ pub fn code_of(error: &Error) -> Code {
         Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
         Error::Cancelled(_) => Code::Cancelled,
         Error::Unavailable(_) => Code::Unavailable,
+        Error::Interrupted(_) => Code::Aborted,
         Error::Internal(_) => Code::Internal,
         Error::Database(db) => match db.kind {
             DbErrorKind::UserRaised => Code::FailedPrecondition,

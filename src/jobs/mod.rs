@@ -12,8 +12,11 @@
 //! intermediate snapshots but always sees the last, terminal one, and
 //! thousands of watchers of one job share that one channel.
 
+mod distributed;
 mod registry;
 mod runner;
+mod service;
+pub mod store;
 
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
@@ -21,7 +24,9 @@ use std::time::{Duration, SystemTime};
 use std::sync::Arc;
 use uuid::Uuid;
 
+pub use distributed::{DatabaseJobs, StoreSettings};
 pub use registry::{JobRegistry, JobWatch, ListFilter, Page};
+pub use service::Jobs;
 
 use crate::backend::MessageLog;
 use crate::call::{Outputs, ProcedureCall};

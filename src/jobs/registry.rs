@@ -11,7 +11,7 @@
 //! sequence number.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -44,6 +44,9 @@ pub struct JobRegistry {
     /// Whether the database is believed reachable: pending jobs wait while
     /// it is not, instead of failing one after the other.
     database_up: watch::Sender<bool>,
+    /// Counts the jobs' reports that the database is gone, so that a health
+    /// probe that started before one cannot undo it.
+    down_reports: AtomicU64,
 }
 
 #[derive(Default)]
@@ -121,6 +124,7 @@ impl JobRegistry {
             accepting: AtomicBool::new(true),
             job_ended: Notify::new(),
             database_up: watch::Sender::new(false),
+            down_reports: AtomicU64::new(0),
         })
     }
 
@@ -131,14 +135,7 @@ impl JobRegistry {
         request_id: Option<String>,
         owner: &Caller,
     ) -> Result<JobSnapshot> {
-        if let Some(key) = &request_id
-            && key.chars().count() > MAX_REQUEST_ID_LEN
-        {
-            return Err(Error::InvalidArgument(format!(
-                "request_id {} is longer than {MAX_REQUEST_ID_LEN} characters",
-                printable(key)
-            )));
-        }
+        check_request_id(request_id.as_deref())?;
         if !self.accepting.load(Ordering::SeqCst) {
             return Err(Error::Unavailable(
                 "procgate is shutting down and accepts no new jobs".into(),
@@ -159,24 +156,13 @@ impl JobRegistry {
         }
         self.evict_over_cap(&mut jobs);
 
-        let id = Uuid::new_v4();
-        let call = Arc::new(call);
-        let snapshot = JobSnapshot {
-            id,
-            state: JobState::Pending,
-            progress: 0,
-            progress_message: "queued".into(),
-            create_time: SystemTime::now(),
-            start_time: None,
-            end_time: None,
-            outputs: None,
-            error: None,
-            cancel_requested: false,
-            call: call.clone(),
-            messages: Default::default(),
-            request_id: request_key.as_ref().map(|(_, key)| key.clone()),
-            owner: owner.name.clone(),
-        };
+        let snapshot = JobSnapshot::pending(
+            call,
+            request_key.as_ref().map(|(_, key)| key.clone()),
+            owner.name.clone(),
+        );
+        let id = snapshot.id;
+        let call = snapshot.call.clone();
         let (tx, _) = watch::channel(snapshot.clone());
         let interrupt = Interrupt::new();
         let seq = jobs.next_seq;
@@ -317,8 +303,63 @@ impl JobRegistry {
         cancelled
     }
 
-    /// Health probes and failed jobs report whether the database answers.
-    pub fn set_database_up(&self, up: bool) {
+    /// Takes in a job claimed from the job store, already RUNNING, to run on
+    /// this instance; returns its channel and interrupt.
+    pub(super) fn adopt(&self, job: JobSnapshot) -> (watch::Sender<JobSnapshot>, Interrupt) {
+        let id = job.id;
+        let (tx, _) = watch::channel(job);
+        let interrupt = Interrupt::new();
+        let mut jobs = self.jobs.lock().expect("registry lock");
+        let seq = jobs.next_seq;
+        jobs.next_seq += 1;
+        jobs.order.insert(seq, id);
+        jobs.by_id.insert(
+            id,
+            Entry {
+                seq,
+                slot: Slot::Live {
+                    tx: tx.clone(),
+                    interrupt: interrupt.clone(),
+                },
+            },
+        );
+        (tx, interrupt)
+    }
+
+    /// Drops a job this instance no longer needs to hold (the store has it).
+    pub(super) fn forget(&self, id: &Uuid) {
+        self.jobs.lock().expect("registry lock").remove(id);
+    }
+
+    /// Whether the job is live on this instance.
+    pub(super) fn runs_here(&self, id: &Uuid) -> bool {
+        let jobs = self.jobs.lock().expect("registry lock");
+        jobs.by_id
+            .get(id)
+            .is_some_and(|e| matches!(e.slot, Slot::Live { .. }))
+    }
+
+    /// A job found the database gone.
+    pub(super) fn report_database_down(&self) {
+        self.down_reports.fetch_add(1, Ordering::SeqCst);
+        self.set_database_up(false);
+    }
+
+    /// Call before a health probe; pass the result to [`Self::report_probe`].
+    pub fn probe_started(&self) -> u64 {
+        self.down_reports.load(Ordering::SeqCst)
+    }
+
+    /// A health probe's result. A success does not count when a job
+    /// reported the database gone while the probe ran.
+    pub fn report_probe(&self, up: bool, started: u64) {
+        if up && self.down_reports.load(Ordering::SeqCst) != started {
+            return;
+        }
+        self.set_database_up(up);
+    }
+
+    fn set_database_up(&self, up: bool) {
         self.database_up.send_if_modified(|current| {
             let changed = *current != up;
             *current = up;
@@ -390,6 +431,10 @@ impl JobRegistry {
             jobs.by_request_id.shrink_to_fit();
         }
         expired.len()
+    }
+
+    pub(super) fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::SeqCst)
     }
 
     /// Stops accepting jobs and cancels every pending and running one.
@@ -484,7 +529,20 @@ fn already_ended(id: &Uuid, state: JobState) -> Error {
     ))
 }
 
-fn parse_id(id: &str) -> Result<Uuid> {
+/// A request_id is at most 128 characters.
+pub(super) fn check_request_id(request_id: Option<&str>) -> Result<()> {
+    match request_id {
+        Some(key) if key.chars().count() > MAX_REQUEST_ID_LEN => {
+            Err(Error::InvalidArgument(format!(
+                "request_id {} is longer than {MAX_REQUEST_ID_LEN} characters",
+                printable(key)
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn parse_id(id: &str) -> Result<Uuid> {
     if id.is_empty() {
         return Err(Error::InvalidArgument("job id is empty".into()));
     }
@@ -498,12 +556,12 @@ fn parse_id(id: &str) -> Result<Uuid> {
 
 const PAGE_TOKEN_PREFIX: &str = "before:";
 
-fn page_token_for(seq: u64) -> String {
+pub(super) fn page_token_for(seq: u64) -> String {
     format!("{PAGE_TOKEN_PREFIX}{seq:x}")
 }
 
 /// The sequence number to list before; everything for an empty token.
-fn parse_page_token(token: &str) -> Result<u64> {
+pub(super) fn parse_page_token(token: &str) -> Result<u64> {
     if token.is_empty() {
         return Ok(u64::MAX);
     }

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tracing::{info, warn};
 
 use super::registry::JobRegistry;
@@ -54,6 +54,17 @@ pub(super) async fn run(
     registry
         .pending
         .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    execute(registry, call, tx, interrupt, permit).await;
+}
+
+/// Runs a RUNNING job that holds a slot, and publishes its end.
+pub(super) async fn execute(
+    registry: Arc<JobRegistry>,
+    call: Arc<ProcedureCall>,
+    tx: watch::Sender<JobSnapshot>,
+    interrupt: Interrupt,
+    permit: OwnedSemaphorePermit,
+) {
     info!("job started");
 
     let progress: Arc<dyn Progress> = Arc::new(JobProgress {
@@ -71,7 +82,7 @@ pub(super) async fn run(
             });
     if result.as_ref().is_err_and(Error::means_database_down) {
         // Before the slot frees: the next pending job must wait, not fail.
-        registry.set_database_up(false);
+        registry.report_database_down();
     }
     drop(permit);
 
