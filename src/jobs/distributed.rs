@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, broadcast, watch};
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
 
@@ -61,6 +62,8 @@ pub struct DatabaseJobs {
     settings: StoreSettings,
     notifications: broadcast::Sender<String>,
     wake_claimer: Notify,
+    /// The writers of running jobs: shutdown waits for their last write.
+    writers: TaskTracker,
 }
 
 impl DatabaseJobs {
@@ -84,6 +87,7 @@ impl DatabaseJobs {
             settings,
             notifications,
             wake_claimer: Notify::new(),
+            writers: TaskTracker::new(),
         });
         info!(instance = %instance, name = %jobs.settings.instance_name, "joined the job store");
         tokio::spawn(jobs.clone().claim_forever());
@@ -258,6 +262,8 @@ impl DatabaseJobs {
     pub async fn shutdown(&self) {
         self.local.shutdown().await;
         self.local.until_idle().await;
+        self.writers.close();
+        self.writers.wait().await;
         if let Err(e) = self.store.leave(&self.instance).await {
             warn!(error = %e, "could not leave the job store cleanly; the lease will expire");
         }
@@ -306,7 +312,7 @@ impl DatabaseJobs {
         tokio::spawn(
             runner::execute(self.local.clone(), call, tx, interrupt, permit).instrument(span),
         );
-        tokio::spawn(self.clone().persist(id, persisted));
+        self.writers.spawn(self.clone().persist(id, persisted));
     }
 
     /// Writes a running job's changes, coalesced, then its end.
