@@ -318,34 +318,49 @@ impl DatabaseJobs {
     /// Writes a running job's changes, coalesced, then its end.
     async fn persist(self: Arc<Self>, id: Uuid, mut changes: watch::Receiver<JobSnapshot>) {
         loop {
-            let ended = changes.changed().await.is_err();
+            let closed = changes.changed().await.is_err();
             let job = changes.borrow_and_update().clone();
-            if job.state.is_terminal() || ended {
-                let mut saved = self.store.save_end(&job, &self.instance).await;
-                for _ in 0..10 {
-                    if saved.is_ok() {
-                        break;
-                    }
-                    tokio::time::sleep(self.settings.poll_interval).await;
-                    saved = self.store.save_end(&job, &self.instance).await;
-                }
-                match saved {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        warn!(%id, "the job's end was not saved: another instance failed it as INTERRUPTED")
-                    }
-                    Err(e) => warn!(%id, error = %e, "the job's end could not be saved"),
-                }
-                self.store.notify(&id.to_string()).await;
-                self.local.forget(&id);
-                return;
+            if job.state.is_terminal() || closed {
+                return self.save_end(job).await;
             }
             if let Err(e) = self.store.save_progress(&job, &self.instance).await {
                 warn!(%id, error = %e, "saving progress failed");
             }
             self.store.notify(&id.to_string()).await;
-            tokio::time::sleep(self.settings.progress_interval).await;
+            // Coalesce: at most one progress write per interval, but the
+            // end is never held back.
+            let interval = self.settings.progress_interval;
+            let ended = tokio::time::timeout(interval, changes.wait_for(|j| j.state.is_terminal()))
+                .await
+                .is_ok_and(|seen| seen.is_ok());
+            if ended {
+                let job = changes.borrow_and_update().clone();
+                return self.save_end(job).await;
+            }
         }
+    }
+
+    /// Writes a job's end (retrying while the store is unreachable), then
+    /// announces it and lets the local copy go.
+    async fn save_end(&self, job: JobSnapshot) {
+        let id = job.id;
+        let mut saved = self.store.save_end(&job, &self.instance).await;
+        for _ in 0..10 {
+            if saved.is_ok() {
+                break;
+            }
+            tokio::time::sleep(self.settings.poll_interval).await;
+            saved = self.store.save_end(&job, &self.instance).await;
+        }
+        match saved {
+            Ok(true) => {}
+            Ok(false) => {
+                warn!(%id, "the job's end was not saved: another instance failed it as INTERRUPTED")
+            }
+            Err(e) => warn!(%id, error = %e, "the job's end could not be saved"),
+        }
+        self.store.notify(&id.to_string()).await;
+        self.local.forget(&id);
     }
 
     /// Renews the lease and fails the jobs of instances that stopped

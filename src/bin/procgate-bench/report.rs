@@ -182,6 +182,13 @@ pub fn write(out: &Path, machine: &Machine, quick: bool, r: &Results) -> Result<
         "Scenario 5: start-up {:.0} ms to SERVING, idle RSS {} KiB",
         r.startup_ms, r.idle_rss_kib
     );
+    println!(
+        "Scenario 6: database store: {:.0} jobs/s (memory: {:.0}); across instances p50 {:.1} ms, p99 {:.1} ms",
+        r.store.async_c32.per_second,
+        r.async_c32.per_second,
+        r.store.cross_watch_p50_ms,
+        r.store.cross_watch_p99_ms
+    );
 
     let headlines = headlines(r);
     println!(

@@ -39,6 +39,7 @@ struct Profile {
     watchers: &'static [usize],
     watched_job_ms: u64,
     retained_jobs: usize,
+    cross_watches: usize,
 }
 
 impl Profile {
@@ -50,6 +51,7 @@ impl Profile {
                 watchers: &[1_000, 10_000],
                 watched_job_ms: 3_000,
                 retained_jobs: 10_000,
+                cross_watches: 30,
             }
         } else {
             Profile {
@@ -58,6 +60,7 @@ impl Profile {
                 watchers: &[1_000, 10_000],
                 watched_job_ms: 5_000,
                 retained_jobs: 100_000,
+                cross_watches: 200,
             }
         }
     }
@@ -99,6 +102,18 @@ pub struct Results {
     pub retained: Retained,
     pub startup_ms: f64,
     pub idle_rss_kib: u64,
+    pub store: StoreFigures,
+}
+
+/// Scenario 6: the database job store.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreFigures {
+    /// SubmitAsync + WatchJob, 32 clients, on the database store.
+    pub async_c32: Stats,
+    /// Latency from a job's end (on instance A) to its terminal snapshot
+    /// at a watcher on instance B.
+    pub cross_watch_p50_ms: f64,
+    pub cross_watch_p99_ms: f64,
 }
 
 pub async fn run_all(options: &Options) -> Result<(), String> {
@@ -178,6 +193,9 @@ pub async fn run_all(options: &Options) -> Result<(), String> {
     let idle_rss_kib = fresh.rss_kib();
     drop(fresh);
 
+    println!("scenario 6: the database job store, and watching across instances");
+    let store = database_store(&url, profile.window, profile.cross_watches).await?;
+
     let results = Results {
         sync,
         async_c32,
@@ -185,6 +203,7 @@ pub async fn run_all(options: &Options) -> Result<(), String> {
         retained,
         startup_ms,
         idle_rss_kib,
+        store,
     };
     report::write(&options.out, &machine, options.quick, &results)
 }
@@ -386,4 +405,66 @@ async fn list_latency(client: &mut load::Client, token: String) -> Result<f64, S
     }
     latencies.sort_unstable();
     Ok(percentile(&latencies, 0.5) / 1000.0)
+}
+
+/// Two gateways on the database store: jobs/s through the store, and how
+/// long a job's end takes to reach a watcher on the other instance.
+async fn database_store(
+    url: &str,
+    window: Duration,
+    watches: usize,
+) -> Result<StoreFigures, String> {
+    procgate::jobs::store::migrate(url, "public")
+        .await
+        .map_err(|e| e.to_string())?;
+    let flags = [GATEWAY_FLAGS, &["--job-store", "database"]].concat();
+    let a = Gateway::start(url, &flags).await?;
+    let b = Gateway::start(url, &flags).await?;
+    let async_c32 = load::closed_loop(&a.url(), 32, window, load::submit_and_watch).await?;
+
+    let mut on_a = channels(&a.url(), 1).await?.remove(0);
+    let on_b = channels(&b.url(), 1).await?.remove(0);
+    let mut lags = Vec::with_capacity(watches);
+    for _ in 0..watches {
+        let job = on_a
+            .submit_async(pb::SubmitAsyncRequest {
+                call: Some(load::bench_add()),
+                request_id: String::new(),
+            })
+            .await
+            .map_err(|s| s.message().to_string())?
+            .into_inner();
+        let mut stream = on_b
+            .clone()
+            .watch_job(pb::WatchJobRequest { id: job.id })
+            .await
+            .map_err(|s| s.message().to_string())?
+            .into_inner();
+        while let Some(job) = stream
+            .message()
+            .await
+            .map_err(|s| s.message().to_string())?
+        {
+            if job.state == pb::JobState::Completed as i32 {
+                let received = SystemTime::now();
+                let ended: SystemTime = job
+                    .end_time
+                    .and_then(|t| t.try_into().ok())
+                    .unwrap_or(received);
+                lags.push(
+                    received
+                        .duration_since(ended)
+                        .unwrap_or_default()
+                        .as_micros() as u64,
+                );
+                break;
+            }
+        }
+    }
+    lags.sort_unstable();
+    Ok(StoreFigures {
+        async_c32,
+        cross_watch_p50_ms: percentile(&lags, 0.5) / 1000.0,
+        cross_watch_p99_ms: percentile(&lags, 0.99) / 1000.0,
+    })
 }

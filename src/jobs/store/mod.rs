@@ -156,15 +156,24 @@ impl JobStore {
                 .map_err(unavailable)?
                 .get(0),
         };
-        self.get(&id)
+        // The same connection: taking a second one from the pool while
+        // holding this one could deadlock against other callers doing so.
+        self.get_on(&client, &id)
             .await?
             .ok_or_else(|| Error::Internal("an inserted job vanished".into()))
     }
 
     pub async fn get(&self, id: &Uuid) -> Result<Option<StoredJob>> {
-        let row = self
-            .client()
-            .await?
+        let client = self.client().await?;
+        self.get_on(&client, id).await
+    }
+
+    async fn get_on(
+        &self,
+        client: &tokio_postgres::Client,
+        id: &Uuid,
+    ) -> Result<Option<StoredJob>> {
+        let row = client
             .query_opt(
                 &self.sql(&format!(
                     "SELECT {COLUMNS} FROM {{s}}.procgate_jobs WHERE id = $1"
@@ -326,7 +335,7 @@ impl JobStore {
         } else {
             0
         };
-        let Some(stored) = self.get(id).await? else {
+        let Some(stored) = self.get_on(&client, id).await? else {
             return Ok(CancelOutcome::Missing);
         };
         Ok(match (cancelled, requested, stored.job.state) {
