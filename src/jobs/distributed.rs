@@ -74,7 +74,7 @@ impl DatabaseJobs {
         settings: StoreSettings,
         local: Arc<JobRegistry>,
     ) -> Result<Arc<DatabaseJobs>> {
-        let store = Arc::new(JobStore::open(database_url, &settings.schema, 8).await?);
+        let store = Arc::new(JobStore::open(database_url, &settings.schema, 16).await?);
         let instance = Uuid::new_v4();
         store
             .heartbeat(&instance, &settings.instance_name, settings.lease)

@@ -215,6 +215,15 @@ pub fn write(out: &Path, machine: &Machine, quick: bool, r: &Results) -> Result<
         json!(headlines.iter().filter(|h| h.met()).count()),
     );
     summary.insert("targets".into(), json!(headlines.len()));
+    // Scenario 6 has no target of its own: figures to follow over time.
+    summary.insert(
+        "store_async_ratio_vs_memory".into(),
+        json!(r.store.async_c32.per_second / r.async_c32.per_second.max(1.0)),
+    );
+    summary.insert(
+        "cross_instance_watch_p99_ms".into(),
+        json!(r.store.cross_watch_p99_ms),
+    );
     summary.insert("quick".into(), json!(quick));
     summary.insert("machine".into(), json!(machine));
     summary.insert("scenarios".into(), json!(r));
