@@ -501,3 +501,46 @@ async fn a_watcher_that_disconnects_releases_its_stream() {
         .collect();
     assert_eq!(ids.len(), 1);
 }
+
+/// The procgate sessions open in the database, by backend pid.
+async fn procgate_sessions(gw: &Gateway) -> Vec<i32> {
+    gw.sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'procgate' ORDER BY pid")
+        .await
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// A PostgreSQL cancel request can land after the statement it aimed at has
+/// returned; were that session reused, the next call on it would be the one
+/// cancelled. So the session of a cancelled call is closed, not pooled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_of_a_cancelled_call_is_never_reused() {
+    let gw = Gateway::start(&["--pool-size", "1"]).await;
+    let mut client = gw.client().await;
+    let warm = submit(&mut client, nap(0.0)).await;
+    wait_state(&client, &warm.id, S::Completed).await;
+    let before = procgate_sessions(&gw).await;
+    assert_eq!(before.len(), 1, "one pooled session: {before:?}");
+
+    let running = submit(&mut client, nap(60.0)).await;
+    eventually(
+        Duration::from_secs(5),
+        "the nap to reach the database",
+        || async { (gw.active_sessions("CALL \"public\".\"nap\"").await == 1).then_some(()) },
+    )
+    .await;
+    client
+        .cancel_job(pb::CancelJobRequest {
+            id: running.id.clone(),
+        })
+        .await
+        .unwrap();
+    wait_state(&client, &running.id, S::Cancelled).await;
+
+    let next = submit(&mut client, nap(0.0)).await;
+    wait_state(&client, &next.id, S::Completed).await;
+    let after = procgate_sessions(&gw).await;
+    assert_eq!(after.len(), 1, "one pooled session: {after:?}");
+    assert_ne!(before, after, "the cancelled call's session was reused");
+}

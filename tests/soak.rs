@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::*;
@@ -56,6 +56,11 @@ fn job_for(n: usize) -> (pb::ProcedureCall, Expect) {
             Expect::Cancelled,
         ),
     }
+}
+
+/// Where the server's log goes, to explain a failure.
+fn server_log() -> String {
+    format!("{}/soak-server.log", env!("CARGO_TARGET_TMPDIR"))
 }
 
 fn rss_kib(child: &Child) -> u64 {
@@ -153,7 +158,7 @@ async fn ten_thousand_jobs_all_accounted_for() {
             "20000",
         ])
         .args(["--job-retention", "5s", "--sweep-interval", "500ms"])
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(server_log()).unwrap())
         .spawn()
         .unwrap();
     let server = format!("http://127.0.0.1:{port}");
@@ -188,7 +193,9 @@ async fn ten_thousand_jobs_all_accounted_for() {
                     client
                         .cancel_job(pb::CancelJobRequest { id: job.id.clone() })
                         .await
-                        .unwrap();
+                        .unwrap_or_else(|e| {
+                            panic!("cancelling {} failed: {e:?}; see {}", job.id, server_log())
+                        });
                 }
                 let seen = watch_to_end(&mut client, &job.id).await;
                 let last = seen.last().expect("a terminal snapshot").clone();

@@ -125,6 +125,14 @@ impl Backend for PostgresBackend {
         progress.phase(Phase::Executing);
         let result = run(&mut conn, &plan, call, self.settings.max_cursor_rows);
         drop(armed);
+        // A cancel request travels on its own connection and lands whenever
+        // the server gets to it, perhaps after this statement has returned:
+        // the session it names must never run another call, or that call
+        // would be cancelled instead. Any cancel was sent while armed, after
+        // the request was recorded, so this check sees every one of them.
+        if interrupt.is_requested() {
+            conn.discard = true;
+        }
         match result {
             Ok(outputs) => {
                 progress.phase(Phase::OutputsFetched);
