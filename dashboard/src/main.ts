@@ -1,0 +1,379 @@
+// The procgate jobs dashboard: ListJobs for the table, one WatchJob stream
+// per live job so rows move as the procedures report, a detail panel with
+// Cancel, and a form to submit calls. Everything is gRPC-Web through
+// @connectrpc/connect-web, with the stubs generated from proto/ by
+// protoc-gen-es; the bearer token is kept in sessionStorage.
+
+import { create } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import {
+  Direction,
+  type Job,
+  JobState,
+  type Param,
+  ParamSchema,
+  ProcedureService,
+  type ResultSet,
+  type Value,
+  ValueSchema,
+  ValueType,
+} from "./gen/procgate/v1/procgate_pb";
+
+const TOKEN_KEY = "procgate-token";
+const REFRESH_MS = 2000;
+
+const withToken: Interceptor = (next) => async (req) => {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) req.header.set("authorization", `Bearer ${token}`);
+  return next(req);
+};
+
+const client = createClient(
+  ProcedureService,
+  createGrpcWebTransport({ baseUrl: location.origin, interceptors: [withToken] }),
+);
+
+const jobs = new Map<string, Job>();
+const watching = new Map<string, AbortController>();
+let selected: string | undefined;
+
+const $ = <T extends HTMLElement>(selector: string) => document.querySelector(selector) as T;
+const tbody = $<HTMLTableSectionElement>("#jobs tbody");
+
+function el(tag: string, attrs: Record<string, string> = {}, ...children: (Node | string)[]): HTMLElement {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  node.append(...children);
+  return node;
+}
+
+const stateName = (s: JobState) => JobState[s] ?? "UNKNOWN";
+
+/** gRPC's own names for its codes, as the CLI and the docs print them. */
+const GRPC_CODES = [
+  "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+  "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+  "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+];
+const codeName = (code: number) => GRPC_CODES[code] ?? `code ${code}`;
+const isLive = (j: Job) => j.state === JobState.PENDING || j.state === JobState.RUNNING;
+
+// ---- errors ----
+
+function explain(err: unknown): string {
+  const e = ConnectError.from(err);
+  if (e.code === Code.Unauthenticated) {
+    return `The token was refused (${e.rawMessage}). Enter a valid token above.`;
+  }
+  // fetch() itself failing (a TypeError) means no answer came at all.
+  if (e.code === Code.Unavailable || e.cause instanceof TypeError) {
+    return `Cannot reach procgate at ${location.origin}: is the server running? (${e.rawMessage})`;
+  }
+  const db = e.metadata.get("procgate-db-code");
+  return `${codeName(e.code)}: ${e.rawMessage}${db ? ` (db code ${db})` : ""}`;
+}
+
+function showError(err: unknown) {
+  const banner = $("#banner");
+  banner.textContent = explain(err);
+  banner.hidden = false;
+}
+
+function clearError() {
+  $("#banner").hidden = true;
+}
+
+// ---- values ----
+
+function valueText(v: Value | undefined): string {
+  const k = v?.kind;
+  if (!k) return "NULL";
+  switch (k.case) {
+    case undefined:
+    case "nullValue":
+      return "NULL";
+    case "timestampValue":
+      return timestampDate(k.value).toISOString();
+    case "bytesValue":
+      return "0x" + Array.from(k.value, (b) => b.toString(16).padStart(2, "0")).join("");
+    case "rowsValue":
+      return `(${k.value.rows.length} rows)`;
+    default:
+      return String(k.value);
+  }
+}
+
+function rowsTable(set: ResultSet): HTMLElement {
+  const head = el("tr", {}, ...set.columns.map((c) => el("th", {}, c.name)));
+  const rows = set.rows.map((r) => el("tr", {}, ...r.values.map((v) => el("td", {}, valueText(v)))));
+  const table = el("table", {}, el("thead", {}, head), el("tbody", {}, ...rows));
+  return set.truncated ? el("div", {}, table, el("p", { class: "muted" }, "truncated at the server's row cap")) : table;
+}
+
+function parseValue(type: ValueType, text: string): Value {
+  const kind = ((): Value["kind"] => {
+    switch (type) {
+      case ValueType.INTEGER:
+        return { case: "integerValue", value: BigInt(text) };
+      case ValueType.NUMBER:
+        return { case: "numberValue", value: text };
+      case ValueType.FLOAT:
+        return { case: "floatValue", value: Number(text) };
+      case ValueType.BOOLEAN:
+        return { case: "boolValue", value: /^(true|t|yes|y|1)$/i.test(text) };
+      case ValueType.DATE:
+        return { case: "dateValue", value: text };
+      case ValueType.TIMESTAMP:
+        return { case: "timestampValue", value: timestampFromDate(new Date(text)) };
+      case ValueType.JSON:
+        return { case: "jsonValue", value: text };
+      case ValueType.BYTES: {
+        const hex = text.replace(/^0x/, "");
+        return { case: "bytesValue", value: Uint8Array.from(hex.match(/../g) ?? [], (h) => parseInt(h, 16)) };
+      }
+      default:
+        return { case: "stringValue", value: text };
+    }
+  })();
+  return create(ValueSchema, { kind });
+}
+
+// ---- the table ----
+
+function elapsed(job: Job): string {
+  const start = job.startTime ? timestampDate(job.startTime) : job.createTime ? timestampDate(job.createTime) : undefined;
+  if (!start) return "";
+  const end = job.endTime ? timestampDate(job.endTime) : new Date();
+  const seconds = Math.max(0, (end.getTime() - start.getTime()) / 1000);
+  return seconds < 60 ? `${seconds.toFixed(1)} s` : `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
+}
+
+function progressBar(job: Job): HTMLElement {
+  const kind = job.state === JobState.COMPLETED ? "done" : job.state === JobState.FAILED ? "bad" : job.state === JobState.CANCELLED ? "stopped" : "";
+  const bar = el("div", { class: `bar ${kind}`, "data-progress": String(job.progress) });
+  const fill = el("i");
+  fill.style.width = `${job.progress}%`;
+  bar.append(fill, el("span", {}, `${job.progress}% ${job.progressMessage}`));
+  return bar;
+}
+
+function renderRow(job: Job): HTMLTableRowElement {
+  const row = el(
+    "tr",
+    { "data-job-id": job.id, "data-state": stateName(job.state) },
+    el("td", {}, el("span", { class: `badge ${stateName(job.state)}` }, stateName(job.state))),
+    el("td", { title: job.procedure }, job.procedure),
+    el("td", {}, progressBar(job)),
+    el("td", { class: "elapsed" }, elapsed(job)),
+    el("td", {}, job.owner || "–"),
+  ) as HTMLTableRowElement;
+  if (job.id === selected) row.classList.add("selected");
+  row.addEventListener("click", () => select(job.id));
+  return row;
+}
+
+function newestFirst(a: Job, b: Job): number {
+  const t = (j: Job) => (j.createTime ? timestampDate(j.createTime).getTime() : 0);
+  return t(b) - t(a);
+}
+
+function render() {
+  const rows = [...jobs.values()].sort(newestFirst).map(renderRow);
+  tbody.replaceChildren(...rows);
+  $("#empty").hidden = rows.length > 0;
+  renderDetail();
+}
+
+function upsert(job: Job) {
+  jobs.set(job.id, job);
+  const existing = tbody.querySelector(`tr[data-job-id="${job.id}"]`);
+  if (existing) {
+    existing.replaceWith(renderRow(job));
+    if (job.id === selected) renderDetail();
+  } else {
+    render();
+  }
+}
+
+// ---- live updates ----
+
+async function follow(id: string) {
+  if (watching.has(id)) return;
+  const abort = new AbortController();
+  watching.set(id, abort);
+  try {
+    for await (const job of client.watchJob({ id }, { signal: abort.signal })) upsert(job);
+  } catch (err) {
+    if (!abort.signal.aborted) showError(err);
+  } finally {
+    watching.delete(id);
+  }
+}
+
+async function refresh() {
+  const state = Number(($("#state-filter") as HTMLSelectElement).value);
+  const procedure = ($("#procedure-filter") as HTMLInputElement).value.trim();
+  try {
+    const page = await client.listJobs({ states: state ? [state] : [], procedure, pageSize: 200 });
+    clearError();
+    const listed = new Set(page.jobs.map((j) => j.id));
+    for (const id of [...jobs.keys()]) if (!listed.has(id)) jobs.delete(id);
+    for (const job of page.jobs) {
+      const known = jobs.get(job.id);
+      // A watched job's stream is fresher than this page, and an ended job
+      // stays as it ended.
+      const keepKnown = known !== undefined && (watching.has(job.id) || !isLive(known));
+      if (!keepKnown) jobs.set(job.id, job);
+      if (isLive(jobs.get(job.id)!)) void follow(job.id);
+    }
+    render();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+// ---- detail ----
+
+function select(id: string) {
+  selected = id;
+  render();
+}
+
+function renderDetail() {
+  const panel = $("#detail");
+  const job = selected ? jobs.get(selected) : undefined;
+  if (!job) {
+    panel.hidden = true;
+    return;
+  }
+  panel.hidden = false;
+  const cancel = el("button", { id: "cancel", type: "button" }, "Cancel") as HTMLButtonElement;
+  cancel.disabled = !isLive(job) || job.cancelRequested;
+  cancel.addEventListener("click", async () => {
+    cancel.disabled = true;
+    try {
+      upsert(await client.cancelJob({ id: job.id }));
+    } catch (err) {
+      showError(err);
+    }
+  });
+  const params = job.params.map((p) =>
+    el("li", {}, p.value ? `${p.name} = ${valueText(p.value)}` : `${p.name} (${Direction[p.direction]})`),
+  );
+  const outputs = Object.entries(job.outputs);
+  const outputList = el(
+    "div",
+    { id: "outputs" },
+    ...outputs.map(([name, v]) =>
+      v.kind.case === "rowsValue" ? el("div", {}, el("strong", {}, name), rowsTable(v.kind.value)) : el("div", {}, el("strong", {}, `${name}: `), valueText(v)),
+    ),
+  );
+  if (job.returnValue) {
+    const v = job.returnValue;
+    outputList.append(v.kind.case === "rowsValue" ? rowsTable(v.kind.value) : el("div", {}, el("strong", {}, "returns: "), valueText(v)));
+  }
+  const children: Node[] = [
+    el("h2", {}, job.procedure),
+    el(
+      "dl",
+      {},
+      el("dt", {}, "State"),
+      el("dd", { id: "detail-state" }, stateName(job.state) + (job.cancelRequested && isLive(job) ? " (cancelling)" : "")),
+      el("dt", {}, "Progress"),
+      el("dd", {}, `${job.progress}% ${job.progressMessage}`),
+      el("dt", {}, "Job"),
+      el("dd", { class: "muted" }, job.id),
+      el("dt", {}, "Elapsed"),
+      el("dd", {}, elapsed(job)),
+    ),
+  ];
+  if (job.error) {
+    const db = job.error.dbCode ? ` (db code ${job.error.dbCode})` : "";
+    children.push(el("div", { class: "error", id: "detail-error" }, `${codeName(job.error.code)}: ${job.error.message}${db}`));
+  }
+  if (params.length) children.push(el("h3", {}, "Parameters"), el("ul", {}, ...params));
+  if (outputs.length || job.returnValue) children.push(el("h3", {}, "Outputs"), outputList);
+  if (job.messages.length) children.push(el("h3", {}, "Messages"), el("ul", {}, ...job.messages.map((m) => el("li", {}, m))));
+  children.push(el("div", { class: "row" }, cancel));
+  panel.replaceChildren(...children);
+}
+
+// ---- the submit form ----
+
+function addParamRow() {
+  const types = Object.entries(ValueType).filter(([, v]) => typeof v === "number") as [string, number][];
+  const row = el(
+    "div",
+    { class: "param" },
+    el("input", { placeholder: "name", "aria-label": "Parameter name", class: "p-name" }),
+    el("select", { class: "p-direction", "aria-label": "Direction" }, ...["IN", "OUT", "IN_OUT"].map((d, i) => el("option", { value: String(i + 1) }, d.replace("_", " ")))),
+    el("select", { class: "p-type", "aria-label": "Type" }, ...types.map(([name, v]) => el("option", { value: String(v) }, v === 0 ? "any" : name.toLowerCase()))),
+    el("input", { placeholder: "value", "aria-label": "Value", class: "p-value" }),
+    el("button", { type: "button", "aria-label": "Remove parameter" }, "×"),
+  );
+  row.querySelector("button")!.addEventListener("click", () => row.remove());
+  $("#params").append(row);
+}
+
+async function submit(event: Event) {
+  event.preventDefault();
+  const params: Param[] = [];
+  for (const row of document.querySelectorAll<HTMLElement>("#params .param")) {
+    const name = (row.querySelector(".p-name") as HTMLInputElement).value.trim();
+    if (!name) continue;
+    const direction = Number((row.querySelector(".p-direction") as HTMLSelectElement).value) as Direction;
+    const type = Number((row.querySelector(".p-type") as HTMLSelectElement).value) as ValueType;
+    const text = (row.querySelector(".p-value") as HTMLInputElement).value;
+    params.push(
+      create(ParamSchema, {
+        name,
+        direction,
+        type,
+        value: direction === Direction.OUT ? undefined : parseValue(type, text),
+      }),
+    );
+  }
+  try {
+    const job = await client.submitAsync({
+      call: {
+        procedure: ($("#procedure") as HTMLInputElement).value.trim(),
+        params,
+        returns: Number(($("#returns") as HTMLSelectElement).value),
+      },
+    });
+    clearError();
+    selected = job.id;
+    upsert(job);
+    void follow(job.id);
+  } catch (err) {
+    showError(err);
+  }
+}
+
+// ---- start ----
+
+$("#token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = ($("#token") as HTMLInputElement).value.trim();
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  else sessionStorage.removeItem(TOKEN_KEY);
+  for (const abort of watching.values()) abort.abort();
+  jobs.clear();
+  void refresh();
+});
+$("#state-filter").addEventListener("change", () => void refresh());
+$("#procedure-filter").addEventListener("input", () => void refresh());
+$("#add-param").addEventListener("click", addParamRow);
+$("#submit-form").addEventListener("submit", (e) => void submit(e));
+($("#token") as HTMLInputElement).value = sessionStorage.getItem(TOKEN_KEY) ?? "";
+addParamRow();
+void refresh();
+setInterval(() => void refresh(), REFRESH_MS);
+setInterval(() => {
+  for (const cell of tbody.querySelectorAll<HTMLElement>("tr[data-state=RUNNING] .elapsed")) {
+    const job = jobs.get(cell.parentElement!.dataset.jobId!);
+    if (job) cell.textContent = elapsed(job);
+  }
+}, 1000);
