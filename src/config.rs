@@ -163,6 +163,21 @@ pub struct ServeConfig {
     #[arg(long, env = "PROCGATE_MAX_RESPONSE_BYTES", default_value_t = 64 << 20)]
     pub max_response_bytes: usize,
 
+    /// Serve the jobs dashboard at `/`: `auto` serves it when listening on
+    /// loopback only.
+    #[arg(long, env = "PROCGATE_DASHBOARD", value_enum, default_value_t = DashboardMode::Auto)]
+    pub dashboard: DashboardMode,
+
+    /// Origins allowed to call the API from a browser (CORS for gRPC-Web),
+    /// e.g. https://ops.example.com; repeatable or comma-separated. None by
+    /// default: only the dashboard's own origin.
+    #[arg(
+        long = "cors-origin",
+        env = "PROCGATE_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
     /// On SIGTERM/Ctrl-C, how long running sync calls may take to finish.
     #[arg(long, env = "PROCGATE_GRACE_PERIOD", default_value = "30s", value_parser = humantime::parse_duration)]
     pub grace_period: Duration,
@@ -179,6 +194,15 @@ pub struct ServeConfig {
     /// may be personal data.
     #[arg(long, env = "PROCGATE_LOG_PARAMS")]
     pub log_params: bool,
+}
+
+/// When the jobs dashboard is served: by default only to the machine
+/// itself, as an operator's tool rather than a public page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DashboardMode {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -242,6 +266,15 @@ impl ServeConfig {
         Ok(())
     }
 
+    /// Whether to serve the dashboard when listening on `listen`.
+    pub fn serves_dashboard(&self, listen: SocketAddr) -> bool {
+        match self.dashboard {
+            DashboardMode::On => true,
+            DashboardMode::Off => false,
+            DashboardMode::Auto => listen.ip().is_loopback(),
+        }
+    }
+
     pub fn max_running_jobs(&self) -> usize {
         self.max_running_jobs.unwrap_or(self.pool_size as usize)
     }
@@ -298,6 +331,24 @@ mod tests {
         assert_eq!(config.backend_settings().max_size, 14);
         assert_eq!(config.job_retention, Duration::from_secs(24 * 3600));
         assert!(config.validate(config.listen).is_ok());
+    }
+
+    #[test]
+    fn the_dashboard_is_served_on_loopback_unless_told() {
+        let loopback: SocketAddr = "127.0.0.1:50051".parse().unwrap();
+        let everywhere: SocketAddr = "0.0.0.0:50051".parse().unwrap();
+        let auto = parse(&[]);
+        assert!(auto.serves_dashboard(loopback));
+        assert!(auto.serves_dashboard("[::1]:50051".parse().unwrap()));
+        assert!(!auto.serves_dashboard(everywhere));
+        assert!(parse(&["--dashboard", "on"]).serves_dashboard(everywhere));
+        assert!(!parse(&["--dashboard", "off"]).serves_dashboard(loopback));
+        let origins = parse(&["--cors-origin", "https://a.example,https://b.example"]);
+        assert_eq!(
+            origins.cors_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        assert!(parse(&[]).cors_origins.is_empty());
     }
 
     #[test]

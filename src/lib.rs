@@ -26,6 +26,7 @@ pub mod backend;
 pub mod call;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod embedded;
 pub mod error;
 pub mod jobs;

@@ -11,13 +11,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{HeaderName, HeaderValue, Method};
 use tokio::net::TcpListener;
+use tonic::service::RoutesBuilder;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Identity;
 use tonic::transport::Server;
 use tonic::transport::server::{ServerTlsConfig, TcpIncoming};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tonic_web::GrpcWebLayer;
+use tower::ServiceBuilder;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::{info, info_span, warn};
 
 use crate::allow::AllowList;
@@ -26,6 +31,7 @@ use crate::auth::TokenCheck;
 use crate::backend::{self, Backend};
 use crate::config::JobStoreKind;
 use crate::config::ServeConfig;
+use crate::dashboard::DashboardLayer;
 use crate::error::{Error, Result};
 use crate::jobs::{DatabaseJobs, JobRegistry, Jobs};
 use crate::proto;
@@ -110,11 +116,8 @@ pub async fn run(
             .tls_config(tls)
             .map_err(|e| Error::InvalidArgument(format!("invalid TLS configuration: {e}")))?;
     }
-    let server = builder
-        .trace_fn(|request| info_span!("rpc", method = %request.uri().path()))
-        .layer(tower::util::MapResponseLayer::new(
-            crate::api::transport::classify_transport_errors,
-        ))
+    let mut routes = RoutesBuilder::default();
+    routes
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -123,7 +126,27 @@ pub async fn run(
                 .max_decoding_message_size(config.max_request_bytes)
                 .max_encoding_message_size(config.max_response_bytes),
             tokens,
+        ));
+    // Outermost first: the dashboard's page, CORS for browsers' preflights,
+    // gRPC-Web turning browser calls (HTTP/1.1 or 2) into gRPC, then our
+    // status rewrite.
+    let layers = ServiceBuilder::new()
+        .option_layer(
+            config
+                .serves_dashboard(local_addr)
+                .then_some(DashboardLayer),
+        )
+        .option_layer(cors_layer(&config.cors_origins)?)
+        .layer(GrpcWebLayer::new())
+        .layer(tower::util::MapResponseLayer::new(
+            crate::api::transport::classify_transport_errors,
         ))
+        .into_inner();
+    let server = builder
+        .accept_http1(true)
+        .trace_fn(|request| info_span!("rpc", method = %request.uri().path()))
+        .layer(layers)
+        .add_routes(routes.routes())
         // Without TCP_NODELAY, a response split over two segments waits
         // for the client's delayed ACK (40 ms on Linux).
         .serve_with_incoming_shutdown(
@@ -134,6 +157,14 @@ pub async fn run(
         );
     tokio::pin!(server);
     info!(%local_addr, database = backend.kind(), "procgate is listening");
+    if config.serves_dashboard(local_addr) {
+        let scheme = if config.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        info!("the jobs dashboard is at {scheme}://{local_addr}/");
+    }
 
     tokio::select! {
         result = &mut server => {
@@ -162,6 +193,55 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+/// CORS for browser clients on other origins (`--cors-origin`), when any.
+fn cors_layer(origins: &[String]) -> Result<Option<CorsLayer>> {
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let origins = origins
+        .iter()
+        .map(|o| browser_origin(o))
+        .collect::<Result<Vec<_>>>()?;
+    let header = |name: &'static str| HeaderName::from_static(name);
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::POST, Method::OPTIONS])
+            .allow_headers([
+                header("content-type"),
+                header("authorization"),
+                header("x-grpc-web"),
+                header("x-user-agent"),
+                header("grpc-timeout"),
+            ])
+            .expose_headers([
+                header("grpc-status"),
+                header("grpc-message"),
+                header("grpc-status-details-bin"),
+                header("procgate-db-code"),
+            ]),
+    ))
+}
+
+/// An origin as browsers send it, `scheme://host[:port]`; a trailing slash
+/// is dropped, since it would never match.
+fn browser_origin(origin: &str) -> Result<HeaderValue> {
+    let invalid = || {
+        Error::InvalidArgument(format!(
+            "--cors-origin {origin:?} is not an origin; write it as scheme://host[:port], e.g. https://ops.example.com"
+        ))
+    };
+    let trimmed = origin.trim().trim_end_matches('/');
+    let uri: http::Uri = trimmed.parse().map_err(|_| invalid())?;
+    let web_scheme = matches!(uri.scheme_str(), Some("http" | "https"));
+    let bare_host = uri.authority().is_some_and(|a| !a.as_str().contains('@'))
+        && uri.path_and_query().is_none_or(|p| p.as_str() == "/");
+    if !web_scheme || !bare_host {
+        return Err(invalid());
+    }
+    HeaderValue::from_str(trimmed).map_err(|_| invalid())
 }
 
 /// The TLS identity of --tls-cert/--tls-key, when given.
@@ -275,5 +355,31 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cors_origins_are_checked_and_normalized() {
+        for (given, kept) in [
+            ("https://ops.example.com", "https://ops.example.com"),
+            ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
+        ] {
+            assert_eq!(browser_origin(given).unwrap(), kept);
+        }
+        for bad in [
+            "ops.example.com",
+            "ftp://ops.example.com",
+            "https://ops.example.com/path",
+            "https://user@ops.example.com",
+            "https://a\nb",
+            "*",
+        ] {
+            let err = browser_origin(bad).unwrap_err().to_string();
+            assert!(err.contains("scheme://host[:port]"), "{bad}: {err}");
+        }
     }
 }

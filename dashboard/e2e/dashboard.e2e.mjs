@@ -1,0 +1,202 @@
+// The dashboard, proved in a real browser: Debian's headless Chromium,
+// driven by playwright-core, against a running procgate (started by
+// tests/dashboard.rs in front of a private PostgreSQL).
+//
+//   node e2e/dashboard.e2e.mjs --url http://127.0.0.1:PORT --token SECRET \
+//        --procgate path/to/procgate --screenshots DIR
+//
+// Jobs "from outside" are submitted with the procgate CLI while the page is
+// open, as an operator's script would. Exits non-zero on the first failed
+// check, saying which; screenshots of the main states are kept in DIR.
+
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { chromium } from "playwright-core";
+
+const { values: opts } = parseArgs({
+  options: {
+    url: { type: "string" },
+    token: { type: "string" },
+    procgate: { type: "string" },
+    screenshots: { type: "string", default: "target/dashboard-screenshots" },
+    chromium: { type: "string", default: "/usr/bin/chromium" },
+  },
+});
+for (const required of ["url", "token", "procgate"]) {
+  if (!opts[required]) throw new Error(`--${required} is required`);
+}
+mkdirSync(opts.screenshots, { recursive: true });
+
+/** Runs the procgate CLI against the server; returns its stdout. */
+function procgate(...args) {
+  return execFileSync(opts.procgate, args, {
+    env: { ...process.env, PROCGATE_SERVER: opts.url, PROCGATE_TOKEN: opts.token },
+    encoding: "utf8",
+  }).trim();
+}
+
+const step = (what) => console.log(`dashboard e2e: ${what}`);
+const shot = (page, name) => page.screenshot({ path: join(opts.screenshots, `${name}.png`), fullPage: true });
+const row = (id) => `#jobs tr[data-job-id="${id}"]`;
+
+const browser = await chromium.launch({
+  executablePath: opts.chromium,
+  headless: true,
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+});
+
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const page = await context.newPage();
+  const offOrigin = [];
+  page.on("request", (r) => {
+    if (!r.url().startsWith(opts.url)) offOrigin.push(r.url());
+  });
+  const pageErrors = [];
+  page.on("pageerror", (e) => pageErrors.push(e.message));
+
+  // An existing job, submitted before the page opens.
+  const existing = procgate("submit", "pkg_etl.sumar", "a=40", "b=2");
+
+  step("a wrong token shows a clear error");
+  await page.goto(opts.url);
+  await page.fill("#token", "not-the-token");
+  await page.click("#token-form button");
+  await page.locator("#banner").filter({ hasText: "The token was refused" }).waitFor();
+  assert.equal(await page.locator("#jobs tbody tr").count(), 0, "no jobs are shown to a refused token");
+  await shot(page, "wrong-token");
+
+  step("the right token shows the existing jobs");
+  await page.fill("#token", opts.token);
+  await page.click("#token-form button");
+  await page.locator(`${row(existing)}[data-state="COMPLETED"]`).waitFor();
+  assert.equal(await page.locator("#banner").isHidden(), true, "the error banner goes away");
+  assert.equal(
+    await page.evaluate(() => sessionStorage.getItem("procgate-token")),
+    opts.token,
+    "the token is kept in sessionStorage",
+  );
+
+  step("a job submitted from outside appears and its progress bar advances");
+  // Record every value the row's bar shows, as the page redraws it.
+  await page.evaluate(() => {
+    window.seenProgress = {};
+    new MutationObserver(() => {
+      for (const tr of document.querySelectorAll("#jobs tbody tr[data-job-id]")) {
+        const seen = (window.seenProgress[tr.dataset.jobId] ??= []);
+        const bar = tr.querySelector(".bar");
+        const value = `${tr.dataset.state}|${bar.dataset.progress}|${bar.textContent}`;
+        if (seen.at(-1) !== value) seen.push(value);
+      }
+    }).observe(document.querySelector("#jobs tbody"), { childList: true, subtree: true, attributes: true });
+  });
+  const long = procgate(
+    "submit",
+    "pkg_etl.proceso_largo",
+    "p_fecha:date=2024-03-01",
+    "p_pasos=5",
+    "p_pausa_ms=1000",
+  );
+  await page.locator(row(long)).waitFor({ timeout: 10_000 });
+  await page.locator(`${row(long)}[data-state="RUNNING"]`).waitFor({ timeout: 10_000 });
+  await shot(page, "jobs-running");
+  await page.locator(`${row(long)}[data-state="COMPLETED"]`).waitFor({ timeout: 20_000 });
+  const seen = await page.evaluate((id) => window.seenProgress[id], long);
+  console.log(`dashboard e2e: the bar showed ${seen.join(" → ")}`);
+  // The procedure's `progress: N cargando paso i de 5` notices.
+  const reported = seen
+    .map((s) => s.split("|"))
+    .filter(([state, , text]) => state === "RUNNING" && /cargando paso/.test(text))
+    .map(([, progress]) => Number(progress));
+  assert.ok(new Set(reported).size >= 2, `two notice-reported values or more while RUNNING: ${seen.join(", ")}`);
+  assert.deepEqual(reported, [...reported].sort((a, b) => a - b), "the bar only moves forward");
+  assert.match(seen.at(-1), /^COMPLETED\|100\|/, "the bar ends full when COMPLETED");
+
+  step("the detail shows params, outputs and messages");
+  await page.click(row(long));
+  await page.locator("#detail-state").filter({ hasText: "COMPLETED" }).waitFor();
+  const detail = await page.locator("#detail").innerText();
+  assert.match(detail, /p_fecha = 2024-03-01/, "the params are listed");
+  assert.match(detail, /p_resultado: 5 pasos procesados para 2024-03-01/, "the outputs are shown");
+  assert.match(detail, /proceso_largo: inicio para 2024-03-01/, "the messages are shown");
+  assert.equal(await page.locator("#cancel").isDisabled(), true, "a finished job cannot be cancelled");
+
+  step("Cancel on a running job turns it CANCELLED");
+  const doomed = procgate(
+    "submit",
+    "pkg_etl.proceso_largo",
+    "p_fecha:date=2024-03-02",
+    "p_pasos=120",
+    "p_pausa_ms=500",
+  );
+  await page.locator(`${row(doomed)}[data-state="RUNNING"]`).waitFor({ timeout: 10_000 });
+  await page.click(row(doomed));
+  await page.locator("#cancel:enabled").waitFor();
+  await shot(page, "job-detail");
+  await page.click("#cancel");
+  await page.locator("#detail-state").filter({ hasText: "CANCELLED" }).waitFor({ timeout: 10_000 });
+  await page.locator(`${row(doomed)}[data-state="CANCELLED"]`).waitFor();
+  assert.match(await page.locator("#detail-error").innerText(), /^CANCELLED: /, "the detail says why it ended");
+  assert.equal(JSON.parse(procgate("job", "--json", doomed)).state, "CANCELLED", "the server agrees");
+
+  step("the form submits a call and shows its result");
+  await page.fill("#procedure", "pkg_etl.sumar");
+  const first = page.locator("#params .param").first();
+  await first.locator(".p-name").fill("a");
+  await first.locator(".p-type").selectOption({ label: "number" });
+  await first.locator(".p-value").fill("1.5");
+  await page.click("#add-param");
+  const second = page.locator("#params .param").nth(1);
+  await second.locator(".p-name").fill("b");
+  await second.locator(".p-type").selectOption({ label: "number" });
+  await second.locator(".p-value").fill("2");
+  await page.click("#submit-form button[type=submit]");
+  await page.locator("#detail-state").filter({ hasText: "COMPLETED" }).waitFor({ timeout: 10_000 });
+  const outputs = await page.locator("#outputs").innerText();
+  assert.match(outputs, /total: 3\.5/, "the OUT value is shown");
+  assert.match(outputs, /descripcion: 1\.5 \+ 2 = 3\.5/, "every OUT value is shown");
+  await shot(page, "jobs");
+
+  step("filters narrow the table");
+  await page.selectOption("#state-filter", { label: "Cancelled" });
+  await page.locator(`${row(existing)}`).waitFor({ state: "detached" });
+  assert.equal(await page.locator(`${row(doomed)}`).count(), 1, "the cancelled job stays");
+  await page.selectOption("#state-filter", { label: "All states" });
+  await page.fill("#procedure-filter", "pkg_etl.proceso_largo");
+  await page.locator(`${row(existing)}`).waitFor({ state: "detached" });
+  assert.equal(await page.locator(`${row(long)}`).count(), 1, "the matching job stays");
+
+  step("a server that cannot be reached is said so");
+  await page.route("**/procgate.v1.ProcedureService/**", (route) => route.abort("connectionrefused"));
+  await page.locator("#banner").filter({ hasText: "Cannot reach procgate" }).waitFor({ timeout: 10_000 });
+  await shot(page, "server-down");
+  await page.unroute("**/procgate.v1.ProcedureService/**");
+
+  step("readable on a phone");
+  const phone = await browser.newContext({ viewport: { width: 390, height: 800 }, isMobile: true });
+  const small = await phone.newPage();
+  await small.goto(opts.url);
+  await small.fill("#token", opts.token);
+  await small.click("#token-form button");
+  await small.locator(row(existing)).waitFor();
+  const overflow = await small.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `nothing wider than the phone's screen (overflow ${overflow}px)`);
+  await shot(small, "phone");
+
+  assert.deepEqual(offOrigin, [], "the page fetches nothing from other origins");
+  assert.deepEqual(pageErrors, [], "the page throws no errors");
+  step("all checks passed");
+} finally {
+  await browser.close();
+}
