@@ -168,6 +168,14 @@ try {
   assert.match(outputs, /descripcion: 1\.5 \+ 2 = 3\.5/, "every OUT value is shown");
   await shot(page, "jobs");
 
+  step("a cursor's rows are shown as a table");
+  const report = procgate("submit", "pkg_etl.reporte_ventas", "--returns", "cursor");
+  await page.locator(`${row(report)}[data-state="COMPLETED"]`).waitFor({ timeout: 10_000 });
+  await page.click(row(report));
+  await page.locator("#outputs table th").filter({ hasText: "region" }).waitFor();
+  assert.ok((await page.locator("#outputs table tbody tr").count()) >= 2, "one row per region");
+  await shot(page, "job-cursor");
+
   step("filters narrow the table");
   await page.selectOption("#state-filter", { label: "Cancelled" });
   await page.locator(`${row(existing)}`).waitFor({ state: "detached" });

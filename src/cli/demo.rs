@@ -104,7 +104,8 @@ async fn demo(args: &DemoArgs, database_url: &str) -> Result<(), String> {
     };
     if outcome.is_ok() && args.serve {
         println!(
-            "\nprocgate is serving on {server_url}; Ctrl-C stops it and removes the database. Try:\n\
+            "\nprocgate is serving on {server_url}; Ctrl-C stops it and removes the database.\n\
+             \nThe jobs dashboard: open {server_url}/ in a browser (no token needed here). Try:\n\
              \n  procgate call pkg_etl.sumar a=1.5 b=2.25\
              \n  procgate submit pkg_etl.proceso_largo p_fecha=2024-05-01 --watch\
              \n  procgate jobs\
