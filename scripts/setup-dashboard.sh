@@ -20,7 +20,11 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 
 # npm records what it installed in node_modules/.package-lock.json.
+# `npm install --no-save` rather than `npm ci`: the versions and hashes still
+# come from package-lock.json, which it leaves untouched, but it tolerates
+# what `npm ci` refuses here: the registry mirror lacks some of buf's binary
+# packages for other platforms (darwin, win32), so the lock cannot list them.
 if [ ! dashboard/node_modules/.package-lock.json -nt dashboard/package-lock.json ]; then
   echo "setup: installing the dashboard's npm packages" >&2
-  (cd dashboard && npm ci --no-audit --no-fund --loglevel=error)
+  (cd dashboard && npm install --no-save --no-audit --no-fund --loglevel=error)
 fi
