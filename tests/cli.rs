@@ -148,6 +148,14 @@ async fn submit_watch_and_cancel_end_with_the_jobs_exit_code() {
     let jobs: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(jobs.as_array().unwrap().len(), 1);
     assert_eq!(jobs[0]["state"], "CANCELLED");
+    let param = &jobs[0]["params"][0];
+    assert_eq!(
+        (&param["name"], &param["direction"]),
+        (&"seconds".into(), &"IN".into()),
+        "{out}"
+    );
+    assert!(!param["value"].is_null(), "{out}");
+    assert_eq!(jobs[0]["cancel_requested"], true, "{out}");
 
     let (code, out, _) = run(&server, &["job", &id]).await;
     assert_eq!(code, Some(0));

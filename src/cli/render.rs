@@ -269,15 +269,27 @@ pub fn job_json(job: &pb::Job) -> Json {
             "db_code": e.db_code,
         })),
         "messages": job.messages,
+        "params": job.params.iter().map(|p| json!({
+            "name": p.name,
+            "direction": direction_name(p.direction),
+            "value": p.value.as_ref().map(|v| value_json(Some(v))),
+        })).collect::<Vec<_>>(),
+        "owner": job.owner,
+        "cancel_requested": job.cancel_requested,
     })
+}
+
+/// `IN`, `OUT`, `IN_OUT` as the proto spells them, without the prefix.
+fn direction_name(direction: i32) -> &'static str {
+    pb::Direction::try_from(direction)
+        .map(|d| d.as_str_name().trim_start_matches("DIRECTION_"))
+        .unwrap_or("?")
 }
 
 pub fn describe_text(d: &pb::ProcedureDescription) -> String {
     let mut t = table(&["parameter", "direction", "type", "database type", "default"]);
     for p in &d.params {
-        let direction = pb::Direction::try_from(p.direction)
-            .map(|d| d.as_str_name().trim_start_matches("DIRECTION_"))
-            .unwrap_or("?");
+        let direction = direction_name(p.direction);
         let value_type = pb::ValueType::try_from(p.r#type)
             .map(|t| t.as_str_name().trim_start_matches("VALUE_TYPE_"))
             .unwrap_or("?");
