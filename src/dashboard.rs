@@ -5,15 +5,16 @@
 //! and no network to load. It talks to ProcedureService through gRPC-Web on
 //! the same origin.
 //!
-//! A layer in front of everything answers the page's three GET requests
-//! itself: gRPC-Web refuses plain HTTP/1.1 requests, and these are not RPCs.
+//! A layer in front of everything answers GET and HEAD requests itself (the
+//! page's three assets, else 404): RPCs are POSTs, and gRPC-Web would refuse
+//! a browser's plain request with a bare 400.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use tower::{Layer, Service};
 
 const INDEX: &str = include_str!("../dashboard/public/index.html");
@@ -24,11 +25,8 @@ const STYLE: &str = include_str!("../dashboard/public/style.css");
 const POLICY: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; \
                       script-src 'self'; connect-src 'self'; frame-ancestors 'none'";
 
-/// The asset for a request, if it asks for one.
-fn asset(method: &Method, path: &str) -> Option<(&'static str, &'static str)> {
-    if method != Method::GET && method != Method::HEAD {
-        return None;
-    }
+/// The asset at `path`, with its content type.
+fn asset(path: &str) -> Option<(&'static str, &'static str)> {
     match path {
         "/" | "/index.html" => Some((INDEX, "text/html; charset=utf-8")),
         "/app.js" => Some((SCRIPT, "text/javascript; charset=utf-8")),
@@ -73,16 +71,37 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let Some((body, content_type)) = asset(request.method(), request.uri().path()) else {
+        // RPCs are POSTs; any GET or HEAD is a browser asking for a page.
+        if request.method() != Method::GET && request.method() != Method::HEAD {
             return Box::pin(self.inner.call(request));
+        }
+        let response = match asset(request.uri().path()) {
+            Some((body, content_type)) => page(StatusCode::OK, body.to_string(), content_type),
+            None => page(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "procgate has no page at {}; the jobs dashboard is at /\n",
+                    request.uri().path()
+                ),
+                "text/plain; charset=utf-8",
+            ),
         };
-        let mut response = Response::new(tonic::body::Body::new(body.to_string()));
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY));
         Box::pin(std::future::ready(Ok(response)))
     }
+}
+
+fn page(
+    status: StatusCode,
+    body: String,
+    content_type: &'static str,
+) -> Response<tonic::body::Body> {
+    let mut response = Response::new(tonic::body::Body::new(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY));
+    response
 }
 
 #[cfg(test)]
@@ -91,15 +110,9 @@ mod tests {
 
     #[test]
     fn only_the_pages_assets_are_answered() {
-        assert!(asset(&Method::GET, "/").is_some());
-        assert!(
-            asset(&Method::GET, "/app.js")
-                .unwrap()
-                .1
-                .starts_with("text/javascript")
-        );
-        assert!(asset(&Method::POST, "/").is_none());
-        assert!(asset(&Method::GET, "/procgate.v1.ProcedureService/ListJobs").is_none());
-        assert!(asset(&Method::GET, "/../etc/passwd").is_none());
+        assert!(asset("/").is_some());
+        assert!(asset("/app.js").unwrap().1.starts_with("text/javascript"));
+        assert!(asset("/procgate.v1.ProcedureService/ListJobs").is_none());
+        assert!(asset("/../etc/passwd").is_none());
     }
 }

@@ -118,6 +118,16 @@ async fn the_page_is_served_from_the_binary_with_a_strict_policy() {
         committed.as_slice(),
         "the committed bundle"
     );
+
+    // Any other page (a browser's /favicon.ico) is a plain 404.
+    let missing = http1(gw.addr, "GET /favicon.ico HTTP/1.1\r\n", b"").await;
+    assert!(
+        head_of(&missing).starts_with("http/1.1 404"),
+        "{}",
+        head_of(&missing)
+    );
+    let text = String::from_utf8_lossy(body_of(&missing));
+    assert!(text.contains("the jobs dashboard is at /"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
