@@ -13,8 +13,11 @@ buf() { "$tools/node_modules/.bin/buf" "$@"; }
 server="http://$1"
 
 echo "\$ buf curl --protocol grpc --http2-prior-knowledge --list-methods $server"
-buf curl --protocol grpc --http2-prior-knowledge --list-methods "$server" | tee /dev/stderr \
-  | grep -q '^procgate.v1.ProcedureService/SubmitAsync$'
+# Captured first: `… | tee | grep -q` would stop reading at the first match,
+# and tee's SIGPIPE would fail the pipeline (pipefail).
+methods=$(buf curl --protocol grpc --http2-prior-knowledge --list-methods "$server")
+echo "$methods"
+grep -q '^procgate.v1.ProcedureService/SubmitAsync$' <<<"$methods"
 
 echo "\$ buf curl … SubmitAsync"
 job=$(buf curl --protocol grpc --http2-prior-knowledge \
@@ -30,5 +33,5 @@ echo "\$ buf curl … WatchJob"
 watched=$(buf curl --protocol grpc --http2-prior-knowledge -d "{\"id\":\"$id\"}" \
   "$server/procgate.v1.ProcedureService/WatchJob")
 printf '%s\n' "$watched" | grep -E '"(state|progress|progressMessage)"'
-printf '%s' "$watched" | grep -q '"state": "JOB_STATE_COMPLETED"'
+grep -q '"state": "JOB_STATE_COMPLETED"' <<<"$watched"
 echo "walkthrough: job $id COMPLETED"
