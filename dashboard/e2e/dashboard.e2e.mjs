@@ -182,8 +182,10 @@ try {
   assert.equal(await page.locator(`${row(doomed)}`).count(), 1, "the cancelled job stays");
   await page.selectOption("#state-filter", { label: "All states" });
   await page.fill("#procedure-filter", "pkg_etl.proceso_largo");
+  // Both refreshes may land in either order; the table must end filtered.
+  await page.locator(row(long)).waitFor();
   await page.locator(`${row(existing)}`).waitFor({ state: "detached" });
-  assert.equal(await page.locator(`${row(long)}`).count(), 1, "the matching job stays");
+  assert.equal(await page.locator(`${row(doomed)}`).count(), 1, "every matching job is listed");
 
   step("a server that cannot be reached is said so");
   await page.route("**/procgate.v1.ProcedureService/**", (route) => route.abort("connectionrefused"));

@@ -212,11 +212,19 @@ async function follow(id: string) {
   }
 }
 
+// Refreshes overlap (the timer, a filter change); an answer older than one
+// already shown is dropped, so a slow page never undoes a newer filter.
+let refreshesStarted = 0;
+let refreshShown = 0;
+
 async function refresh() {
+  const generation = ++refreshesStarted;
   const state = Number(($("#state-filter") as HTMLSelectElement).value);
   const procedure = ($("#procedure-filter") as HTMLInputElement).value.trim();
   try {
     const page = await client.listJobs({ states: state ? [state] : [], procedure, pageSize: 200 });
+    if (generation < refreshShown) return;
+    refreshShown = generation;
     clearError();
     const listed = new Set(page.jobs.map((j) => j.id));
     for (const id of [...jobs.keys()]) if (!listed.has(id)) jobs.delete(id);
