@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
 
-use super::registry::{page_token_for, parse_id, parse_page_token};
+use super::registry::{page_size_for, page_token_for, parse_id, parse_page_token};
 use super::runner;
 use super::store::{CancelOutcome, JobStore, StoredJob};
 use super::{JobRegistry, JobSnapshot, JobState, JobWatch, ListFilter, Page};
@@ -146,10 +146,7 @@ impl DatabaseJobs {
         page_token: &str,
         caller: &Caller,
     ) -> Result<Page> {
-        let page_size = match page_size {
-            0 => super::registry::DEFAULT_PAGE_SIZE,
-            n => n.min(super::registry::MAX_PAGE_SIZE),
-        };
+        let page_size = page_size_for(page_size);
         let before = parse_page_token(page_token)?.min(i64::MAX as u64) as i64;
         let owner = (!caller.admin).then_some(caller.name.as_ref());
         let mut rows = self

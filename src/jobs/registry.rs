@@ -28,8 +28,8 @@ use crate::error::{Error, Result};
 use crate::name::printable;
 
 const MAX_REQUEST_ID_LEN: usize = 128;
-pub const DEFAULT_PAGE_SIZE: usize = 50;
-pub const MAX_PAGE_SIZE: usize = 1000;
+const DEFAULT_PAGE_SIZE: usize = 50;
+const MAX_PAGE_SIZE: usize = 1000;
 
 pub struct JobRegistry {
     jobs: Mutex<Jobs>,
@@ -57,6 +57,17 @@ struct Jobs {
     /// (owner, request_id) → job: idempotency keys are per owner.
     by_request_id: HashMap<(Arc<str>, Arc<str>), Uuid>,
     next_seq: u64,
+}
+
+impl Jobs {
+    /// Adds a pending or running job, newest in submission order.
+    fn insert_live(&mut self, id: Uuid, tx: watch::Sender<JobSnapshot>, interrupt: Interrupt) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.order.insert(seq, id);
+        let slot = Slot::Live { tx, interrupt };
+        self.by_id.insert(id, Entry { seq, slot });
+    }
 }
 
 struct Entry {
@@ -165,22 +176,10 @@ impl JobRegistry {
         let call = snapshot.call.clone();
         let (tx, _) = watch::channel(snapshot.clone());
         let interrupt = Interrupt::new();
-        let seq = jobs.next_seq;
-        jobs.next_seq += 1;
-        jobs.order.insert(seq, id);
         if let Some(key) = request_key {
             jobs.by_request_id.insert(key, id);
         }
-        jobs.by_id.insert(
-            id,
-            Entry {
-                seq,
-                slot: Slot::Live {
-                    tx: tx.clone(),
-                    interrupt: interrupt.clone(),
-                },
-            },
-        );
+        jobs.insert_live(id, tx.clone(), interrupt.clone());
         self.pending.fetch_add(1, Ordering::SeqCst);
         drop(jobs);
 
@@ -213,10 +212,7 @@ impl JobRegistry {
         page_token: &str,
         caller: &Caller,
     ) -> Result<Page> {
-        let page_size = match page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        };
+        let page_size = page_size_for(page_size);
         let before = parse_page_token(page_token)?;
         let procedure = filter.procedure.as_deref();
         let jobs = self.jobs.lock().expect("registry lock");
@@ -310,19 +306,7 @@ impl JobRegistry {
         let (tx, _) = watch::channel(job);
         let interrupt = Interrupt::new();
         let mut jobs = self.jobs.lock().expect("registry lock");
-        let seq = jobs.next_seq;
-        jobs.next_seq += 1;
-        jobs.order.insert(seq, id);
-        jobs.by_id.insert(
-            id,
-            Entry {
-                seq,
-                slot: Slot::Live {
-                    tx: tx.clone(),
-                    interrupt: interrupt.clone(),
-                },
-            },
-        );
+        jobs.insert_live(id, tx.clone(), interrupt.clone());
         (tx, interrupt)
     }
 
@@ -552,6 +536,15 @@ pub(super) fn parse_id(id: &str) -> Result<Uuid> {
             printable(id)
         ))
     })
+}
+
+/// The page size a ListJobs request asked for: 0 means the default, and
+/// larger requests are capped.
+pub(super) fn page_size_for(requested: usize) -> usize {
+    match requested {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
+    }
 }
 
 const PAGE_TOKEN_PREFIX: &str = "before:";
