@@ -128,20 +128,9 @@ async fn callers_see_only_their_own_jobs_unless_admin() {
 async fn the_token_file_is_reloaded_on_sighup_and_never_logged() {
     let db = start_db().await;
     let url = db.url();
-    let password = url
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .split('@')
-        .next()
-        .unwrap()
-        .to_string();
+    let password = password_of(&url);
     let (dir, path) = token_file("alice:alice-secret-1\n");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_procgate"))
         .args(["serve", "--database-url", &url, "--token-file", &path])
         .args(["--listen", &format!("127.0.0.1:{port}"), "--log-params"])
@@ -149,12 +138,7 @@ async fn the_token_file_is_reloaded_on_sighup_and_never_logged() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let server = format!("http://127.0.0.1:{port}");
-    let client = eventually(Duration::from_secs(30), "procgate to listen", || {
-        let server = server.clone();
-        async move { Client::connect(server).await.ok() }
-    })
-    .await;
+    let client = connect_when_listening(port).await;
     let lister = client.clone();
     let list = |token: &'static str| {
         let mut client = lister.clone();

@@ -22,11 +22,7 @@ struct Instance {
 
 impl Instance {
     async fn start(db: &EmbeddedPostgres, name: &str, extra: &[&str]) -> Instance {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_procgate"))
             .args([
                 "serve",
@@ -52,12 +48,7 @@ impl Instance {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let server = format!("http://127.0.0.1:{port}");
-        let client = eventually(Duration::from_secs(30), "procgate to listen", || {
-            let server = server.clone();
-            async move { Client::connect(server).await.ok() }
-        })
-        .await;
+        let client = connect_when_listening(port).await;
         Instance { child, client }
     }
 

@@ -13,7 +13,6 @@ use procgate::proto::{self as pb, JobState as S};
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 fn nap(seconds: f64) -> pb::ProcedureCall {
     call("nap", vec![p_in("seconds", Kind::FloatValue(seconds))])
@@ -31,27 +30,6 @@ fn builtin() -> pb::ProcedureCall {
         ],
         pb::ValueType::Date,
     )
-}
-
-async fn health_is(gw: &Gateway, wanted: ServingStatus) {
-    let health = HealthClient::new(gw.channel().await);
-    eventually(
-        Duration::from_secs(30),
-        &format!("health {wanted:?}"),
-        || {
-            let mut health = health.clone();
-            async move {
-                let status = health
-                    .check(HealthCheckRequest::default())
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .status;
-                (status == wanted as i32).then_some(())
-            }
-        },
-    )
-    .await;
 }
 
 async fn states(client: &Client, ids: &[String]) -> Vec<S> {
@@ -108,7 +86,7 @@ async fn the_database_stops_while_jobs_run_and_wait() {
         assert_eq!(error.code, Code::Unavailable as i32, "{error:?}");
         assert!(!error.message.is_empty());
     }
-    health_is(&gw, ServingStatus::NotServing).await;
+    gw.health_becomes(ServingStatus::NotServing).await;
     // The documented rule: pending jobs wait while the database is down.
     assert!(
         states(&client, &waiting)
@@ -118,7 +96,7 @@ async fn the_database_stops_while_jobs_run_and_wait() {
     );
 
     gw.db = Some(start_db_on(Some(port)).await);
-    health_is(&gw, ServingStatus::Serving).await;
+    gw.health_becomes(ServingStatus::Serving).await;
     for id in &waiting {
         let job = wait_job(&client, id, "ended", |j| {
             matches!(state_of(j), S::Completed | S::Failed)
@@ -133,21 +111,17 @@ async fn the_database_stops_while_jobs_run_and_wait() {
 /// A database that is not there yet: NOT_SERVING, then SERVING once it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_is_unreachable_at_start_up() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("postgresql://postgres:password@localhost:{port}/postgres");
     let mut gw =
         Gateway::start_url(&url, &["--pool-timeout", "1s", "--connect-timeout", "1s"]).await;
     let mut client = gw.client().await;
-    health_is(&gw, ServingStatus::NotServing).await;
+    gw.health_becomes(ServingStatus::NotServing).await;
     let job = submit(&mut client, builtin()).await;
     assert_eq!(state_of(&job), S::Pending);
 
     gw.db = Some(start_db_on(Some(port)).await);
-    health_is(&gw, ServingStatus::Serving).await;
+    gw.health_becomes(ServingStatus::Serving).await;
     wait_state(&client, &job.id, S::Completed).await;
     execute(&mut client, builtin()).await.unwrap();
 }
@@ -302,23 +276,14 @@ async fn abandoned_watchers_and_callers_leave_nothing_behind() {
 async fn sigterm_under_load_drains_and_exits_zero() {
     let db = start_db().await;
     let url = db.url();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_procgate"))
         .args(["serve", "--database-url", &url, "--grace-period", "10s"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let server = format!("http://127.0.0.1:{port}");
-    let mut client = eventually(Duration::from_secs(30), "procgate to listen", || {
-        let server = server.clone();
-        async move { Client::connect(server).await.ok() }
-    })
-    .await;
+    let mut client = connect_when_listening(port).await;
     let mut jobs = Vec::new();
     for _ in 0..5 {
         jobs.push(submit(&mut client, nap(60.0)).await.id);

@@ -518,15 +518,7 @@ async fn every_bad_request_gets_its_status_and_names_its_culprit() {
     let gw = Gateway::start(&[]).await;
     let channel = gw.channel().await;
     let mut client = Client::new(channel.clone()).max_decoding_message_size(64 << 20);
-    let password = gw
-        .db_url
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .split('@')
-        .next()
-        .unwrap()
-        .to_string();
+    let password = password_of(&gw.db_url);
     let cases = cases();
     assert!(cases.len() >= 60, "only {} cases", cases.len());
 

@@ -13,39 +13,17 @@ use procgate::proto::value::Kind;
 use procgate::proto::{self as pb, JobState as S};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-
-async fn health_becomes(gw: &Gateway, wanted: ServingStatus) {
-    let health = HealthClient::new(gw.channel().await);
-    eventually(
-        Duration::from_secs(20),
-        &format!("health {wanted:?}"),
-        || {
-            let mut health = health.clone();
-            async move {
-                let status = health
-                    .check(HealthCheckRequest::default())
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .status;
-                (status == wanted as i32).then_some(())
-            }
-        },
-    )
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_the_database_down_and_back() {
     let mut gw = Gateway::start(&["--pool-timeout", "1s", "--connect-timeout", "1s"]).await;
     let mut client = gw.client().await;
-    health_becomes(&gw, ServingStatus::Serving).await;
+    gw.health_becomes(ServingStatus::Serving).await;
 
     let db = gw.db.take().unwrap();
     let port = db.port();
     tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
-    health_becomes(&gw, ServingStatus::NotServing).await;
+    gw.health_becomes(ServingStatus::NotServing).await;
     let status = execute(
         &mut client,
         call("nap", vec![p_in("seconds", Kind::FloatValue(0.0))]),
@@ -56,7 +34,7 @@ async fn health_follows_the_database_down_and_back() {
 
     // Back on the same port: SERVING again, calls work, no restart needed.
     gw.db = Some(start_db_on(Some(port)).await);
-    health_becomes(&gw, ServingStatus::Serving).await;
+    gw.health_becomes(ServingStatus::Serving).await;
     execute(
         &mut client,
         call("nap", vec![p_in("seconds", Kind::FloatValue(0.0))]),
@@ -120,10 +98,7 @@ struct Procgate {
 
 impl Procgate {
     fn spawn(args: &[&str]) -> Procgate {
-        let port = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().port()
-        };
+        let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_procgate"))
             .arg("serve")
@@ -174,14 +149,7 @@ impl Procgate {
 async fn the_binary_exits_cleanly_on_sigterm_and_logs_no_secrets() {
     let db = start_db().await;
     let url = db.url();
-    let password = url
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .split('@')
-        .next()
-        .unwrap()
-        .to_string();
+    let password = password_of(&url);
     assert!(!password.is_empty());
     let procgate = Procgate::spawn(&[
         "--database-url",

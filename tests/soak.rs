@@ -136,11 +136,7 @@ fn check(job: &pb::Job, expect: &Expect) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_jobs_all_accounted_for() {
     let db = start_db().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_procgate"))
         .args([
             "serve",
@@ -161,12 +157,7 @@ async fn ten_thousand_jobs_all_accounted_for() {
         .stderr(std::fs::File::create(server_log()).unwrap())
         .spawn()
         .unwrap();
-    let server = format!("http://127.0.0.1:{port}");
-    let mut client = eventually(Duration::from_secs(30), "procgate to listen", || {
-        let server = server.clone();
-        async move { Client::connect(server).await.ok() }
-    })
-    .await;
+    let mut client = connect_when_listening(port).await;
 
     // Warm up, then take the baseline once those jobs are swept.
     for n in 0..200 {

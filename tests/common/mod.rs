@@ -16,6 +16,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 pub type Client = ProcedureServiceClient<Channel>;
 
@@ -107,6 +109,28 @@ impl Gateway {
             .unwrap()
     }
 
+    /// Waits (up to 30 s) until grpc.health.v1 reports `wanted`.
+    pub async fn health_becomes(&self, wanted: ServingStatus) {
+        let health = HealthClient::new(self.channel().await);
+        eventually(
+            Duration::from_secs(30),
+            &format!("health {wanted:?}"),
+            || {
+                let mut health = health.clone();
+                async move {
+                    let status = health
+                        .check(HealthCheckRequest::default())
+                        .await
+                        .ok()?
+                        .into_inner()
+                        .status;
+                    (status == wanted as i32).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+
     /// Runs SQL on the test database from a separate admin connection.
     pub async fn sql(&self, query: &str) -> Vec<postgres::Row> {
         sql(&self.db_url, query).await
@@ -130,6 +154,30 @@ impl Gateway {
         let _ = self.stop.take().unwrap().send(());
         self.server.take().unwrap().await.unwrap()
     }
+}
+
+/// A port free on 127.0.0.1 right now, for a procgate process to take.
+pub fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+/// A client of the procgate process on `port`, once it listens (30 s at most).
+pub async fn connect_when_listening(port: u16) -> Client {
+    let server = format!("http://127.0.0.1:{port}");
+    eventually(Duration::from_secs(30), "procgate to listen", || {
+        let server = server.clone();
+        async move { Client::connect(server).await.ok() }
+    })
+    .await
+}
+
+/// The password in a `postgresql://user:password@host…` URL, to check that
+/// it never shows up.
+pub fn password_of(url: &str) -> String {
+    let password = url.split(':').nth(2).unwrap().split('@').next().unwrap();
+    assert!(!password.is_empty(), "no password in {url}");
+    password.to_string()
 }
 
 pub async fn sql(url: &str, query: &str) -> Vec<postgres::Row> {
