@@ -52,6 +52,9 @@ pub async fn run(
         .local_addr()
         .map_err(|e| Error::Internal(format!("listener has no address: {e}")))?;
     config.validate(local_addr)?;
+    // Checked before anything starts, so a bad flag leaves nothing running.
+    let cors = cors_layer(&config.cors_origins)?;
+    let dashboard = config.serves_dashboard(local_addr);
     let backend = backend::connect(database_url, &config.backend_settings())?;
     let registry = JobRegistry::new(backend.clone(), config.job_limits());
     let jobs = match config.job_store {
@@ -131,12 +134,8 @@ pub async fn run(
     // gRPC-Web turning browser calls (HTTP/1.1 or 2) into gRPC, then our
     // status rewrite.
     let layers = ServiceBuilder::new()
-        .option_layer(
-            config
-                .serves_dashboard(local_addr)
-                .then_some(DashboardLayer),
-        )
-        .option_layer(cors_layer(&config.cors_origins)?)
+        .option_layer(dashboard.then_some(DashboardLayer))
+        .option_layer(cors)
         .layer(GrpcWebLayer::new())
         .layer(tower::util::MapResponseLayer::new(
             crate::api::transport::classify_transport_errors,
@@ -157,7 +156,7 @@ pub async fn run(
         );
     tokio::pin!(server);
     info!(%local_addr, database = backend.kind(), "procgate is listening");
-    if config.serves_dashboard(local_addr) {
+    if dashboard {
         let scheme = if config.tls_cert.is_some() {
             "https"
         } else {
