@@ -65,6 +65,13 @@ pub struct ServeConfig {
     #[arg(long = "allow", env = "PROCGATE_ALLOW", value_delimiter = ',')]
     pub allow: Vec<String>,
 
+    /// Open the databases' own schemas (PostgreSQL's pg_catalog and
+    /// information_schema, Oracle's SYS and its DBMS_*/UTL_* packages),
+    /// which are closed by default: their routines can end sessions, read
+    /// files or sleep forever. --allow alone never opens them.
+    #[arg(long, env = "PROCGATE_ALLOW_SYSTEM_SCHEMAS")]
+    pub allow_system_schemas: bool,
+
     /// Database connections for jobs.
     #[arg(long, env = "PROCGATE_POOL_SIZE", default_value_t = 10)]
     pub pool_size: u32,
@@ -289,6 +296,7 @@ impl ServeConfig {
             connect_timeout: self.connect_timeout,
             idle_timeout: self.idle_timeout,
             max_cursor_rows: self.max_cursor_rows,
+            allow_system_schemas: self.allow_system_schemas,
         }
     }
 

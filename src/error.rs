@@ -78,6 +78,9 @@ pub enum DbErrorKind {
     InvalidValue,
     /// The statement was interrupted by a cancel request.
     Cancelled,
+    /// The database's own timeout ended the statement (PostgreSQL's
+    /// statement_timeout: 57014 without a cancel from procgate).
+    TimedOut,
     /// The session or the server went away.
     ConnectionLost,
     /// The database ran out of something (memory, connections, disk).

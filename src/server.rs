@@ -76,7 +76,7 @@ pub async fn run(
     let api = ProcedureApi {
         backend: backend.clone(),
         jobs: jobs.clone(),
-        allow: AllowList::new(&config.allow)?,
+        allow: AllowList::new(&config.allow, config.allow_system_schemas)?,
         max_messages: config.max_messages,
         log_params: config.log_params,
     };

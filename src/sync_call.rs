@@ -31,6 +31,8 @@ pub async fn execute(
     max_messages: usize,
 ) -> Result<SyncOutcome> {
     let started = Instant::now();
+    // A deadline too far to represent is no deadline at all.
+    let deadline = deadline.filter(|d| started.checked_add(*d).is_some());
     let interrupt = match deadline {
         Some(deadline) => Interrupt::with_deadline(started + deadline),
         None => Interrupt::new(),

@@ -617,3 +617,72 @@ impl Decoder for RawCodec {
         Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
     }
 }
+
+/// A raw HTTP/2 ExecuteSync with the given grpc-timeout header: the
+/// grpc-status and grpc-message it gets (from the headers of a
+/// trailers-only answer, or from the trailers).
+async fn raw_execute_with_timeout(gw: &Gateway, timeout: &str) -> (String, String) {
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::post(format!(
+        "http://{}/procgate.v1.ProcedureService/ExecuteSync",
+        gw.addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .header("grpc-timeout", timeout)
+    .body(())
+    .unwrap();
+    let message = pb::ExecuteSyncRequest {
+        call: Some(call(
+            "pkg_etl.sumar",
+            vec![
+                p_in("a", Kind::IntegerValue(1)),
+                p_in("b", Kind::IntegerValue(2)),
+            ],
+        )),
+    }
+    .encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    let (response, mut body) = client.send_request(request, false).unwrap();
+    body.send_data(frame.into(), true).unwrap();
+    let response = response
+        .await
+        .expect("an HTTP/2 answer, not a reset stream");
+    let header = |headers: &http::HeaderMap, name: &str| {
+        headers.get(name).map(|v| v.to_str().unwrap().to_string())
+    };
+    let (head, mut body) = response.into_parts();
+    if let Some(status) = header(&head.headers, "grpc-status") {
+        let message = header(&head.headers, "grpc-message").unwrap_or_default();
+        return (status, message);
+    }
+    while body.data().await.is_some() {}
+    let trailers = body.trailers().await.unwrap().expect("trailers");
+    (
+        header(&trailers, "grpc-status").unwrap(),
+        header(&trailers, "grpc-message").unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_grpc_timeout_is_refused_not_a_panic() {
+    let gw = Gateway::start(&[]).await;
+    for bad in ["9999999999999999999S", "123456789m", "5x", "S", "1.5S"] {
+        let (status, message) = raw_execute_with_timeout(&gw, bad).await;
+        assert_eq!(
+            status, "3",
+            "{bad}: INVALID_ARGUMENT, got {status} {message}"
+        );
+        assert!(message.contains("grpc-timeout"), "{bad}: {message}");
+    }
+    // The longest legal value is a deadline far away, and the call works.
+    let (status, message) = raw_execute_with_timeout(&gw, "99999999H").await;
+    assert_eq!(status, "0", "{message}");
+    let (status, message) = raw_execute_with_timeout(&gw, "5000m").await;
+    assert_eq!(status, "0", "{message}");
+}

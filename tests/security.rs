@@ -279,3 +279,121 @@ async fn without_tokens_only_loopback_is_served() {
     let err = result.unwrap_err();
     assert!(err.to_string().contains("--token"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_schemas_are_closed_unless_their_flag_opens_them() {
+    let gw = Gateway::start(&["--allow", "*"]).await;
+    let mut client = gw.client().await;
+    // A session the hostile caller would like to end.
+    let (victim, connection) = tokio_postgres::connect(&gw.db_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let pid: i32 = victim
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let terminate = |name: &str| {
+        function(
+            name,
+            vec![p_in("pid", Kind::IntegerValue(pid.into()))],
+            pb::ValueType::Boolean,
+        )
+    };
+
+    let before = statements_run(&gw).await;
+    let qualified = execute(&mut client, terminate("pg_catalog.pg_terminate_backend"))
+        .await
+        .unwrap_err();
+    assert_eq!(qualified.code(), Code::PermissionDenied, "{qualified:?}");
+    assert!(
+        qualified.message().contains("--allow-system-schemas"),
+        "{}",
+        qualified.message()
+    );
+    let submitted = client
+        .submit_async(pb::SubmitAsyncRequest {
+            call: Some(terminate("PG_CATALOG.pg_terminate_backend")),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(submitted.code(), Code::PermissionDenied);
+    let described = client
+        .describe_procedure(pb::DescribeProcedureRequest {
+            procedure: "information_schema._pg_truetypid".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(described.code(), Code::PermissionDenied);
+    assert_eq!(
+        statements_run(&gw).await,
+        before,
+        "qualified system names are refused before any round trip"
+    );
+
+    // Unqualified, it resolves into pg_catalog: refused after the lookup.
+    for rpc in ["execute", "describe"] {
+        let status = if rpc == "execute" {
+            execute(&mut client, terminate("pg_terminate_backend"))
+                .await
+                .unwrap_err()
+        } else {
+            client
+                .describe_procedure(pb::DescribeProcedureRequest {
+                    procedure: "pg_terminate_backend".into(),
+                })
+                .await
+                .unwrap_err()
+        };
+        assert_eq!(status.code(), Code::PermissionDenied, "{rpc}: {status:?}");
+        assert!(
+            status
+                .message()
+                .contains("resolved to pg_catalog.pg_terminate_backend"),
+            "{rpc}: {}",
+            status.message()
+        );
+    }
+    let alive: i32 = victim.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(alive, 1, "the victim session survived");
+    drop(client);
+    gw.shutdown().await.unwrap();
+
+    // The flag opens them, within --allow.
+    let open = Gateway::start(&["--allow-system-schemas"]).await;
+    let mut client = open.client().await;
+    let pid = execute(
+        &mut client,
+        function("pg_catalog.pg_backend_pid", vec![], pb::ValueType::Integer),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        kind_of(pid.return_value.as_ref()),
+        Some(Kind::IntegerValue(p)) if *p > 0
+    ));
+    let unqualified = execute(
+        &mut client,
+        function("pg_backend_pid", vec![], pb::ValueType::Integer),
+    )
+    .await;
+    assert!(unqualified.is_ok(), "{unqualified:?}");
+    let bounded = Gateway::start_url(
+        &open.db_url,
+        &["--allow-system-schemas", "--allow", "public.*"],
+    )
+    .await;
+    let status = execute(
+        &mut bounded.client().await,
+        function("pg_catalog.pg_backend_pid", vec![], pb::ValueType::Integer),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "--allow stays the outer bound"
+    );
+}

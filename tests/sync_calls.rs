@@ -482,6 +482,31 @@ async fn the_deadline_cancels_the_statement() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_databases_statement_timeout_is_a_deadline_not_a_cancel() {
+    let db = start_db().await;
+    // Every session of this gateway starts with a 300 ms statement_timeout.
+    let url = format!("{}?options=-c%20statement_timeout%3D300", db.url());
+    let gw = Gateway::start_url(&url, &[]).await;
+    let mut client = gw.client().await;
+    let nap = call("nap", vec![p_in("seconds", Kind::FloatValue(5.0))]);
+    let status = execute(&mut client, nap.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(status.metadata().get("procgate-db-code").unwrap(), "57014");
+    assert!(
+        status.message().contains("statement timeout"),
+        "{}",
+        status.message()
+    );
+
+    let job = submit(&mut client, nap).await;
+    let job = wait_job(&client, &job.id, "ended", |j| j.end_time.is_some()).await;
+    assert_eq!(state_of(&job), pb::JobState::Failed, "{job:?}");
+    let error = job.error.unwrap();
+    assert_eq!(error.code, Code::DeadlineExceeded as i32, "{error:?}");
+    assert_eq!(error.db_code, "57014");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_that_goes_away_cancels_its_statement() {
     let gw = Gateway::start(&[]).await;
     let mut client = gw.client().await;

@@ -58,7 +58,7 @@ impl ProcedureService for ProcedureApi {
         &self,
         request: Request<pb::ExecuteSyncRequest>,
     ) -> Result<Response<pb::ExecuteSyncResponse>, Status> {
-        let deadline = grpc_timeout(request.metadata());
+        let deadline = grpc_timeout(request.metadata())?;
         let call = self.accept_call(request.into_inner().call)?;
         let outcome =
             sync_call::execute(self.backend.clone(), call, deadline, self.max_messages).await?;
@@ -169,21 +169,38 @@ impl ProcedureService for ProcedureApi {
     }
 }
 
-/// The caller's deadline, from the `grpc-timeout` header (`<digits><unit>`,
-/// unit one of H M S m u n).
-fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount.checked_mul(3600)?),
-        "M" => Duration::from_secs(amount.checked_mul(60)?),
+/// The caller's deadline, from the `grpc-timeout` header: 1 to 8 ASCII
+/// digits and a unit (H M S m u n), as the gRPC spec writes it. Anything
+/// else is refused rather than guessed at: a caller whose deadline cannot
+/// be read would otherwise run without one.
+fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Result<Option<Duration>, Error> {
+    let Some(raw) = metadata.get("grpc-timeout") else {
+        return Ok(None);
+    };
+    let malformed = || {
+        Error::InvalidArgument(format!(
+            "the grpc-timeout header {} is malformed: the gRPC spec allows 1 to 8 digits \
+             and a unit H, M, S, m, u or n, such as 1500m or 30S",
+            crate::name::printable(&String::from_utf8_lossy(raw.as_bytes()))
+        ))
+    };
+    let value = raw.to_str().map_err(|_| malformed())?;
+    let Some((digits, unit)) = value.split_at_checked(value.len().saturating_sub(1)) else {
+        return Err(malformed());
+    };
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(malformed());
+    }
+    let amount: u64 = digits.parse().map_err(|_| malformed())?;
+    Ok(Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
         "S" => Duration::from_secs(amount),
         "m" => Duration::from_millis(amount),
         "u" => Duration::from_micros(amount),
         "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
+        _ => return Err(malformed()),
+    }))
 }
 
 #[cfg(test)]
@@ -198,11 +215,28 @@ mod tests {
             m.insert("grpc-timeout", v.parse().unwrap());
             grpc_timeout(&m)
         };
-        assert_eq!(parse("1500m"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse("2S"), Some(Duration::from_secs(2)));
-        assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse("x"), None);
-        assert_eq!(parse("10q"), None);
-        assert_eq!(grpc_timeout(&MetadataMap::new()), None);
+        assert_eq!(parse("1500m"), Ok(Some(Duration::from_millis(1500))));
+        assert_eq!(parse("2S"), Ok(Some(Duration::from_secs(2))));
+        assert_eq!(parse("1H"), Ok(Some(Duration::from_secs(3600))));
+        assert_eq!(
+            parse("99999999H"),
+            Ok(Some(Duration::from_secs(99_999_999 * 3600)))
+        );
+        assert_eq!(grpc_timeout(&MetadataMap::new()), Ok(None));
+        for bad in [
+            "x",
+            "10q",
+            "S",
+            "",
+            "9999999999999999999S",
+            "123456789m",
+            "-5S",
+            "+5S",
+            "1.5S",
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.to_string().contains("grpc-timeout"), "{bad}: {err}");
+            assert!(matches!(err, Error::InvalidArgument(_)), "{bad}");
+        }
     }
 }

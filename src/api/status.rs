@@ -32,6 +32,7 @@ pub fn code_of(error: &Error) -> Code {
             DbErrorKind::UndefinedObject => Code::NotFound,
             DbErrorKind::InvalidValue => Code::InvalidArgument,
             DbErrorKind::Cancelled => Code::Cancelled,
+            DbErrorKind::TimedOut => Code::DeadlineExceeded,
             DbErrorKind::ConnectionLost => Code::Unavailable,
             DbErrorKind::ResourceExhausted => Code::ResourceExhausted,
             DbErrorKind::PermissionDenied => Code::PermissionDenied,

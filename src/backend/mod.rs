@@ -100,6 +100,9 @@ pub struct BackendSettings {
     pub max_messages: usize,
     /// How often Oracle's V$SESSION_LONGOPS is read for a running call.
     pub progress_interval: Duration,
+    /// Whether routines that resolve into a system schema may be called
+    /// (`--allow-system-schemas`).
+    pub allow_system_schemas: bool,
 }
 
 /// The signature of a procedure, as DescribeProcedure reports it.
@@ -217,6 +220,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             max_cursor_rows: 10,
+            allow_system_schemas: false,
         };
         let err = connect("mysql://x", &settings).err().unwrap();
         assert!(err.to_string().contains("mysql"), "{err}");

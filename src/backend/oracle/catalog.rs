@@ -30,6 +30,15 @@ pub struct Routine {
     pub args: Vec<Arg>,
 }
 
+impl Routine {
+    /// The owner: the schema the routine lives in.
+    pub fn schema(&self) -> &str {
+        self.qualified_name
+            .split_once('.')
+            .map_or(self.qualified_name.as_str(), |(owner, _)| owner)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Arg {
     /// Upper-case as the catalog keeps it.
@@ -251,6 +260,7 @@ mod tests {
         assert_eq!(routines.len(), 1);
         let r = &routines[0];
         assert_eq!(r.returns, None);
+        assert_eq!(r.schema(), "APP");
         assert_eq!(r.args.len(), 4);
         assert_eq!(r.args[1].name, "P_PASOS");
         assert!(r.args[1].has_default);

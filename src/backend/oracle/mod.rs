@@ -138,7 +138,12 @@ impl Backend for OracleBackend {
         let conn = self.checkout(self.settings.checkout_timeout)?;
         progress.phase(Phase::ConnectionAcquired);
         let routines = self.catalog.lookup(&conn.conn, &call.name)?;
-        let (block, _) = block::plan(call, &routines)?;
+        let (block, routine) = block::plan(call, &routines)?;
+        crate::allow::check_resolved(
+            self.settings.allow_system_schemas,
+            &call.name,
+            routine.schema(),
+        )?;
 
         conn.conn
             .execute(session::ENABLE_OUTPUT, &[])
@@ -198,6 +203,7 @@ impl Backend for OracleBackend {
         let conn = self.checkout(self.settings.checkout_timeout)?;
         let routines = self.catalog.lookup(&conn.conn, name)?;
         let routine = &routines[0];
+        crate::allow::check_resolved(self.settings.allow_system_schemas, name, routine.schema())?;
         let natural = |data_type: &str| types::binding_of(data_type, None).map(|b| b.natural);
         Ok(ProcedureDescription {
             procedure: routine.qualified_name.clone(),

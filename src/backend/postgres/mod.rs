@@ -113,7 +113,12 @@ impl Backend for PostgresBackend {
         let mut conn = self.checkout(self.settings.checkout_timeout)?;
         progress.phase(Phase::ConnectionAcquired);
         let routines = self.catalog.lookup(&mut conn.client, &call.name)?;
-        let (plan, _) = statement::plan(call, &routines)?;
+        let (plan, routine) = statement::plan(call, &routines)?;
+        crate::allow::check_resolved(
+            self.settings.allow_system_schemas,
+            &call.name,
+            &routine.schema,
+        )?;
 
         let _route = conn.notices.route_to(progress.clone());
         let token = conn.client.cancel_token();
@@ -138,14 +143,17 @@ impl Backend for PostgresBackend {
                 progress.phase(Phase::OutputsFetched);
                 Ok(outputs)
             }
-            Err(e) => {
-                if let Error::Database(db) = &e
-                    && db.kind == DbErrorKind::UndefinedObject
-                {
+            Err(Error::Database(mut db)) => {
+                if db.kind == DbErrorKind::UndefinedObject {
                     self.catalog.forget(&call.name);
                 }
-                Err(e)
+                // 57014 that procgate did not ask for: statement_timeout.
+                if db.kind == DbErrorKind::Cancelled && !interrupt.is_requested() {
+                    db.kind = DbErrorKind::TimedOut;
+                }
+                Err(Error::Database(db))
             }
+            Err(e) => Err(e),
         }
     }
 
@@ -153,6 +161,7 @@ impl Backend for PostgresBackend {
         let mut conn = self.checkout(self.settings.checkout_timeout)?;
         let routines = self.catalog.lookup(&mut conn.client, name)?;
         let routine = &routines[0];
+        crate::allow::check_resolved(self.settings.allow_system_schemas, name, &routine.schema)?;
         let returns = (!routine.is_procedure && routine.return_type.base != "void").then(|| {
             if routine.returns_set {
                 crate::call::ValueType::Cursor

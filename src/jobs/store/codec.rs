@@ -233,12 +233,13 @@ pub fn messages_from_json(json: &Json) -> Decoded<MessageLog> {
     })
 }
 
-const KINDS: [(DbErrorKind, &str); 9] = [
+const KINDS: [(DbErrorKind, &str); 10] = [
     (DbErrorKind::UserRaised, "user_raised"),
     (DbErrorKind::Conflict, "conflict"),
     (DbErrorKind::UndefinedObject, "undefined_object"),
     (DbErrorKind::InvalidValue, "invalid_value"),
     (DbErrorKind::Cancelled, "cancelled"),
+    (DbErrorKind::TimedOut, "timed_out"),
     (DbErrorKind::ConnectionLost, "connection_lost"),
     (DbErrorKind::ResourceExhausted, "resource_exhausted"),
     (DbErrorKind::PermissionDenied, "permission_denied"),
