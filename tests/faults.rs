@@ -20,6 +20,9 @@ fn nap(seconds: f64) -> pb::ProcedureCall {
 
 /// A call that needs nothing but PostgreSQL itself, for jobs that run on a
 /// database the test has just recreated (before its fixtures are back).
+/// It lives in pg_catalog, so these gateways run with SYSTEM_SCHEMAS open.
+const SYSTEM_SCHEMAS: &str = "--allow-system-schemas";
+
 fn builtin() -> pb::ProcedureCall {
     function(
         "pg_catalog.make_date",
@@ -51,6 +54,7 @@ async fn states(client: &Client, ids: &[String]) -> Vec<S> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_stops_while_jobs_run_and_wait() {
     let mut gw = Gateway::start(&[
+        SYSTEM_SCHEMAS,
         "--max-running-jobs",
         "20",
         "--pool-size",
@@ -113,8 +117,17 @@ async fn the_database_stops_while_jobs_run_and_wait() {
 async fn the_database_is_unreachable_at_start_up() {
     let port = free_port();
     let url = format!("postgresql://postgres:password@localhost:{port}/postgres");
-    let mut gw =
-        Gateway::start_url(&url, &["--pool-timeout", "1s", "--connect-timeout", "1s"]).await;
+    let mut gw = Gateway::start_url(
+        &url,
+        &[
+            SYSTEM_SCHEMAS,
+            "--pool-timeout",
+            "1s",
+            "--connect-timeout",
+            "1s",
+        ],
+    )
+    .await;
     let mut client = gw.client().await;
     gw.health_becomes(ServingStatus::NotServing).await;
     let job = submit(&mut client, builtin()).await;
@@ -152,6 +165,7 @@ async fn a_terminated_session_fails_only_its_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_callers_beyond_the_pool_are_bounded() {
     let gw = Gateway::start(&[
+        SYSTEM_SCHEMAS,
         "--pool-size",
         "1",
         "--sync-connections",
