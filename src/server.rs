@@ -289,11 +289,8 @@ async fn watch_database(
     let mut delay = interval;
     loop {
         let started = registry.probe_started();
-        let probe = backend.clone();
         let timeout = interval.max(Duration::from_secs(1));
-        let result = tokio::task::spawn_blocking(move || probe.ping(timeout))
-            .await
-            .unwrap_or_else(|_| Err(Error::Internal("the health probe panicked".into())));
+        let result = backend.ping(timeout).await;
         let now_serving = result.is_ok();
         tracing::debug!(up = now_serving, "health probe");
         registry.report_probe(now_serving, started);

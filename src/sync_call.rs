@@ -1,15 +1,18 @@
-//! ExecuteSync: one call on a blocking thread, bounded by the caller's gRPC
-//! deadline and cancelled in the database if the caller goes away.
+//! ExecuteSync: one call, bounded by the caller's gRPC deadline and
+//! cancelled in the database if the caller goes away.
 //!
 //! tonic itself drops a handler when the `grpc-timeout` passes and answers
 //! CANCELLED. To answer DEADLINE_EXCEEDED instead, and to have the statement
-//! stopped by then, we act slightly before the deadline: fire the interrupt,
-//! give the statement a moment to return its connection, then answer. A
-//! handler dropped for any other reason (the client disconnected) fires the
-//! interrupt from a drop guard, so no session stays busy behind it.
+//! stopped by then, we act slightly before the deadline: request the cancel,
+//! give the statement a moment to stop and return its session, then answer.
+//! A handler dropped for any other reason (the client disconnected) drops
+//! the backend's call with it, whose interrupt guard cancels the statement.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
 
 use crate::backend::{Backend, Interrupt, MessageLog, Phase, Progress};
 use crate::call::{Outputs, ProcedureCall};
@@ -25,8 +28,8 @@ pub struct SyncOutcome {
 
 /// Runs `call`, within `deadline` when there is one.
 pub async fn execute(
-    backend: Arc<dyn Backend>,
-    call: ProcedureCall,
+    backend: &dyn Backend,
+    call: &ProcedureCall,
     deadline: Option<Duration>,
     max_messages: usize,
 ) -> Result<SyncOutcome> {
@@ -37,40 +40,33 @@ pub async fn execute(
         Some(deadline) => Interrupt::with_deadline(started + deadline),
         None => Interrupt::new(),
     };
-    let mut guard = CancelOnDrop(Some(interrupt.clone()));
     let collector = Arc::new(MessageCollector {
         log: Mutex::default(),
         capacity: max_messages,
     });
     let progress: Arc<dyn Progress> = collector.clone();
-    let worker_interrupt = interrupt.clone();
-    let mut task =
-        tokio::task::spawn_blocking(move || backend.execute(&call, &progress, &worker_interrupt));
-
+    let work = AssertUnwindSafe(backend.execute(call, &progress, &interrupt)).catch_unwind();
+    let mut work = std::pin::pin!(work);
     let joined = match deadline {
-        None => (&mut task).await,
+        None => work.await,
         Some(deadline) => {
             let margin = (deadline / 10).min(Duration::from_millis(50));
-            match tokio::time::timeout(deadline - margin, &mut task).await {
+            match tokio::time::timeout(deadline - margin, &mut work).await {
                 Ok(joined) => joined,
                 Err(_) => {
-                    guard.0 = None;
-                    let stopper = interrupt.clone();
-                    tokio::task::spawn_blocking(move || stopper.request());
-                    // Let the statement stop and release its session first.
-                    let _ = tokio::time::timeout(margin / 2, task).await;
-                    return Err(Error::DeadlineExceeded(format!(
-                        "the call did not finish within its deadline of {}; \
-                         its statement was cancelled in the database",
-                        humantime::format_duration(deadline)
-                    )));
+                    interrupt.request();
+                    // Let the statement stop and release its session first;
+                    // if it finished after all, its outputs are the answer.
+                    match tokio::time::timeout(margin / 2, &mut work).await {
+                        Ok(Ok(Ok(outputs))) => Ok(Ok(outputs)),
+                        _ => return Err(deadline_passed(deadline)),
+                    }
                 }
             }
         }
     };
-    guard.0 = None;
-    let outputs =
-        joined.map_err(|_| Error::Internal("the call's worker thread panicked".into()))??;
+    let outputs = joined
+        .map_err(|_| Error::Internal("the call panicked; see the gateway's log".into()))??;
     let messages = std::mem::take(&mut *collector.log.lock().expect("messages lock"));
     Ok(SyncOutcome {
         outputs,
@@ -79,16 +75,13 @@ pub async fn execute(
     })
 }
 
-/// Fires the interrupt if the handler is dropped mid-call.
-struct CancelOnDrop(Option<Interrupt>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if let Some(interrupt) = self.0.take() {
-            tracing::info!("the caller went away; cancelling its statement");
-            tokio::task::spawn_blocking(move || interrupt.request());
-        }
-    }
+fn deadline_passed(deadline: Duration) -> Error {
+    Error::DeadlineExceeded(format!(
+        "the call did not finish within its deadline of {}; procgate cancelled its statement \
+         in the database, but the procedure may have run in part or in full (work it \
+         committed stays committed)",
+        humantime::format_duration(deadline)
+    ))
 }
 
 /// A sync call has no one to show progress to: it keeps the messages.

@@ -61,7 +61,7 @@ impl ProcedureService for ProcedureApi {
         let deadline = grpc_timeout(request.metadata())?;
         let call = self.accept_call(request.into_inner().call)?;
         let outcome =
-            sync_call::execute(self.backend.clone(), call, deadline, self.max_messages).await?;
+            sync_call::execute(self.backend.as_ref(), &call, deadline, self.max_messages).await?;
         let outputs = outputs_to_proto(&outcome.outputs);
         info!(elapsed = ?outcome.elapsed, "sync call completed");
         Ok(Response::new(pb::ExecuteSyncResponse {
@@ -161,10 +161,7 @@ impl ProcedureService for ProcedureApi {
     ) -> Result<Response<pb::ProcedureDescription>, Status> {
         let name = ProcedureName::parse(&request.into_inner().procedure).map_err(Error::from)?;
         self.allow.check(&name)?;
-        let backend = self.backend.clone();
-        let description = tokio::task::spawn_blocking(move || backend.describe(&name))
-            .await
-            .map_err(|_| Error::Internal("the describe worker panicked".into()))??;
+        let description = self.backend.describe(&name).await?;
         Ok(Response::new(convert::description_to_proto(&description)))
     }
 }

@@ -1,11 +1,13 @@
 //! Databases behind the gateway.
 //!
 //! A [`Backend`] runs one [`ProcedureCall`] on a pooled connection and
-//! returns its [`Outputs`]. Both drivers (postgres, oracle) are blocking, so
-//! every method here is blocking too and the callers run it on
-//! `spawn_blocking`, never on a tokio worker. While a call runs, the backend
-//! reports progress and messages to a [`Progress`] sink and lets an
-//! [`Interrupt`] cancel its statement from another thread.
+//! returns its [`Outputs`]. The trait is async and the layers above know
+//! nothing of blocking: the PostgreSQL backend drives tokio-postgres on the
+//! tokio workers themselves (a thread hand-off per call used to cost more
+//! than the call), while the Oracle backend hides its blocking driver behind
+//! `spawn_blocking`. While a call runs, the backend reports progress and
+//! messages to a [`Progress`] sink and lets an [`Interrupt`] cancel its
+//! statement.
 //!
 //! [`connect`] picks the backend from the URL scheme.
 
@@ -51,8 +53,8 @@ impl Phase {
     }
 }
 
-/// Where a running call reports what it is doing. Called from the blocking
-/// thread that runs the call.
+/// Where a running call reports what it is doing. Called from whichever
+/// thread reads the database's messages: keep it quick and non-blocking.
 pub trait Progress: Send + Sync {
     /// A milestone was reached.
     fn phase(&self, phase: Phase);
@@ -126,11 +128,13 @@ pub struct ParamDescription {
     pub has_default: bool,
 }
 
-/// A database that runs stored procedures. All methods block.
+/// A database that runs stored procedures.
+#[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Runs the call. Before returning, the connection is back in the pool in
-    /// a clean state, or discarded.
-    fn execute(
+    /// a clean state, or discarded. Dropping the future mid-call cancels the
+    /// statement in the database.
+    async fn execute(
         &self,
         call: &ProcedureCall,
         progress: &Arc<dyn Progress>,
@@ -138,10 +142,10 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Outputs>;
 
     /// Reads a procedure's signature from the catalog.
-    fn describe(&self, name: &ProcedureName) -> Result<ProcedureDescription>;
+    async fn describe(&self, name: &ProcedureName) -> Result<ProcedureDescription>;
 
     /// Checks that the database answers, waiting at most `timeout`.
-    fn ping(&self, timeout: Duration) -> Result<()>;
+    async fn ping(&self, timeout: Duration) -> Result<()>;
 
     /// Which database this is, for logs and health: `postgres`, `oracle`.
     fn kind(&self) -> &'static str;

@@ -273,7 +273,7 @@ impl JobRegistry {
         if let Some(state) = refused {
             return Err(already_ended(&id, state));
         }
-        tokio::task::spawn_blocking(move || interrupt.request());
+        interrupt.request();
         Ok(tx.borrow().clone())
     }
 

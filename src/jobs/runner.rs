@@ -1,14 +1,16 @@
-//! Running one job: wait for a slot, run the call on a blocking thread,
-//! publish every change to the job's watch channel.
+//! Running one job: wait for a slot, run the call, publish every change to
+//! the job's watch channel.
 //!
 //! Slots are a fair tokio `Semaphore` of `--max-running-jobs` permits, so
 //! pending jobs start in submission order. A job cancelled while pending
 //! never takes a slot: the cancel wakes the wait below.
 
 use std::borrow::Cow;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use futures_util::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tracing::{info, warn};
 
@@ -71,15 +73,16 @@ pub(super) async fn execute(
         tx: tx.clone(),
         max_messages: registry.limits.max_messages,
     });
-    let backend = registry.backend.clone();
-    let worker_interrupt = interrupt.clone();
-    let result =
-        tokio::task::spawn_blocking(move || backend.execute(&call, &progress, &worker_interrupt))
-            .await
-            .unwrap_or_else(|panic| {
-                warn!(error = %panic, "the job's worker panicked");
-                Err(Error::Internal("the job's worker thread panicked".into()))
-            });
+    // A panic in the call must end the job, not leave it RUNNING forever.
+    let result = AssertUnwindSafe(registry.backend.execute(&call, &progress, &interrupt))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            warn!("the job's call panicked");
+            Err(Error::Internal(
+                "the job's call panicked; see the gateway's log".into(),
+            ))
+        });
     if result.as_ref().is_err_and(Error::means_database_down) {
         // Before the slot frees: the next pending job must wait, not fail.
         registry.report_database_down();
@@ -101,7 +104,9 @@ pub(super) async fn execute(
                 job.state = JobState::Cancelled;
                 job.progress_message = "cancelled".into();
                 job.error = Some(Box::new(Error::Cancelled(
-                    "cancelled while running; its statement was interrupted in the database".into(),
+                    "cancelled while running; its statement was interrupted in the database \
+                     (work the procedure committed before the cancel stays committed)"
+                        .into(),
                 )));
             }
             Err(error) => {

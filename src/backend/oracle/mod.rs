@@ -10,6 +10,12 @@
 //! drain DBMS_OUTPUT. The Oracle client library is checked before the pool
 //! is built, so a machine without Instant Client fails at start-up with one
 //! clear message.
+//!
+//! The oracle crate blocks, so every call runs on a `spawn_blocking` thread
+//! inside this backend and the async [`Backend`] it implements hides that
+//! from the layers above. The call's [`Interrupt`] is watched on the tokio
+//! side and breaks the statement through a clone of its connection, which
+//! the blocking side publishes in a [`BreakSlot`] while the statement runs.
 
 mod block;
 mod catalog;
@@ -20,8 +26,8 @@ mod session;
 mod types;
 pub mod url;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
@@ -42,6 +48,11 @@ use crate::name::ProcedureName;
 const SIGNATURE_TTL: Duration = Duration::from_secs(5);
 
 pub struct OracleBackend {
+    inner: Arc<Inner>,
+}
+
+/// The blocking half: everything a call needs on its worker thread.
+struct Inner {
     pool: Pool,
     catalog: Catalog,
     settings: BackendSettings,
@@ -66,13 +77,44 @@ impl OracleBackend {
             .test_on_check_out(settings.test_on_checkout)
             .build_unchecked(Manager::new(connector));
         Ok(Self {
-            pool,
-            catalog: Catalog::new(SIGNATURE_TTL),
-            settings: settings.clone(),
-            longops_readable: AtomicBool::new(true),
+            inner: Arc::new(Inner {
+                pool,
+                catalog: Catalog::new(SIGNATURE_TTL),
+                settings: settings.clone(),
+                longops_readable: AtomicBool::new(true),
+            }),
         })
     }
 
+    /// Runs `work` on a blocking thread.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || work(&inner))
+            .await
+            .unwrap_or_else(|_| Err(Error::Internal("an Oracle worker thread panicked".into())))
+    }
+}
+
+/// The connection whose statement is running, for the interrupt to break.
+type BreakSlot = Arc<Mutex<Option<(Arc<oracle::Connection>, Arc<AtomicBool>)>>>;
+
+/// Breaks the statement in `slot`, if one runs; a connection whose break
+/// fails is marked for discard.
+async fn break_statement(slot: BreakSlot) {
+    let Some((conn, discard)) = slot.lock().expect("break slot lock").clone() else {
+        return;
+    };
+    let broken = tokio::task::spawn_blocking(move || conn.break_execution()).await;
+    if !matches!(broken, Ok(Ok(()))) {
+        warn!("break_execution failed; the connection will be discarded");
+        discard.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Inner {
     fn checkout(&self, timeout: Duration) -> Result<r2d2::PooledConnection<Manager>> {
         self.pool.get_timeout(timeout).map_err(|e| {
             if self.pool.state().connections >= self.pool.max_size() {
@@ -128,12 +170,50 @@ impl OracleBackend {
     }
 }
 
+#[async_trait::async_trait]
 impl Backend for OracleBackend {
+    async fn execute(
+        &self,
+        call: &ProcedureCall,
+        progress: &Arc<dyn Progress>,
+        interrupt: &Interrupt,
+    ) -> Result<Outputs> {
+        let slot = BreakSlot::default();
+        let work = {
+            let (call, progress, interrupt, slot) = (
+                call.clone(),
+                progress.clone(),
+                interrupt.clone(),
+                slot.clone(),
+            );
+            self.blocking(move |inner| inner.execute(&call, &progress, &interrupt, &slot))
+        };
+        interrupt
+            .guard(work, move || break_statement(slot.clone()))
+            .await?
+    }
+
+    async fn describe(&self, name: &ProcedureName) -> Result<ProcedureDescription> {
+        let name = name.clone();
+        self.blocking(move |inner| inner.describe(&name)).await
+    }
+
+    async fn ping(&self, timeout: Duration) -> Result<()> {
+        self.blocking(move |inner| inner.ping(timeout)).await
+    }
+
+    fn kind(&self) -> &'static str {
+        "oracle"
+    }
+}
+
+impl Inner {
     fn execute(
         &self,
         call: &ProcedureCall,
         progress: &Arc<dyn Progress>,
         interrupt: &Interrupt,
+        slot: &BreakSlot,
     ) -> Result<Outputs> {
         let conn = self.checkout(self.settings.checkout_timeout)?;
         progress.phase(Phase::ConnectionAcquired);
@@ -156,14 +236,10 @@ impl Backend for OracleBackend {
                 .map_err(|e| classify(&e))?;
         }
 
-        let breaker = conn.conn.clone();
-        let discard = conn.discard.clone();
-        let armed = interrupt.arm(move || {
-            if let Err(e) = breaker.break_execution() {
-                warn!(error = %e, "break_execution failed; the connection will be discarded");
-                discard.store(true, Ordering::SeqCst);
-            }
-        })?;
+        let armed = Armed::new(slot, &conn);
+        if interrupt.is_requested() {
+            return Err(Error::Cancelled("cancelled before it started".into()));
+        }
         progress.phase(Phase::Executing);
         let result = std::thread::scope(|scope| {
             let (stop, stopped) = std::sync::mpsc::channel::<()>();
@@ -232,9 +308,21 @@ impl Backend for OracleBackend {
         let conn = self.checkout(timeout)?;
         conn.conn.ping().map_err(|e| classify(&e))
     }
+}
 
-    fn kind(&self) -> &'static str {
-        "oracle"
+/// Publishes a connection in the break slot while its statement runs.
+struct Armed<'a>(&'a BreakSlot);
+
+impl<'a> Armed<'a> {
+    fn new(slot: &'a BreakSlot, conn: &Connection) -> Self {
+        *slot.lock().expect("break slot lock") = Some((conn.conn.clone(), conn.discard.clone()));
+        Armed(slot)
+    }
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        *self.0.lock().expect("break slot lock") = None;
     }
 }
 

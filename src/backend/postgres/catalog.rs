@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use postgres::Client;
-use postgres::types::Type;
+use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
 use crate::backend::postgres::errors::classify;
 use crate::call::Direction;
@@ -127,14 +127,14 @@ impl Catalog {
     }
 
     /// Every routine the name resolves to; NOT_FOUND when there is none.
-    pub fn lookup(&self, client: &mut Client, name: &ProcedureName) -> Result<Arc<Vec<Routine>>> {
+    pub async fn lookup(&self, client: &Client, name: &ProcedureName) -> Result<Arc<Vec<Routine>>> {
         let key = name.to_string();
         if let Some((at, routines)) = self.cache.lock().expect("catalog lock").get(&key)
             && at.elapsed() < self.ttl
         {
             return Ok(routines.clone());
         }
-        let routines = Arc::new(query(client, name)?);
+        let routines = Arc::new(query(client, name).await?);
         if routines.is_empty() {
             return Err(Error::ProcedureNotFound(format!(
                 "procedure {name} does not exist (or the gateway's database user cannot see it)"
@@ -157,7 +157,7 @@ impl Catalog {
     }
 }
 
-fn query(client: &mut Client, name: &ProcedureName) -> Result<Vec<Routine>> {
+async fn query(client: &Client, name: &ProcedureName) -> Result<Vec<Routine>> {
     let parts: Vec<String> = name.parts().iter().map(|p| p.folded_lower()).collect();
     let (database, schema, object) = match parts.as_slice() {
         [object] => (None, None, object),
@@ -174,6 +174,7 @@ fn query(client: &mut Client, name: &ProcedureName) -> Result<Vec<Routine>> {
                 (&database, Type::TEXT),
             ],
         )
+        .await
         .map_err(|e| classify(&e))?;
     rows.iter()
         .map(|row| {

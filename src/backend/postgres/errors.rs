@@ -7,7 +7,7 @@ use crate::error::{DbError, DbErrorKind, Error};
 
 /// Classifies a driver error. Errors without a SQLSTATE are connection
 /// problems (closed socket, I/O) or driver-side conversion failures.
-pub fn classify(error: &postgres::Error) -> Error {
+pub fn classify(error: &tokio_postgres::Error) -> Error {
     if let Some(db) = error.as_db_error() {
         let code = db.code().code();
         let mut message = db.message().to_string();

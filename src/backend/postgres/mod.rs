@@ -1,15 +1,18 @@
 //! The PostgreSQL backend: procedures with `CALL`, functions with `SELECT`,
-//! notices as progress, the cancel token as a hard cancel.
+//! notices as progress, the cancel request as a hard cancel.
 //!
-//! One call = one pooled connection: look the signature up (cached), build
-//! the statement, route the connection's notices to the call's progress
-//! sink, arm the interrupt with the connection's cancel token, run, decode.
-//! `CALL` is never wrapped in a transaction (procedures may COMMIT), except
-//! when a refcursor comes back: then the call runs in one so that the cursor
-//! is still open when its rows are fetched.
+//! It runs on tokio-postgres, on the tokio workers that serve the RPC: no
+//! thread hand-off anywhere on the call path. One call = one pooled
+//! session: look the signature up (cached), build the statement (prepared
+//! once per session), route the session's notices to the call's progress
+//! sink, run it under the call's [`Interrupt`] with the session's cancel
+//! token, decode. A session whose statement was cancelled or abandoned is
+//! never handed out again: a cancel request lands whenever the server gets
+//! to it, perhaps on the next statement.
 
 mod catalog;
 mod errors;
+mod exec;
 mod notice;
 mod pool;
 mod statement;
@@ -19,18 +22,17 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use postgres::types::{FromSql, ToSql, Type};
-use postgres::{Client, NoTls, Row};
+use deadpool::managed::{PoolError, TimeoutType};
+use tokio_postgres::NoTls;
 use tracing::warn;
 
 use self::catalog::{ArgMode, Catalog};
 use self::errors::classify;
-use self::pool::{Connection, Manager, Pool};
-use self::statement::{Plan, Shape, quote_ident};
+use self::pool::{Manager, Pool, PooledSession};
 use crate::backend::{
     Backend, BackendSettings, Interrupt, ParamDescription, Phase, ProcedureDescription, Progress,
 };
-use crate::call::{Column, Outputs, ProcedureCall, ResultSet, Value};
+use crate::call::{Outputs, ProcedureCall};
 use crate::error::{DbErrorKind, Error, Result};
 use crate::name::ProcedureName;
 
@@ -38,8 +40,7 @@ use crate::name::ProcedureName;
 const SIGNATURE_TTL: Duration = Duration::from_secs(5);
 
 pub struct PostgresBackend {
-    /// Always Some until dropped; see the Drop impl.
-    pool: Option<Pool>,
+    pool: Pool,
     catalog: Catalog,
     settings: BackendSettings,
 }
@@ -47,7 +48,7 @@ pub struct PostgresBackend {
 impl PostgresBackend {
     /// Builds the pool without waiting for the database.
     pub fn connect(url: &str, settings: &BackendSettings) -> Result<Self> {
-        let mut config = postgres::Config::from_str(url).map_err(|e| {
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
             Error::InvalidArgument(format!(
                 "invalid PostgreSQL URL {}: {e}",
                 crate::backend::redact_url(url)
@@ -56,87 +57,104 @@ impl PostgresBackend {
         config
             .connect_timeout(settings.connect_timeout)
             .application_name("procgate");
-        let pool = r2d2::Pool::builder()
-            .max_size(settings.max_size)
-            .min_idle(Some(0))
-            .connection_timeout(settings.checkout_timeout)
-            .idle_timeout(Some(settings.idle_timeout))
-            .test_on_check_out(settings.test_on_checkout)
-            .build_unchecked(Manager::new(config));
+        let manager = Manager::new(
+            config,
+            settings.test_on_checkout,
+            settings.connect_timeout,
+            settings.idle_timeout,
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.max_size as usize)
+            .wait_timeout(Some(settings.checkout_timeout))
+            .create_timeout(Some(settings.connect_timeout))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::Internal(format!("building the PostgreSQL pool: {e}")))?;
         Ok(Self {
-            pool: Some(pool),
+            pool,
             catalog: Catalog::new(SIGNATURE_TTL),
             settings: settings.clone(),
         })
     }
 
-    fn pool(&self) -> &Pool {
-        self.pool
-            .as_ref()
-            .expect("the pool lives as long as the backend")
-    }
-
-    fn checkout(&self, timeout: Duration) -> Result<r2d2::PooledConnection<Manager>> {
-        let pool = self.pool();
-        pool.get_timeout(timeout).map_err(|e| {
-            if pool.state().connections >= pool.max_size() {
-                Error::Exhausted(format!(
-                    "all {} database connections are busy and none came free within {}",
-                    pool.max_size(),
-                    humantime::format_duration(timeout)
-                ))
-            } else {
-                Error::Unavailable(format!("cannot reach PostgreSQL: {e}"))
+    async fn checkout(&self, timeout: Duration) -> Result<PooledSession> {
+        let mut timeouts = self.pool.timeouts();
+        timeouts.wait = Some(timeout);
+        self.pool.timeout_get(&timeouts).await.map_err(|e| match e {
+            PoolError::Timeout(TimeoutType::Wait) => Error::Exhausted(format!(
+                "all {} database connections are busy and none came free within {}",
+                self.pool.status().max_size,
+                humantime::format_duration(timeout)
+            )),
+            PoolError::Timeout(_) => Error::Unavailable(format!(
+                "cannot reach PostgreSQL: connecting took longer than {}",
+                humantime::format_duration(self.settings.connect_timeout)
+            )),
+            PoolError::Backend(e) => {
+                Error::Unavailable(format!("cannot reach PostgreSQL: {}", classify(&e)))
+            }
+            PoolError::Closed | PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => {
+                Error::Unavailable(format!("the PostgreSQL pool is unusable: {e}"))
             }
         })
     }
 }
 
-/// Closing a `postgres::Client` blocks on its own runtime, which panics on a
-/// tokio worker thread, and the last owner of the backend is usually an
-/// async task. The pool is therefore closed on a thread of its own.
-impl Drop for PostgresBackend {
-    fn drop(&mut self) {
-        if let Some(pool) = self.pool.take() {
-            std::thread::spawn(move || drop(pool));
-        }
-    }
-}
-
+#[async_trait::async_trait]
 impl Backend for PostgresBackend {
-    fn execute(
+    async fn execute(
         &self,
         call: &ProcedureCall,
         progress: &Arc<dyn Progress>,
         interrupt: &Interrupt,
     ) -> Result<Outputs> {
-        let mut conn = self.checkout(self.settings.checkout_timeout)?;
+        let mut session = self.checkout(self.settings.checkout_timeout).await?;
         progress.phase(Phase::ConnectionAcquired);
-        let routines = self.catalog.lookup(&mut conn.client, &call.name)?;
+        let routines = self.catalog.lookup(&session.client, &call.name).await?;
         let (plan, routine) = statement::plan(call, &routines)?;
         crate::allow::check_resolved(
             self.settings.allow_system_schemas,
             &call.name,
             &routine.schema,
         )?;
-
-        let _route = conn.notices.route_to(progress.clone());
-        let token = conn.client.cancel_token();
-        let armed = interrupt.arm(move || {
-            if let Err(e) = token.cancel_query(NoTls) {
-                warn!(error = %e, "sending a cancel request to PostgreSQL failed");
-            }
+        let statement = session.prepared(&plan.sql).await.map_err(|e| {
+            session.forget(&plan.sql);
+            classify(&e)
         })?;
+
+        let _route = session.notices.route_to(progress.clone());
+        let token = session.client.cancel_token();
         progress.phase(Phase::Executing);
-        let result = run(&mut conn, &plan, call, self.settings.max_cursor_rows);
-        drop(armed);
+        // Until the statement returns, the session is not fit for reuse: if
+        // this future is dropped mid-statement, the pool drops the session.
+        session.in_flight = true;
+        let result = interrupt
+            .guard(
+                exec::run(
+                    &mut session,
+                    &plan,
+                    &statement,
+                    call,
+                    self.settings.max_cursor_rows,
+                ),
+                move || {
+                    let token = token.clone();
+                    async move {
+                        if let Err(e) = token.cancel_query(NoTls).await {
+                            warn!(error = %e, "sending a cancel request to PostgreSQL failed");
+                        }
+                    }
+                },
+            )
+            .await
+            .and_then(|outputs| outputs);
         // A cancel request travels on its own connection and lands whenever
         // the server gets to it, perhaps after this statement has returned:
         // the session it names must never run another call, or that call
-        // would be cancelled instead. Any cancel was sent while armed, after
-        // the request was recorded, so this check sees every one of them.
+        // would be cancelled instead.
+        session.in_flight = false;
         if interrupt.is_requested() {
-            conn.discard = true;
+            session.discard = true;
         }
         match result {
             Ok(outputs) => {
@@ -157,9 +175,10 @@ impl Backend for PostgresBackend {
         }
     }
 
-    fn describe(&self, name: &ProcedureName) -> Result<ProcedureDescription> {
-        let mut conn = self.checkout(self.settings.checkout_timeout)?;
-        let routines = self.catalog.lookup(&mut conn.client, name)?;
+    async fn describe(&self, name: &ProcedureName) -> Result<ProcedureDescription> {
+        let session = self.checkout(self.settings.checkout_timeout).await?;
+        let routines = self.catalog.lookup(&session.client, name).await?;
+        drop(session);
         let routine = &routines[0];
         crate::allow::check_resolved(self.settings.allow_system_schemas, name, &routine.schema)?;
         let returns = (!routine.is_procedure && routine.return_type.base != "void").then(|| {
@@ -201,202 +220,22 @@ impl Backend for PostgresBackend {
         })
     }
 
-    fn ping(&self, timeout: Duration) -> Result<()> {
-        let mut conn = self.checkout(timeout)?;
-        conn.client
-            .simple_query("SELECT 1")
-            .map(drop)
-            .map_err(|e| classify(&e))
+    async fn ping(&self, timeout: Duration) -> Result<()> {
+        let mut session = self.checkout(timeout).await?;
+        match tokio::time::timeout(timeout, session.client.simple_query("SELECT 1")).await {
+            Ok(answer) => answer.map(drop).map_err(|e| classify(&e)),
+            Err(_) => {
+                // Its answer may still come: not a session for anyone else.
+                session.discard = true;
+                Err(Error::Unavailable(format!(
+                    "PostgreSQL did not answer within {}",
+                    humantime::format_duration(timeout)
+                )))
+            }
+        }
     }
 
     fn kind(&self) -> &'static str {
         "postgres"
-    }
-}
-
-/// Runs the plan and turns its result into outputs; owns the transaction
-/// when a cursor has to be fetched.
-fn run(
-    conn: &mut Connection,
-    plan: &Plan,
-    call: &ProcedureCall,
-    max_rows: usize,
-) -> Result<Outputs> {
-    if !plan.returns_cursor {
-        return run_statement(conn, plan, call, max_rows);
-    }
-    conn.client
-        .batch_execute("BEGIN")
-        .map_err(|e| classify(&e))?;
-    let result = run_statement(conn, plan, call, max_rows);
-    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    if let Err(e) = conn.client.batch_execute(end) {
-        conn.discard = true;
-        return Err(result.err().unwrap_or_else(|| classify(&e)));
-    }
-    result
-}
-
-fn run_statement(
-    conn: &mut Connection,
-    plan: &Plan,
-    call: &ProcedureCall,
-    max_rows: usize,
-) -> Result<Outputs> {
-    let limit = if plan.shape == Shape::FunctionSet {
-        max_rows
-    } else {
-        1
-    };
-    let statement = conn
-        .prepared(&plan.sql, plan.binds.len())
-        .map_err(|e| classify(&e))?;
-    let params = plan.binds.iter().map(|b| b as &(dyn ToSql + Sync));
-    let collected = collect_rows(conn.client.query_raw(&statement, params), limit);
-    let (rows, truncated) = collected.inspect_err(|_| conn.forget(&plan.sql))?;
-    conn.last_used = std::time::Instant::now();
-    let client = &mut conn.client;
-    let mut outputs = Outputs::default();
-    match plan.shape {
-        Shape::FunctionSet => {
-            let mut set = result_set(client, &rows, max_rows)?;
-            set.truncated = truncated;
-            outputs.return_value = Some(coerce(Value::Rows(set), call.returns));
-        }
-        Shape::FunctionScalar => {
-            if let Some(row) = rows.first() {
-                let value = column_value(client, row, 0, max_rows)?;
-                outputs.return_value = Some(coerce(value, call.returns));
-            }
-        }
-        Shape::Procedure | Shape::FunctionOutParams => {
-            if let Some(row) = rows.first() {
-                for (i, column) in row.columns().iter().enumerate() {
-                    let value = column_value(client, row, i, max_rows)?;
-                    // Keyed by the name the client used, else the catalog's.
-                    let param = call
-                        .params
-                        .iter()
-                        .find(|p| p.name.folded_lower() == column.name());
-                    let name = param.map_or(column.name(), |p| p.name.as_written());
-                    let wanted = param.and_then(|p| p.value_type);
-                    outputs
-                        .values
-                        .insert(name.to_string(), coerce(value, wanted));
-                }
-            }
-        }
-    }
-    Ok(outputs)
-}
-
-/// Reads at most `limit` rows; says whether more were left.
-fn collect_rows(
-    rows: std::result::Result<postgres::RowIter<'_>, postgres::Error>,
-    limit: usize,
-) -> Result<(Vec<Row>, bool)> {
-    use postgres::fallible_iterator::FallibleIterator;
-    let mut iter = rows.map_err(|e| classify(&e))?;
-    let mut rows = Vec::new();
-    while let Some(row) = iter.next().map_err(|e| classify(&e))? {
-        if rows.len() == limit {
-            return Ok((rows, true));
-        }
-        rows.push(row);
-    }
-    Ok((rows, false))
-}
-
-/// The requested type when the value converts losslessly, else its own.
-fn coerce(value: Value, wanted: Option<crate::call::ValueType>) -> Value {
-    match wanted {
-        Some(t) if value.natural_type() != Some(t) => value.clone().coerce(t).unwrap_or(value),
-        _ => value,
-    }
-}
-
-/// A column's value; a refcursor is fetched into rows.
-fn column_value(client: &mut Client, row: &Row, index: usize, max_rows: usize) -> Result<Value> {
-    let ty = row.columns()[index].type_();
-    let value = decode_cell(row, index)?;
-    match (ty, value) {
-        (&Type::REFCURSOR, Value::String(cursor)) => fetch_cursor(client, &cursor, max_rows),
-        (_, value) => Ok(value),
-    }
-}
-
-fn decode_cell(row: &Row, index: usize) -> Result<Value> {
-    let column = &row.columns()[index];
-    let raw: RawCell = row
-        .try_get(index)
-        .map_err(|e| Error::Internal(format!("reading column {}: {e}", column.name())))?;
-    match raw.0 {
-        None => Ok(Value::Null),
-        Some(bytes) => types::decode(column.type_(), bytes)
-            .map_err(|why| Error::InvalidArgument(format!("output {}: {why}", column.name()))),
-    }
-}
-
-fn fetch_cursor(client: &mut Client, cursor: &str, max_rows: usize) -> Result<Value> {
-    let sql = format!(
-        "FETCH FORWARD {} FROM {}",
-        max_rows + 1,
-        quote_ident(cursor)
-    );
-    let mut rows = client.query(&sql, &[]).map_err(|e| classify(&e))?;
-    let truncated = rows.len() > max_rows;
-    rows.truncate(max_rows);
-    let mut set = result_set(client, &rows, max_rows)?;
-    set.truncated = truncated;
-    Ok(Value::Rows(set))
-}
-
-fn result_set(client: &mut Client, rows: &[Row], max_rows: usize) -> Result<ResultSet> {
-    let columns = rows
-        .first()
-        .map(|r| {
-            r.columns()
-                .iter()
-                .map(|c| Column {
-                    name: c.name().to_string(),
-                    value_type: types::value_type_of_column(c.type_()),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let rows = rows
-        .iter()
-        .map(|row| {
-            (0..row.len())
-                .map(|i| column_value(client, row, i, max_rows))
-                .collect()
-        })
-        .collect::<Result<_>>()?;
-    Ok(ResultSet {
-        columns,
-        rows,
-        truncated: false,
-    })
-}
-
-/// Any column, undecoded: the bytes of its binary format (None for NULL).
-struct RawCell<'a>(Option<&'a [u8]>);
-
-impl<'a> FromSql<'a> for RawCell<'a> {
-    fn from_sql(
-        _: &Type,
-        raw: &'a [u8],
-    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(RawCell(Some(raw)))
-    }
-
-    fn from_sql_null(
-        _: &Type,
-    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(RawCell(None))
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
     }
 }

@@ -1,53 +1,62 @@
-//! The PostgreSQL connection pool: r2d2 over the blocking `postgres` client.
+//! The PostgreSQL connection pool: deadpool over tokio-postgres sessions.
 //!
-//! We manage connections ourselves instead of using r2d2_postgres because
-//! each connection needs its own notice route: `RAISE NOTICE` arrives through
-//! a callback fixed when the connection is opened, and only the job that is
-//! using the connection at that moment should see it. Every connection gets a
-//! [`NoticeRoute`] that the backend points at the running call's progress
-//! sink and clears afterwards.
+//! We manage sessions ourselves instead of using deadpool-postgres because
+//! each one needs its own notice route: `RAISE NOTICE` arrives on the
+//! connection's message stream, which the task that drives the connection
+//! reads, and only the call that is using the session at that moment may
+//! see it. Every session gets a [`NoticeRoute`] that the backend points at
+//! the running call's progress sink and clears afterwards.
+//!
+//! A session is handed out again only while its connection is open, it is
+//! not marked for discard (a cancelled or interrupted statement), and, when
+//! it sat idle for a while, it answers a ping.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use postgres::error::DbError;
-use postgres::types::Type;
-use postgres::{Client, NoTls, Statement};
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use tokio_postgres::error::DbError;
+use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
+use tracing::debug;
 
 use crate::backend::Progress;
 use crate::backend::postgres::notice;
 
-pub type Pool = r2d2::Pool<Manager>;
+pub type Pool = managed::Pool<Manager>;
+pub type PooledSession = managed::Object<Manager>;
 
-/// A connection that ran a statement this recently is not pinged again on
+/// A session that ran a statement this recently is not pinged again on
 /// checkout (the idea of HikariCP's "alive bypass window"): the check costs
 /// a round-trip, as much as a cheap call itself.
 const VALIDATION_BYPASS: Duration = Duration::from_millis(500);
 
-/// Prepared statements kept per connection; past it the cache starts over.
+/// Prepared statements kept per session; past it the cache starts over.
 const MAX_STATEMENTS: usize = 256;
 
-/// A pooled client plus the route its notices take.
-pub struct Connection {
+/// One pooled connection and what procgate knows about its state.
+pub struct Session {
     pub client: Client,
     pub notices: NoticeRoute,
-    /// Set when the session may be left in an unknown state (a failed
-    /// ROLLBACK); the pool then drops it instead of reusing it.
+    /// Set while a call's statement runs: a session that comes back with it
+    /// set was abandoned mid-statement (its caller's future was dropped).
+    pub in_flight: bool,
+    /// Set for good when the session's state is unknown (a cancel was sent,
+    /// a ROLLBACK failed, a ping went unanswered).
     pub discard: bool,
     /// When a statement last succeeded on it.
     pub last_used: Instant,
     statements: HashMap<String, Statement>,
 }
 
-impl Connection {
-    /// The statement for `sql` with `params` text parameters, prepared once
-    /// per connection: later calls skip parsing and analysis.
-    pub fn prepared(&mut self, sql: &str, params: usize) -> Result<Statement, postgres::Error> {
+impl Session {
+    /// The statement for `sql`, prepared once per session: later calls skip
+    /// parsing and analysis. Its parameter types are the server's inference.
+    pub async fn prepared(&mut self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.client.prepare_typed(sql, &vec![Type::TEXT; params])?;
+        let statement = self.client.prepare(sql).await?;
         if self.statements.len() >= MAX_STATEMENTS {
             self.statements.clear();
         }
@@ -61,18 +70,18 @@ impl Connection {
     }
 }
 
-/// Where the notices of one connection go right now.
+/// Where the notices of one session go right now.
 #[derive(Clone, Default)]
 pub struct NoticeRoute(Arc<Mutex<Option<Arc<dyn Progress>>>>);
 
 impl NoticeRoute {
-    /// Sends this connection's notices to `progress` until the guard drops.
+    /// Sends this session's notices to `progress` until the guard drops.
     pub fn route_to(&self, progress: Arc<dyn Progress>) -> RouteGuard {
         *self.0.lock().expect("notice route lock") = Some(progress);
         RouteGuard(self.clone())
     }
 
-    fn deliver(&self, notice: DbError) {
+    fn deliver(&self, notice: &DbError) {
         let target = self.0.lock().expect("notice route lock").clone();
         if let Some(progress) = target {
             notice::deliver(notice.message(), progress.as_ref());
@@ -89,44 +98,86 @@ impl Drop for RouteGuard {
 }
 
 pub struct Manager {
-    config: postgres::Config,
+    config: tokio_postgres::Config,
+    /// Ping a session idle for longer than VALIDATION_BYPASS on checkout.
+    test_on_checkout: bool,
+    /// How long that ping may take.
+    ping_timeout: Duration,
+    /// Sessions idle for longer are closed instead of handed out.
+    idle_timeout: Duration,
 }
 
 impl Manager {
-    pub fn new(config: postgres::Config) -> Self {
-        Self { config }
+    pub fn new(
+        config: tokio_postgres::Config,
+        test_on_checkout: bool,
+        ping_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
+        Self {
+            config,
+            test_on_checkout,
+            ping_timeout,
+            idle_timeout,
+        }
     }
 }
 
-impl r2d2::ManageConnection for Manager {
-    type Connection = Connection;
-    type Error = postgres::Error;
+impl managed::Manager for Manager {
+    type Type = Session;
+    type Error = tokio_postgres::Error;
 
-    fn connect(&self) -> Result<Connection, postgres::Error> {
+    async fn create(&self) -> Result<Session, tokio_postgres::Error> {
+        let (client, mut connection) = self.config.connect(NoTls).await?;
         let notices = NoticeRoute::default();
         let route = notices.clone();
-        let mut config = self.config.clone();
-        config.notice_callback(move |notice| route.deliver(notice));
-        let client = config.connect(NoTls)?;
-        Ok(Connection {
+        // Drives the connection: every request and response passes through
+        // this task. It ends when the connection closes, which is what
+        // `Client::is_closed` then reports.
+        tokio::spawn(async move {
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(AsyncMessage::Notice(notice))) => route.deliver(&notice),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        debug!(error = %e, "a PostgreSQL session closed");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        });
+        Ok(Session {
             client,
             notices,
+            in_flight: false,
             discard: false,
             last_used: Instant::now(),
             statements: HashMap::new(),
         })
     }
 
-    fn is_valid(&self, conn: &mut Connection) -> Result<(), postgres::Error> {
-        if conn.last_used.elapsed() < VALIDATION_BYPASS {
-            return Ok(());
+    async fn recycle(
+        &self,
+        session: &mut Session,
+        metrics: &Metrics,
+    ) -> RecycleResult<tokio_postgres::Error> {
+        if session.discard || session.in_flight {
+            return Err(RecycleError::message("discarded after a cancel or failure"));
         }
-        conn.client.simple_query("")?;
-        conn.last_used = Instant::now();
+        if session.client.is_closed() {
+            return Err(RecycleError::message("the connection is closed"));
+        }
+        if metrics.last_used() > self.idle_timeout {
+            return Err(RecycleError::message("idle for longer than --idle-timeout"));
+        }
+        if self.test_on_checkout && session.last_used.elapsed() >= VALIDATION_BYPASS {
+            match tokio::time::timeout(self.ping_timeout, session.client.simple_query("")).await {
+                Ok(Ok(_)) => session.last_used = Instant::now(),
+                Ok(Err(e)) => return Err(RecycleError::Backend(e)),
+                Err(_) => return Err(RecycleError::message("did not answer a ping in time")),
+            }
+        }
         Ok(())
-    }
-
-    fn has_broken(&self, conn: &mut Connection) -> bool {
-        conn.discard || conn.client.is_closed()
     }
 }

@@ -12,7 +12,7 @@
 //! 128-bit decimal holds every numeric exactly.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
-use postgres::types::{FromSql, Kind, Type};
+use tokio_postgres::types::{FromSql, Kind, Type};
 
 use crate::call::{Value, ValueType};
 
