@@ -7,6 +7,8 @@
 #  - sudo, when running as root: pgtemp starts PostgreSQL as the `postgres`
 #    user through `sudo -u postgres` (PostgreSQL refuses to run as root).
 #  - the DejaVu font, for the labels of procgate-bench's chart.
+#  - h2load (nghttp2-client), the C load generator procgate-bench drives
+#    ExecuteSync with, so that the client's cost does not hide the gateway's.
 set -euo pipefail
 
 missing=()
@@ -22,6 +24,10 @@ fi
 # The benchmark's chart labels (procgate-bench).
 if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
   missing+=(fonts-dejavu-core)
+fi
+
+if ! command -v h2load >/dev/null; then
+  missing+=(nghttp2-client)
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -126,14 +126,21 @@ impl Catalog {
         }
     }
 
-    /// Every routine the name resolves to; NOT_FOUND when there is none.
+    /// The routines of a name looked up less than the TTL ago.
+    pub fn cached(&self, name: &ProcedureName) -> Option<Arc<Vec<Routine>>> {
+        let cache = self.cache.lock().expect("catalog lock");
+        let (at, routines) = cache.get(&name.to_string())?;
+        (at.elapsed() < self.ttl).then(|| routines.clone())
+    }
+
+    /// Every routine the name resolves to, from the cache or the catalog;
+    /// NOT_FOUND when there is none. The session must be reset: the lookup
+    /// resolves the name with its search_path.
     pub async fn lookup(&self, client: &Client, name: &ProcedureName) -> Result<Arc<Vec<Routine>>> {
-        let key = name.to_string();
-        if let Some((at, routines)) = self.cache.lock().expect("catalog lock").get(&key)
-            && at.elapsed() < self.ttl
-        {
-            return Ok(routines.clone());
+        if let Some(routines) = self.cached(name) {
+            return Ok(routines);
         }
+        let key = name.to_string();
         let routines = Arc::new(query(client, name).await?);
         if routines.is_empty() {
             return Err(Error::ProcedureNotFound(format!(

@@ -3,7 +3,8 @@
 //!
 //! `CALL` is never wrapped in a transaction (procedures may COMMIT), except
 //! when a refcursor comes back: then the call runs in one so that the cursor
-//! is still open when its rows are fetched. Values are bound in text format
+//! is still open when its rows are fetched. The call travels pipelined with
+//! the session's reset before it and its release after it (`clean`). Values are bound in text format
 //! to the statement's own parameter types, so the server parses them with
 //! each type's input function; results come back in binary and are decoded
 //! in `types`.
@@ -15,41 +16,109 @@ use tokio_postgres::types::{Format, FromSql, IsNull, ToSql, Type, to_sql_checked
 use tokio_postgres::{Client, Row, Statement};
 use tokio_stream::StreamExt;
 
+use super::clean::Released;
 use super::errors::classify;
-use super::pool::Session;
 use super::statement::{Plan, Shape, quote_ident};
 use super::types;
 use crate::call::{Column, Outputs, ProcedureCall, ResultSet, Value, ValueType};
 use crate::error::{Error, Result};
 
-/// Runs the plan and turns its result into outputs; owns the transaction
-/// when a cursor has to be fetched.
-pub async fn run(
-    session: &mut Session,
-    plan: &Plan,
-    statement: &Statement,
-    call: &ProcedureCall,
-    max_rows: usize,
-) -> Result<Outputs> {
-    if !plan.returns_cursor {
-        return run_statement(session, plan, statement, call, max_rows).await;
-    }
-    session
-        .client
-        .batch_execute("BEGIN")
-        .await
-        .map_err(|e| classify(&e))?;
-    let result = run_statement(session, plan, statement, call, max_rows).await;
-    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    if let Err(e) = session.client.batch_execute(end).await {
-        session.discard = true;
-        return Err(result.err().unwrap_or_else(|| classify(&e)));
-    }
-    result
+/// What running a call did, beyond its outputs.
+pub struct Ran {
+    pub outputs: Result<Outputs>,
+    /// How the reset before the call went (Ok when there was none). When it
+    /// failed, the call was sent all the same: pipelined messages run in
+    /// order, so it ran on a session only partly reset, unless the server
+    /// had ended the session.
+    pub reset: std::result::Result<(), tokio_postgres::Error>,
+    /// The session may hold state the reset cannot undo (a failed
+    /// ROLLBACK, a failed release): it must not serve another call.
+    pub unfit: bool,
+    /// What the release after the call found, when it ran.
+    pub released: Option<Released>,
 }
 
-async fn run_statement(
-    session: &mut Session,
+/// Runs the plan, pipelined between the session's reset (when it needs
+/// one) and the release, and turns its result into outputs. Owns the
+/// transaction when a cursor has to be fetched.
+pub async fn run(
+    client: &Client,
+    plan: &Plan,
+    statement: &Statement,
+    release: &Statement,
+    reset: Option<&str>,
+    call: &ProcedureCall,
+    max_rows: usize,
+) -> Ran {
+    let reset = async {
+        match reset {
+            Some(sql) => client.batch_execute(sql).await,
+            None => Ok(()),
+        }
+    };
+    let call_statement = call_statement(client, plan, statement, call, max_rows);
+    let (reset, outputs, end, released) = if plan.returns_cursor {
+        // BEGIN … the call and its cursor fetches … COMMIT, then release.
+        let (reset, begun, outputs) =
+            tokio::join!(reset, client.batch_execute("BEGIN"), call_statement);
+        let outputs = begun.map_err(|e| classify(&e)).and(outputs);
+        let end = if outputs.is_ok() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        let (ended, released) =
+            tokio::join!(client.batch_execute(end), client.query_one(release, &[]));
+        (reset, outputs, ended.map_err(|e| (end, e)), released)
+    } else {
+        let (reset, outputs, released) =
+            tokio::join!(reset, call_statement, client.query_one(release, &[]));
+        (reset, outputs, Ok(()), released)
+    };
+    let mut unfit = false;
+    let outputs = match (outputs, end) {
+        (Ok(_), Err(("COMMIT", e))) => Err(Error::Database(ran_but(
+            classify(&e),
+            "the procedure ran, but its transaction could not be committed",
+        ))),
+        (outputs, Err((_, _))) => {
+            unfit = true;
+            outputs
+        }
+        (outputs, Ok(())) => outputs,
+    };
+    let released = match released.and_then(|row| Released::from_row(&row)) {
+        Ok(released) => Some(released),
+        Err(_) => {
+            unfit = true;
+            None
+        }
+    };
+    Ran {
+        outputs,
+        reset,
+        unfit,
+        released,
+    }
+}
+
+/// A failure after the procedure ran, saying so.
+fn ran_but(error: Error, what: &str) -> crate::error::DbError {
+    match error {
+        Error::Database(mut db) => {
+            db.message = format!("{what}: {}", db.message);
+            db
+        }
+        other => crate::error::DbError {
+            kind: crate::error::DbErrorKind::ConnectionLost,
+            code: String::new(),
+            message: format!("{what}: {other}"),
+        },
+    }
+}
+
+async fn call_statement(
+    client: &Client,
     plan: &Plan,
     statement: &Statement,
     call: &ProcedureCall,
@@ -61,10 +130,7 @@ async fn run_statement(
         1
     };
     let binds = plan.binds.iter().map(|b| TextParam(b.as_deref()));
-    let collected = collect_rows(session.client.query_raw(statement, binds).await, limit).await;
-    let (rows, truncated) = collected.inspect_err(|_| session.forget(&plan.sql))?;
-    session.last_used = std::time::Instant::now();
-    let client = &session.client;
+    let (rows, truncated) = collect_rows(client.query_raw(statement, binds).await, limit).await?;
     let mut outputs = Outputs::default();
     match plan.shape {
         Shape::FunctionSet => {

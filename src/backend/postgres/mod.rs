@@ -11,6 +11,7 @@
 //! to it, perhaps on the next statement.
 
 mod catalog;
+mod clean;
 mod errors;
 mod exec;
 mod notice;
@@ -28,7 +29,7 @@ use tracing::warn;
 
 use self::catalog::{ArgMode, Catalog};
 use self::errors::classify;
-use self::pool::{Manager, Pool, PooledSession};
+use self::pool::{Manager, Pool, PooledSession, Session};
 use crate::backend::{
     Backend, BackendSettings, Interrupt, ParamDescription, Phase, ProcedureDescription, Progress,
 };
@@ -38,6 +39,13 @@ use crate::name::ProcedureName;
 
 /// How long a looked-up signature is trusted.
 const SIGNATURE_TTL: Duration = Duration::from_secs(5);
+
+/// tokio-postgres's default keepalive idle time, the kernel's two hours.
+const DRIVER_KEEPALIVE_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+/// A silently dropped idle session is found within about a minute.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 3;
 
 pub struct PostgresBackend {
     pool: Pool,
@@ -57,6 +65,17 @@ impl PostgresBackend {
         config
             .connect_timeout(settings.connect_timeout)
             .application_name("procgate");
+        // TCP keepalive finds idle sessions that a firewall dropped without
+        // a word, unless the URL already tunes it (keepalives_idle=…).
+        if config.get_keepalives_idle() == DRIVER_KEEPALIVE_IDLE {
+            config.keepalives_idle(KEEPALIVE_IDLE);
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(KEEPALIVE_INTERVAL);
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(KEEPALIVE_RETRIES);
+        }
         let manager = Manager::new(
             config,
             settings.test_on_checkout,
@@ -100,27 +119,74 @@ impl PostgresBackend {
     }
 }
 
-#[async_trait::async_trait]
-impl Backend for PostgresBackend {
-    async fn execute(
+/// Why an attempt at a call failed, and whether another may be made.
+enum Failed {
+    /// The server ended the session before the call was sent, or answered
+    /// the reset in front of it with a FATAL: the statement never ran.
+    BeforeTheCall(Error),
+    Final(Error),
+}
+
+impl PostgresBackend {
+    /// One attempt at a call, on one session.
+    async fn attempt(
         &self,
         call: &ProcedureCall,
         progress: &Arc<dyn Progress>,
         interrupt: &Interrupt,
-    ) -> Result<Outputs> {
-        let mut session = self.checkout(self.settings.checkout_timeout).await?;
+    ) -> std::result::Result<Outputs, Failed> {
+        let mut session = self
+            .checkout(self.settings.checkout_timeout)
+            .await
+            .map_err(Failed::Final)?;
         progress.phase(Phase::ConnectionAcquired);
-        let routines = self.catalog.lookup(&session.client, &call.name).await?;
-        let (plan, routine) = statement::plan(call, &routines)?;
+        // A session that dies under the lookup or the prepare has run
+        // nothing of the call either.
+        let before_the_call = |e: &tokio_postgres::Error, session: &Session| {
+            if clean::is_session_terminated(e) || (e.is_closed() && session.ended_unasked()) {
+                Failed::BeforeTheCall(classify(e))
+            } else {
+                Failed::Final(classify(e))
+            }
+        };
+        let routines = match self.catalog.cached(&call.name) {
+            Some(routines) => routines,
+            None => {
+                if let Err(e) = session.reset_now().await {
+                    return Err(before_the_call(&e, &session));
+                }
+                self.catalog
+                    .lookup(&session.client, &call.name)
+                    .await
+                    .map_err(Failed::Final)?
+            }
+        };
+        let (plan, routine) = statement::plan(call, &routines).map_err(Failed::Final)?;
         crate::allow::check_resolved(
             self.settings.allow_system_schemas,
             &call.name,
             &routine.schema,
-        )?;
-        let statement = session.prepared(&plan.sql).await.map_err(|e| {
-            session.forget(&plan.sql);
-            classify(&e)
-        })?;
+        )
+        .map_err(Failed::Final)?;
+        if (!session.is_prepared(&plan.sql) || !session.is_prepared(clean::RELEASE))
+            && let Err(e) = session.reset_now().await
+        {
+            return Err(before_the_call(&e, &session));
+        }
+        let statement = match session.prepared(&plan.sql).await {
+            Ok(statement) => statement,
+            Err(e) => {
+                session.forget(&plan.sql);
+                return Err(before_the_call(&e, &session));
+            }
+        };
+        let release = match session.prepared(clean::RELEASE).await {
+            Ok(release) => release,
+            Err(e) => return Err(before_the_call(&e, &session)),
+        };
+        let reset = session
+            .needs_reset
+            .then(|| clean::reset(&std::mem::take(&mut session.deallocate)));
 
         let _route = session.notices.route_to(progress.clone());
         let token = session.client.cancel_token();
@@ -128,12 +194,15 @@ impl Backend for PostgresBackend {
         // Until the statement returns, the session is not fit for reuse: if
         // this future is dropped mid-statement, the pool drops the session.
         session.in_flight = true;
-        let result = interrupt
+        session.needs_reset = true;
+        let ran = interrupt
             .guard(
                 exec::run(
-                    &mut session,
+                    &session.client,
                     &plan,
                     &statement,
+                    &release,
+                    reset.as_deref(),
                     call,
                     self.settings.max_cursor_rows,
                 ),
@@ -147,16 +216,69 @@ impl Backend for PostgresBackend {
                 },
             )
             .await
-            .and_then(|outputs| outputs);
+            .map_err(Failed::Final)?;
+        session.in_flight = false;
         // A cancel request travels on its own connection and lands whenever
         // the server gets to it, perhaps after this statement has returned:
         // the session it names must never run another call, or that call
         // would be cancelled instead.
-        session.in_flight = false;
-        if interrupt.is_requested() {
-            session.discard = true;
+        session.discard |= interrupt.is_requested() || ran.unfit || ran.reset.is_err();
+        // Pipelined messages run in order: a FATAL answer to the reset, or
+        // a session ended before anything was written, means the call
+        // never ran.
+        let never_ran = match &ran.reset {
+            Err(e) => clean::is_session_terminated(e) || (e.is_closed() && session.ended_unasked()),
+            Ok(()) => {
+                session.ended_unasked()
+                    && matches!(&ran.outputs, Err(Error::Database(db))
+                        if db.kind == DbErrorKind::ConnectionLost && db.code.is_empty())
+            }
+        };
+        if never_ran {
+            let error = match ran.outputs {
+                Err(e) => e,
+                Ok(_) => Error::Unavailable("the session ended before the call".into()),
+            };
+            return Err(Failed::BeforeTheCall(error));
         }
-        match result {
+        match ran.released {
+            Some(released) if released.listening => {
+                // LISTENs end with the call; this costs a round trip only
+                // after a procedure that LISTENed.
+                if session.client.batch_execute(clean::UNLISTEN).await.is_err() {
+                    session.discard = true;
+                }
+                session.deallocate = released.prepared;
+            }
+            Some(released) => session.deallocate = released.prepared,
+            None => {}
+        }
+        if ran.outputs.is_ok() {
+            session.last_used = std::time::Instant::now();
+        } else {
+            session.forget(&plan.sql);
+        }
+        ran.outputs.map_err(Failed::Final)
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for PostgresBackend {
+    async fn execute(
+        &self,
+        call: &ProcedureCall,
+        progress: &Arc<dyn Progress>,
+        interrupt: &Interrupt,
+    ) -> Result<Outputs> {
+        let result = match self.attempt(call, progress, interrupt).await {
+            // Once, on another session: the statement did not run.
+            Err(Failed::BeforeTheCall(e)) => {
+                warn!(error = %e, "the session ended before the call; retrying on another");
+                self.attempt(call, progress, interrupt).await
+            }
+            other => other,
+        };
+        match result.map_err(|(Failed::BeforeTheCall(e) | Failed::Final(e))| e) {
             Ok(outputs) => {
                 progress.phase(Phase::OutputsFetched);
                 Ok(outputs)
@@ -176,9 +298,14 @@ impl Backend for PostgresBackend {
     }
 
     async fn describe(&self, name: &ProcedureName) -> Result<ProcedureDescription> {
-        let session = self.checkout(self.settings.checkout_timeout).await?;
-        let routines = self.catalog.lookup(&session.client, name).await?;
-        drop(session);
+        let routines = match self.catalog.cached(name) {
+            Some(routines) => routines,
+            None => {
+                let mut session = self.checkout(self.settings.checkout_timeout).await?;
+                session.reset_now().await.map_err(|e| classify(&e))?;
+                self.catalog.lookup(&session.client, name).await?
+            }
+        };
         let routine = &routines[0];
         crate::allow::check_resolved(self.settings.allow_system_schemas, name, &routine.schema)?;
         let returns = (!routine.is_procedure && routine.return_type.base != "void").then(|| {

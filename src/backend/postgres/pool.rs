@@ -12,6 +12,7 @@
 //! it sat idle for a while, it answers a ping.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,7 @@ use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 use tracing::debug;
 
 use crate::backend::Progress;
-use crate::backend::postgres::notice;
+use crate::backend::postgres::{clean, notice};
 
 pub type Pool = managed::Pool<Manager>;
 pub type PooledSession = managed::Object<Manager>;
@@ -46,6 +47,14 @@ pub struct Session {
     pub discard: bool,
     /// When a statement last succeeded on it.
     pub last_used: Instant,
+    /// It served a call: the next one must reset it first.
+    pub needs_reset: bool,
+    /// Statements a procedure PREPAREd, to deallocate with the next reset.
+    pub deallocate: Vec<String>,
+    /// Set by the connection's task when the server ended the session with
+    /// a FATAL that answered no request: then no request still waiting was
+    /// ever written to the server.
+    ended_unasked: Arc<AtomicBool>,
     statements: HashMap<String, Statement>,
 }
 
@@ -62,6 +71,38 @@ impl Session {
         }
         self.statements.insert(sql.to_string(), statement.clone());
         Ok(statement)
+    }
+
+    /// Whether the server ended the session with a FATAL that answered no
+    /// request (pg_terminate_backend on an idle session): then every
+    /// request that failed because the connection closed was never sent.
+    /// tokio-postgres reads before it writes, so a FATAL already there is
+    /// seen before a waiting request is written, and one that comes after
+    /// a write answers that write instead.
+    pub fn ended_unasked(&self) -> bool {
+        self.ended_unasked.load(Ordering::SeqCst)
+    }
+
+    pub fn is_prepared(&self, sql: &str) -> bool {
+        self.statements.contains_key(sql)
+    }
+
+    /// Resets the session now, when it served a call, in a round trip of
+    /// its own: for the catalog lookups and prepares that must not run with
+    /// what the previous caller left (its search_path, its role). A call's
+    /// own reset travels pipelined with it instead.
+    pub async fn reset_now(&mut self) -> Result<(), tokio_postgres::Error> {
+        if !self.needs_reset {
+            return Ok(());
+        }
+        let sql = clean::reset(&self.deallocate);
+        if let Err(e) = self.client.batch_execute(&sql).await {
+            self.discard = true;
+            return Err(e);
+        }
+        self.needs_reset = false;
+        self.deallocate.clear();
+        Ok(())
     }
 
     /// Forgets a statement that failed, in case the failure was its own.
@@ -131,6 +172,8 @@ impl managed::Manager for Manager {
         let (client, mut connection) = self.config.connect(NoTls).await?;
         let notices = NoticeRoute::default();
         let route = notices.clone();
+        let ended_unasked = Arc::new(AtomicBool::new(false));
+        let ended = ended_unasked.clone();
         // Drives the connection: every request and response passes through
         // this task. It ends when the connection closes, which is what
         // `Client::is_closed` then reports.
@@ -140,6 +183,11 @@ impl managed::Manager for Manager {
                     Some(Ok(AsyncMessage::Notice(notice))) => route.deliver(&notice),
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
+                        // A database error here answered no request (those
+                        // go to the request): the server ended the session.
+                        if clean::is_session_terminated(&e) {
+                            ended.store(true, Ordering::SeqCst);
+                        }
                         debug!(error = %e, "a PostgreSQL session closed");
                         break;
                     }
@@ -153,6 +201,9 @@ impl managed::Manager for Manager {
             in_flight: false,
             discard: false,
             last_used: Instant::now(),
+            needs_reset: false,
+            deallocate: Vec::new(),
+            ended_unasked,
             statements: HashMap::new(),
         })
     }

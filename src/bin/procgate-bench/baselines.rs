@@ -1,14 +1,12 @@
 //! The baselines a gateway call is compared with, at the same concurrency:
 //! pgbench (C/libpq, prepared statements: the database's own limit) and the
-//! bare Rust driver (postgres + r2d2, what procgate uses, without gRPC).
+//! bare Rust driver (tokio-postgres, what procgate uses, without gRPC).
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use r2d2_postgres::PostgresConnectionManager;
-use r2d2_postgres::postgres::NoTls;
+use tokio_postgres::NoTls;
 
 use crate::load::Stats;
 
@@ -70,6 +68,7 @@ pub fn pgbench(
     }
     let mut stats = Stats::from_latencies(latencies, duration.max(Duration::from_secs(1)));
     stats.per_second = tps;
+    stats.mean_us = average_ms * 1000.0;
     if clients > 2 {
         // With several clients per thread pgbench stamps completions lazily
         // and logs many 0 µs latencies: only its average is meaningful.
@@ -79,43 +78,42 @@ pub fn pgbench(
     Ok(stats)
 }
 
-/// N threads calling bench_add through an r2d2 pool of prepared statements.
-pub fn direct(url: &str, clients: usize, duration: Duration) -> Result<Stats, String> {
-    let config = url.parse().map_err(|e| format!("{e}"))?;
-    let pool = r2d2::Pool::builder()
-        .max_size(clients as u32)
-        .build(PostgresConnectionManager::new(config, NoTls))
-        .map_err(|e| e.to_string())?;
-    let pool = Arc::new(pool);
+/// N tasks calling bench_add, each on its own tokio-postgres connection
+/// with a prepared statement.
+pub async fn direct(url: &str, clients: usize, duration: Duration) -> Result<Stats, String> {
     let warm_up = Duration::from_millis(500);
     let measure_from = Instant::now() + warm_up;
     let stop_at = measure_from + duration;
-    let threads: Vec<_> = (0..clients)
-        .map(|_| {
-            let pool = pool.clone();
-            std::thread::spawn(move || -> Result<Vec<u64>, String> {
-                let mut conn = pool.get().map_err(|e| e.to_string())?;
-                let statement = conn
-                    .prepare("CALL bench_add($1, $2, $3)")
-                    .map_err(|e| e.to_string())?;
-                let mut latencies = Vec::new();
-                loop {
-                    let t0 = Instant::now();
-                    if t0 >= stop_at {
-                        return Ok(latencies);
-                    }
-                    conn.query(&statement, &[&1i32, &2i32, &0i32])
-                        .map_err(|e| e.to_string())?;
-                    if t0 >= measure_from {
-                        latencies.push(t0.elapsed().as_micros() as u64);
-                    }
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let (client, connection) = tokio_postgres::connect(url, NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        tasks.push(tokio::spawn(async move {
+            let statement = client
+                .prepare("CALL bench_add($1, $2, $3)")
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut latencies = Vec::new();
+            loop {
+                let t0 = Instant::now();
+                if t0 >= stop_at {
+                    return Ok::<_, String>(latencies);
                 }
-            })
-        })
-        .collect();
+                client
+                    .query(&statement, &[&1i32, &2i32, &0i32])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if t0 >= measure_from {
+                    latencies.push(t0.elapsed().as_micros() as u64);
+                }
+            }
+        }));
+    }
     let mut all = Vec::new();
-    for thread in threads {
-        all.extend(thread.join().map_err(|_| "a driver thread panicked")??);
+    for task in tasks {
+        all.extend(task.await.map_err(|e| e.to_string())??);
     }
     Ok(Stats::from_latencies(all, duration))
 }

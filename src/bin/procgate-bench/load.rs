@@ -17,17 +17,38 @@ pub type Client = ProcedureServiceClient<Channel>;
 pub struct Stats {
     pub calls: u64,
     pub per_second: f64,
+    pub mean_us: f64,
     pub p50_us: f64,
     /// NaN (null in JSON) when the tool cannot measure it.
     pub p99_us: f64,
 }
 
 impl Stats {
+    /// The median of each figure over several runs of the same thing.
+    pub fn median(runs: &[Stats]) -> Stats {
+        let median = |figure: fn(&Stats) -> f64| {
+            let mut values: Vec<f64> = runs.iter().map(figure).collect();
+            values.sort_by(f64::total_cmp);
+            values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        Stats {
+            calls: median(|s| s.calls as f64) as u64,
+            per_second: median(|s| s.per_second),
+            mean_us: median(|s| s.mean_us),
+            p50_us: median(|s| s.p50_us),
+            p99_us: median(|s| s.p99_us),
+        }
+    }
+}
+
+impl Stats {
     pub fn from_latencies(mut latencies_us: Vec<u64>, elapsed: Duration) -> Stats {
         latencies_us.sort_unstable();
+        let total: u64 = latencies_us.iter().sum();
         Stats {
             calls: latencies_us.len() as u64,
             per_second: latencies_us.len() as f64 / elapsed.as_secs_f64(),
+            mean_us: total as f64 / latencies_us.len().max(1) as f64,
             p50_us: percentile(&latencies_us, 0.50),
             p99_us: percentile(&latencies_us, 0.99),
         }
@@ -161,6 +182,19 @@ pub async fn submit_and_watch(mut client: Client) -> Result<(), tonic::Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn medians_are_taken_figure_by_figure() {
+        let run = |per_second, mean_us| Stats {
+            calls: 10,
+            per_second,
+            mean_us,
+            p50_us: 1.0,
+            p99_us: 2.0,
+        };
+        let median = Stats::median(&[run(3.0, 30.0), run(1.0, 50.0), run(2.0, 10.0)]);
+        assert_eq!((median.per_second, median.mean_us), (2.0, 30.0));
+    }
 
     #[test]
     fn percentiles() {

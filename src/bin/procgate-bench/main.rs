@@ -14,6 +14,7 @@
 
 mod baselines;
 mod gateway;
+mod h2load;
 mod load;
 mod report;
 mod scenarios;
@@ -29,6 +30,10 @@ pub struct Options {
     /// A short run (about two minutes) for CI smoke tests.
     #[arg(long)]
     pub quick: bool,
+    /// Run scenario 1 (ExecuteSync under h2load against pgbench) only and
+    /// print its table, e.g. while profiling the gateway; writes nothing.
+    #[arg(long)]
+    pub sync_only: bool,
     /// Where summary.json and the charts go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,

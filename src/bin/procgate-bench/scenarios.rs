@@ -13,7 +13,8 @@ use tokio::sync::Notify;
 
 use crate::Options;
 use crate::baselines;
-use crate::gateway::{Gateway, cpu_time};
+use crate::gateway::Gateway;
+use crate::h2load::{self, Target};
 use crate::load::{self, Stats, channels, percentile};
 use crate::report;
 
@@ -35,6 +36,8 @@ const GATEWAY_FLAGS: &[&str] = &[
 /// How long and how big each scenario is.
 struct Profile {
     window: Duration,
+    /// Alternating runs of pgbench and h2load per concurrency; medians kept.
+    rounds: usize,
     concurrencies: &'static [usize],
     watchers: &'static [usize],
     watched_job_ms: u64,
@@ -47,6 +50,7 @@ impl Profile {
         if quick {
             Profile {
                 window: Duration::from_secs(2),
+                rounds: 1,
                 concurrencies: &[1, 8, 32, 128],
                 watchers: &[1_000, 10_000],
                 watched_job_ms: 3_000,
@@ -55,7 +59,8 @@ impl Profile {
             }
         } else {
             Profile {
-                window: Duration::from_secs(10),
+                window: Duration::from_secs(5),
+                rounds: 3,
                 concurrencies: &[1, 8, 32, 128],
                 watchers: &[1_000, 10_000],
                 watched_job_ms: 5_000,
@@ -66,16 +71,25 @@ impl Profile {
     }
 }
 
-/// Scenario 1 at one concurrency.
+/// Scenario 1 at one concurrency: medians over the rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct SyncRow {
     pub concurrency: usize,
     pub pgbench: Stats,
+    /// The bare driver, tokio-postgres, without the gateway.
     pub direct: Stats,
+    /// ExecuteSync through the gateway, driven by h2load.
     pub gateway: Stats,
-    /// CPU the gateway process spent per call (µs), and the load generator.
+    /// CPU the gateway process spent per call (µs).
     pub gateway_cpu_us_per_call: f64,
-    pub client_cpu_us_per_call: f64,
+}
+
+/// The floor: grpc.health.v1.Health/Check of the same gateway, driven by
+/// h2load at 32 callers, is what HTTP/2 and tonic cost before any work.
+#[derive(Debug, Clone, Serialize)]
+pub struct Floor {
+    pub health: Stats,
+    pub cpu_us_per_call: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -97,6 +111,10 @@ pub struct Retained {
 #[derive(Debug, Clone, Serialize)]
 pub struct Results {
     pub sync: Vec<SyncRow>,
+    pub floor: Floor,
+    /// ExecuteSync at 32 callers from the tonic client that scenario 2
+    /// uses too, so that the async ratio compares like with like.
+    pub sync_tonic_c32: Stats,
     pub async_c32: Stats,
     pub fan_out: Vec<FanOut>,
     pub retained: Retained,
@@ -137,39 +155,15 @@ pub async fn run_all(options: &Options) -> Result<(), String> {
     let url = db.url();
     let gateway = Gateway::start(&url, GATEWAY_FLAGS).await?;
 
-    let mut sync = Vec::new();
-    for &concurrency in profile.concurrencies {
-        println!("scenario 1: {concurrency} concurrent callers");
-        let (bin, pg_url, window) = (db.bin_dir().to_path_buf(), url.clone(), profile.window);
-        let pgbench = tokio::task::spawn_blocking(move || {
-            baselines::pgbench(&bin, &pg_url, concurrency, window)
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        let pg_url = url.clone();
-        let direct =
-            tokio::task::spawn_blocking(move || baselines::direct(&pg_url, concurrency, window))
-                .await
-                .map_err(|e| e.to_string())??;
-        let (gateway_cpu, client_cpu) = (gateway.cpu_time(), cpu_time(std::process::id()));
-        let through_gateway =
-            load::closed_loop(&gateway.url(), concurrency, window, load::execute_sync).await?;
-        // The CPU figures include the warm-up: count its calls at the
-        // measured rate.
-        let per_call = |spent: Duration| {
-            spent.as_secs_f64() * 1e6 / (through_gateway.per_second * (window.as_secs_f64() + 0.5))
-        };
-        sync.push(SyncRow {
-            concurrency,
-            pgbench,
-            direct,
-            gateway: through_gateway,
-            gateway_cpu_us_per_call: per_call(gateway.cpu_time() - gateway_cpu),
-            client_cpu_us_per_call: per_call(cpu_time(std::process::id()) - client_cpu),
-        });
+    let (sync, floor) = sync_path(&db, &gateway, &profile).await?;
+    if options.sync_only {
+        report::print_sync_path(&sync, &floor);
+        return Ok(());
     }
 
-    println!("scenario 2: SubmitAsync + WatchJob, 32 clients");
+    println!("scenario 2: ExecuteSync, then SubmitAsync + WatchJob, 32 tonic clients");
+    let sync_tonic_c32 =
+        load::closed_loop(&gateway.url(), 32, profile.window, load::execute_sync).await?;
     let async_c32 =
         load::closed_loop(&gateway.url(), 32, profile.window, load::submit_and_watch).await?;
 
@@ -198,6 +192,8 @@ pub async fn run_all(options: &Options) -> Result<(), String> {
 
     let results = Results {
         sync,
+        floor,
+        sync_tonic_c32,
         async_c32,
         fan_out,
         retained,
@@ -206,6 +202,84 @@ pub async fn run_all(options: &Options) -> Result<(), String> {
         store,
     };
     report::write(&options.out, &machine, options.quick, &results)
+}
+
+/// Scenario 1: ExecuteSync of bench_add from h2load against pgbench calling
+/// the same procedure, alternating, at each concurrency; at 32 callers also
+/// the floor (Health/Check). The bare driver is measured once per
+/// concurrency.
+async fn sync_path(
+    db: &EmbeddedPostgres,
+    gateway: &Gateway,
+    profile: &Profile,
+) -> Result<(Vec<SyncRow>, Floor), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let base = gateway.url();
+    let execute = Target::new(
+        &base,
+        "/procgate.v1.ProcedureService/ExecuteSync",
+        &pb::ExecuteSyncRequest {
+            call: Some(load::bench_add()),
+        },
+        dir.path(),
+    )?;
+    let health = Target::new(
+        &base,
+        "/grpc.health.v1.Health/Check",
+        &tonic_health::pb::HealthCheckRequest::default(),
+        dir.path(),
+    )?;
+    h2load::check_grpc_ok(&execute, 50)?;
+    h2load::check_grpc_ok(&health, 50)?;
+
+    let (url, window, pid) = (db.url(), profile.window, gateway.pid());
+    let mut rows = Vec::new();
+    let mut floor_runs = Vec::new();
+    for &concurrency in profile.concurrencies {
+        println!("scenario 1: {concurrency} concurrent callers");
+        let mut pgbench_runs = Vec::new();
+        let mut gateway_runs = Vec::new();
+        for _ in 0..profile.rounds {
+            pgbench_runs.push(measure(|| {
+                baselines::pgbench(db.bin_dir(), &url, concurrency, window)
+            })?);
+            gateway_runs.push(measure(|| h2load::run(&execute, concurrency, window, pid))?);
+            if concurrency == 32 {
+                floor_runs.push(measure(|| h2load::run(&health, concurrency, window, pid))?);
+            }
+        }
+        let direct = baselines::direct(&url, concurrency, window).await?;
+        rows.push(SyncRow {
+            concurrency,
+            pgbench: Stats::median(&pgbench_runs),
+            direct,
+            gateway: Stats::median(&runs_stats(&gateway_runs)),
+            gateway_cpu_us_per_call: median_cpu(&gateway_runs),
+        });
+    }
+    // The gateway was never idle between runs: recheck the answers.
+    h2load::check_grpc_ok(&execute, 50)?;
+    let floor = Floor {
+        health: Stats::median(&runs_stats(&floor_runs)),
+        cpu_us_per_call: median_cpu(&floor_runs),
+    };
+    Ok((rows, floor))
+}
+
+fn runs_stats(runs: &[h2load::Run]) -> Vec<Stats> {
+    runs.iter().map(|r| r.stats).collect()
+}
+
+fn median_cpu(runs: &[h2load::Run]) -> f64 {
+    let mut cpu: Vec<f64> = runs.iter().map(|r| r.gateway_cpu_us_per_call).collect();
+    cpu.sort_by(f64::total_cmp);
+    cpu.get(cpu.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Runs a measurement that waits on another process (pgbench, h2load),
+/// letting the runtime move its other work elsewhere meanwhile.
+fn measure<T>(work: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    tokio::task::block_in_place(work)
 }
 
 /// One job reporting 100 progress notices, watched by `watchers` streams:
