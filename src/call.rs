@@ -92,7 +92,8 @@ pub enum Value {
     Null,
     String(String),
     Integer(i64),
-    /// Validated decimal text (see [`is_decimal`]).
+    /// Validated decimal text (see [`is_decimal`]), or one of the special
+    /// values `NaN`, `Infinity`, `-Infinity` (PostgreSQL's numeric has them).
     Number(String),
     Float(f64),
     Bool(bool),
@@ -140,11 +141,17 @@ impl Value {
                     .map_err(|_| format!("{} is not a 64-bit integer", printable(&s)))?,
             ),
             (Value::String(s), T::Number) | (Value::Number(s), T::Number) => {
-                let s = s.trim().to_string();
-                if !is_decimal(&s) {
-                    return Err(format!("{} is not a decimal number", printable(&s)));
+                let s = s.trim();
+                if let Some(special) = special_number(s) {
+                    return Ok(Value::Number(special.into()));
                 }
-                Value::Number(s)
+                if !is_decimal(s) {
+                    return Err(format!(
+                        "{} is not a decimal number (nor NaN, Infinity or -Infinity)",
+                        printable(s)
+                    ));
+                }
+                Value::Number(s.to_string())
             }
             (Value::String(s), T::Float) => Value::Float(
                 s.trim()
@@ -170,6 +177,10 @@ impl Value {
             (Value::Number(s), T::String | T::Clob) => Value::String(s),
             (Value::Float(f), T::Float) => Value::Float(f),
             (Value::Float(f), T::Number) if f.is_finite() => Value::Number(f.to_string()),
+            (Value::Float(f), T::Number) if f.is_nan() => Value::Number("NaN".into()),
+            (Value::Float(f), T::Number) => {
+                Value::Number(if f > 0.0 { "Infinity" } else { "-Infinity" }.into())
+            }
             (Value::Float(f), T::String | T::Clob) => Value::String(f.to_string()),
             (Value::Bool(b), T::Boolean) => Value::Bool(b),
             (Value::Bool(b), T::String | T::Clob) => Value::String(b.to_string()),
@@ -251,6 +262,13 @@ pub struct Outputs {
     pub return_value: Option<Value>,
     /// Result sets returned with DBMS_SQL.RETURN_RESULT (Oracle).
     pub implicit_results: Vec<ResultSet>,
+}
+
+/// `NaN`, `Infinity` or `-Infinity` (any case) in their canonical spelling.
+pub fn special_number(s: &str) -> Option<&'static str> {
+    ["NaN", "Infinity", "-Infinity"]
+        .into_iter()
+        .find(|special| special.eq_ignore_ascii_case(s))
 }
 
 /// `[+-]digits[.digits][e[+-]digits]` (or `.digits`): the decimal text that
@@ -363,6 +381,23 @@ mod tests {
             s("2024-05-01T10:30:00+02:00")
                 .coerce(ValueType::Timestamp)
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn numbers_take_their_special_values() {
+        let n = |t: &str| Value::Number(t.into()).coerce(ValueType::Number);
+        assert_eq!(n("nan"), Ok(Value::Number("NaN".into())));
+        assert_eq!(n(" -INFINITY"), Ok(Value::Number("-Infinity".into())));
+        assert!(n("infinite").is_err());
+        assert_eq!(
+            Value::Float(f64::NAN).coerce(ValueType::Number),
+            Ok(Value::Number("NaN".into()))
+        );
+        assert!(
+            Value::Number("NaN".into())
+                .coerce(ValueType::Integer)
+                .is_err()
         );
     }
 

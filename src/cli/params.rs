@@ -86,7 +86,7 @@ fn typed_value(text: &str, value_type: Option<ValueType>) -> Result<Kind, String
             Kind::IntegerValue(text.parse().map_err(|_| parse_error("an integer"))?)
         }
         Some(ValueType::Number) => {
-            if !crate::call::is_decimal(text) {
+            if !crate::call::is_decimal(text) && crate::call::special_number(text).is_none() {
                 return Err(parse_error("a decimal number"));
             }
             Kind::NumberValue(text.to_string())

@@ -85,6 +85,15 @@ pub struct PgType {
     pub base: String,
     /// `format_type()`, usable in a cast: `integer`, `public.mood`.
     pub sql: String,
+    /// `pg_type.typcategory` of the base type: `A` array, `C` composite…
+    pub category: char,
+}
+
+impl PgType {
+    /// An array or composite type: its values travel as JSON.
+    pub fn is_structured(&self) -> bool {
+        matches!(self.category, 'A' | 'C')
+    }
 }
 
 const LOOKUP: &str = "
@@ -99,7 +108,11 @@ SELECT n.nspname::text, p.proname::text, p.prokind = 'p', p.proretset,
                FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) WITH ORDINALITY a(oid, i)
                ORDER BY a.i),
        p.pronargdefaults::int4,
-       (SELECT typname FROM pg_type WHERE oid = coalesce(nullif(rt.typbasetype, 0), rt.oid))::text
+       (SELECT typname FROM pg_type WHERE oid = coalesce(nullif(rt.typbasetype, 0), rt.oid))::text,
+       ARRAY(SELECT (SELECT typcategory FROM pg_type WHERE oid = coalesce(nullif(t.typbasetype, 0), t.oid))::text
+               FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) WITH ORDINALITY a(oid, i)
+               JOIN pg_type t ON t.oid = a.oid ORDER BY a.i),
+       (SELECT typcategory FROM pg_type WHERE oid = coalesce(nullif(rt.typbasetype, 0), rt.oid))::text
   FROM pg_proc p
   JOIN pg_namespace n ON n.oid = p.pronamespace
   JOIN pg_type rt ON rt.oid = p.prorettype
@@ -190,6 +203,8 @@ async fn query(client: &Client, name: &ProcedureName) -> Result<Vec<Routine>> {
             let bases: Vec<String> = row.get(7);
             let sqls: Vec<String> = row.get(8);
             let n_defaults = row.get::<_, i32>(9) as usize;
+            let categories: Vec<String> = row.get(11);
+            let category = |c: Option<&String>| c.and_then(|c| c.chars().next()).unwrap_or('U');
             let mut args: Vec<Arg> = bases
                 .into_iter()
                 .zip(sqls)
@@ -197,7 +212,11 @@ async fn query(client: &Client, name: &ProcedureName) -> Result<Vec<Routine>> {
                 .map(|(i, (base, sql))| Arg {
                     name: names.get(i).cloned().unwrap_or_default(),
                     mode: modes.get(i).map_or(ArgMode::In, |m| ArgMode::from_code(m)),
-                    pg_type: PgType { base, sql },
+                    pg_type: PgType {
+                        base,
+                        sql,
+                        category: category(categories.get(i)),
+                    },
                     has_default: false,
                 })
                 .collect();
@@ -215,6 +234,7 @@ async fn query(client: &Client, name: &ProcedureName) -> Result<Vec<Routine>> {
                 return_type: PgType {
                     base: row.get(10),
                     sql: row.get(4),
+                    category: category(row.get::<_, Option<String>>(12).as_ref()),
                 },
                 args,
             })

@@ -4,23 +4,20 @@
 //! `CALL` is never wrapped in a transaction (procedures may COMMIT), except
 //! when a refcursor comes back: then the call runs in one so that the cursor
 //! is still open when its rows are fetched. The call travels pipelined with
-//! the session's reset before it and its release after it (`clean`). Values are bound in text format
-//! to the statement's own parameter types, so the server parses them with
-//! each type's input function; results come back in binary and are decoded
-//! in `types`.
+//! the session's reset before it and its release after it (`clean`).
+//! Values are bound in text format to the statement's own parameter types,
+//! so the server parses them with each type's input function; results come
+//! back in binary and are decoded in `decode`.
 
-use std::future::Future;
-use std::pin::Pin;
-
-use tokio_postgres::types::{Format, FromSql, IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::types::{Format, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, Row, Statement};
 use tokio_stream::StreamExt;
 
 use super::clean::Released;
+use super::decode::{coerce, column_value, result_set};
 use super::errors::classify;
-use super::statement::{Plan, Shape, quote_ident};
-use super::types;
-use crate::call::{Column, Outputs, ProcedureCall, ResultSet, Value, ValueType};
+use super::statement::{Plan, Shape};
+use crate::call::{Outputs, ProcedureCall, Value};
 use crate::error::{Error, Result};
 
 /// What running a call did, beyond its outputs.
@@ -41,9 +38,11 @@ pub struct Ran {
 /// Runs the plan, pipelined between the session's reset (when it needs
 /// one) and the release, and turns its result into outputs. Owns the
 /// transaction when a cursor has to be fetched.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: &Client,
     plan: &Plan,
+    binds: &[Option<String>],
     statement: &Statement,
     release: &Statement,
     reset: Option<&str>,
@@ -56,7 +55,7 @@ pub async fn run(
             None => Ok(()),
         }
     };
-    let call_statement = call_statement(client, plan, statement, call, max_rows);
+    let call_statement = call_statement(client, plan, binds, statement, call, max_rows);
     let (reset, outputs, end, released) = if plan.returns_cursor {
         // BEGIN … the call and its cursor fetches … COMMIT, then release.
         let (reset, begun, outputs) =
@@ -120,6 +119,7 @@ fn ran_but(error: Error, what: &str) -> crate::error::DbError {
 async fn call_statement(
     client: &Client,
     plan: &Plan,
+    binds: &[Option<String>],
     statement: &Statement,
     call: &ProcedureCall,
     max_rows: usize,
@@ -129,7 +129,7 @@ async fn call_statement(
     } else {
         1
     };
-    let binds = plan.binds.iter().map(|b| TextParam(b.as_deref()));
+    let binds = binds.iter().map(|b| TextParam(b.as_deref()));
     let (rows, truncated) = collect_rows(client.query_raw(statement, binds).await, limit).await?;
     let mut outputs = Outputs::default();
     match plan.shape {
@@ -183,90 +183,6 @@ async fn collect_rows(
     Ok((collected, false))
 }
 
-/// The requested type when the value converts losslessly, else its own.
-fn coerce(value: Value, wanted: Option<ValueType>) -> Value {
-    match wanted {
-        Some(t) if value.natural_type() != Some(t) => value.clone().coerce(t).unwrap_or(value),
-        _ => value,
-    }
-}
-
-/// A column's value; a refcursor is fetched into rows.
-fn column_value<'a>(
-    client: &'a Client,
-    row: &'a Row,
-    index: usize,
-    max_rows: usize,
-) -> Pin<Box<dyn Future<Output = Result<Value>> + Send + 'a>> {
-    Box::pin(async move {
-        let ty = row.columns()[index].type_();
-        let value = decode_cell(row, index)?;
-        match (ty, value) {
-            (&Type::REFCURSOR, Value::String(cursor)) => {
-                fetch_cursor(client, &cursor, max_rows).await
-            }
-            (_, value) => Ok(value),
-        }
-    })
-}
-
-fn decode_cell(row: &Row, index: usize) -> Result<Value> {
-    let column = &row.columns()[index];
-    let raw: RawCell = row
-        .try_get(index)
-        .map_err(|e| Error::Internal(format!("reading column {}: {e}", column.name())))?;
-    match raw.0 {
-        None => Ok(Value::Null),
-        Some(bytes) => types::decode(column.type_(), bytes)
-            .map_err(|why| Error::InvalidArgument(format!("output {}: {why}", column.name()))),
-    }
-}
-
-async fn fetch_cursor(client: &Client, cursor: &str, max_rows: usize) -> Result<Value> {
-    let sql = format!(
-        "FETCH FORWARD {} FROM {}",
-        max_rows + 1,
-        quote_ident(cursor)
-    );
-    let mut rows = client
-        .query_typed(&sql, &[])
-        .await
-        .map_err(|e| classify(&e))?;
-    let truncated = rows.len() > max_rows;
-    rows.truncate(max_rows);
-    let mut set = result_set(client, &rows, max_rows).await?;
-    set.truncated = truncated;
-    Ok(Value::Rows(set))
-}
-
-async fn result_set(client: &Client, rows: &[Row], max_rows: usize) -> Result<ResultSet> {
-    let columns = rows
-        .first()
-        .map(|r| {
-            r.columns()
-                .iter()
-                .map(|c| Column {
-                    name: c.name().to_string(),
-                    value_type: types::value_type_of_column(c.type_()),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut decoded = Vec::with_capacity(rows.len());
-    for row in rows {
-        let mut values = Vec::with_capacity(row.len());
-        for i in 0..row.len() {
-            values.push(column_value(client, row, i, max_rows).await?);
-        }
-        decoded.push(values);
-    }
-    Ok(ResultSet {
-        columns,
-        rows: decoded,
-        truncated: false,
-    })
-}
-
 /// A value bound in text format, whatever the parameter's type: the server
 /// parses it with that type's input function. `None` is SQL NULL.
 #[derive(Debug)]
@@ -296,26 +212,4 @@ impl ToSql for TextParam<'_> {
     }
 
     to_sql_checked!();
-}
-
-/// Any column, undecoded: the bytes of its binary format (None for NULL).
-struct RawCell<'a>(Option<&'a [u8]>);
-
-impl<'a> FromSql<'a> for RawCell<'a> {
-    fn from_sql(
-        _: &Type,
-        raw: &'a [u8],
-    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(RawCell(Some(raw)))
-    }
-
-    fn from_sql_null(
-        _: &Type,
-    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(RawCell(None))
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
-    }
 }

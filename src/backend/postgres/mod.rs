@@ -12,8 +12,10 @@
 
 mod catalog;
 mod clean;
+mod decode;
 mod errors;
 mod exec;
+mod json;
 mod notice;
 mod pool;
 mod statement;
@@ -184,6 +186,15 @@ impl PostgresBackend {
             Ok(release) => release,
             Err(e) => return Err(before_the_call(&e, &session)),
         };
+        // Everything that can be checked before the call is, so that
+        // nothing half-runs: the outputs can be returned, and the JSON of
+        // arrays and composites fits their types.
+        let proc_name = routine.qualified_name();
+        decode::check_outputs(&plan, &statement, call, &proc_name).map_err(Failed::Final)?;
+        let structured = plan
+            .structured_binds(statement.params(), &proc_name)
+            .map_err(Failed::Final)?;
+        let binds = structured.as_deref().unwrap_or(&plan.binds);
         let reset = session
             .needs_reset
             .then(|| clean::reset(&std::mem::take(&mut session.deallocate)));
@@ -200,6 +211,7 @@ impl PostgresBackend {
                 exec::run(
                     &session.client,
                     &plan,
+                    binds,
                     &statement,
                     &release,
                     reset.as_deref(),
@@ -312,8 +324,7 @@ impl Backend for PostgresBackend {
             if routine.returns_set {
                 crate::call::ValueType::Cursor
             } else {
-                types::value_type_of(&routine.return_type.base)
-                    .unwrap_or(crate::call::ValueType::String)
+                types::value_type_of(&routine.return_type).unwrap_or(crate::call::ValueType::String)
             }
         });
         Ok(ProcedureDescription {
@@ -325,7 +336,7 @@ impl Backend for PostgresBackend {
                 .map(|a| ParamDescription {
                     name: a.name.clone(),
                     direction: a.mode.direction(),
-                    value_type: types::value_type_of(&a.pg_type.base),
+                    value_type: types::value_type_of(&a.pg_type),
                     db_type: a.pg_type.sql.clone(),
                     has_default: a.has_default,
                 })

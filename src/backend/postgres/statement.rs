@@ -10,7 +10,7 @@
 use std::fmt::Write;
 
 use crate::backend::postgres::catalog::{ArgMode, Routine};
-use crate::backend::postgres::types;
+use crate::backend::postgres::{json, types};
 use crate::backend::signature::{DeclaredArg, match_params};
 use crate::call::ProcedureCall;
 use crate::error::{Error, Result};
@@ -22,6 +22,8 @@ pub struct Plan {
     pub sql: String,
     /// `$1..$n`, as text (None = NULL).
     pub binds: Vec<Option<String>>,
+    /// The parameter each bind is for, as the client wrote it (messages).
+    pub bind_names: Vec<String>,
     pub shape: Shape,
     /// A cursor comes back, so the call runs in a transaction that keeps it
     /// open until its rows are fetched.
@@ -80,16 +82,18 @@ fn plan_for(call: &ProcedureCall, routine: &Routine) -> Result<Plan> {
 
     let mut sql = String::new();
     let mut binds = Vec::new();
+    let mut bind_names = Vec::new();
     let mut args_sql = Vec::new();
     for (arg, param) in routine.args.iter().zip(&supplied) {
         let passes_value = param.is_some_and(|p| p.direction.takes_value());
         if arg.mode.takes_value() && passes_value {
             let param = param.expect("checked above");
             let value = param.value.as_ref().expect("IN parameters carry a value");
-            let text = types::encode(value, &arg.pg_type.base).map_err(|why| {
+            let text = types::encode(value, &arg.pg_type).map_err(|why| {
                 invalid(format!("parameter {} of {proc_name}: {why}", param.name))
             })?;
             binds.push(text);
+            bind_names.push(param.name.as_written().to_string());
             args_sql.push(format!(
                 "{} => ${}::{}",
                 quote_ident(&arg.name),
@@ -111,22 +115,26 @@ fn plan_for(call: &ProcedureCall, routine: &Routine) -> Result<Plan> {
         quote_ident(&routine.name)
     );
     let shape = if routine.is_procedure {
-        write!(sql, "CALL {target}(").expect("write to String");
         Shape::Procedure
+    } else if routine.returns_set {
+        Shape::FunctionSet
+    } else if routine
+        .args
+        .iter()
+        .any(|a| matches!(a.mode, ArgMode::Out | ArgMode::InOut))
+    {
+        Shape::FunctionOutParams
     } else {
-        write!(sql, "SELECT * FROM {target}(").expect("write to String");
-        if routine.returns_set {
-            Shape::FunctionSet
-        } else if routine
-            .args
-            .iter()
-            .any(|a| matches!(a.mode, ArgMode::Out | ArgMode::InOut))
-        {
-            Shape::FunctionOutParams
-        } else {
-            Shape::FunctionScalar
-        }
+        Shape::FunctionScalar
     };
+    // A scalar function is selected as one value, so that one composite
+    // result stays one value rather than spreading into its columns.
+    let verb = match shape {
+        Shape::Procedure => "CALL ",
+        Shape::FunctionScalar => "SELECT ",
+        Shape::FunctionSet | Shape::FunctionOutParams => "SELECT * FROM ",
+    };
+    write!(sql, "{verb}{target}(").expect("write to String");
     sql.push_str(&args_sql.join(", "));
     sql.push(')');
 
@@ -138,9 +146,37 @@ fn plan_for(call: &ProcedureCall, routine: &Routine) -> Result<Plan> {
     Ok(Plan {
         sql,
         binds,
+        bind_names,
         shape,
         returns_cursor,
     })
+}
+
+impl Plan {
+    /// The binds, with JSON for array and composite parameters turned into
+    /// the literals their types' input functions parse; `params` are the
+    /// parameter types the prepared statement reports. None when no bind
+    /// needs it, the usual case.
+    pub fn structured_binds(
+        &self,
+        params: &[tokio_postgres::types::Type],
+        proc_name: &str,
+    ) -> Result<Option<Vec<Option<String>>>> {
+        let mut converted: Option<Vec<Option<String>>> = None;
+        for (i, (bind, ty)) in self.binds.iter().zip(params).enumerate() {
+            let Some(text) = bind else { continue };
+            let literal = json::literal(ty, text).map_err(|why| {
+                Error::InvalidArgument(format!(
+                    "parameter {} of {proc_name}: {why}",
+                    self.bind_names[i]
+                ))
+            })?;
+            if let Some(literal) = literal {
+                converted.get_or_insert_with(|| self.binds.clone())[i] = Some(literal);
+            }
+        }
+        Ok(converted)
+    }
 }
 
 /// Double-quotes a catalog identifier, doubling any quote inside.
@@ -162,6 +198,7 @@ mod tests {
             pg_type: PgType {
                 base: base.into(),
                 sql: base.into(),
+                category: 'S',
             },
             has_default,
         }
@@ -176,6 +213,7 @@ mod tests {
             return_type: PgType {
                 base: "void".into(),
                 sql: "void".into(),
+                category: 'P',
             },
             args,
         }
@@ -270,6 +308,7 @@ mod tests {
         f.return_type = PgType {
             base: "refcursor".into(),
             sql: "refcursor".into(),
+            category: 'U',
         };
         let c = call(vec![param(
             "x",
@@ -277,10 +316,7 @@ mod tests {
             Some(Value::Number("1.50".into())),
         )]);
         let (p, _) = plan(&c, std::slice::from_ref(&f)).unwrap();
-        assert_eq!(
-            p.sql,
-            r#"SELECT * FROM "public"."sum_it"("x" => $1::numeric)"#
-        );
+        assert_eq!(p.sql, r#"SELECT "public"."sum_it"("x" => $1::numeric)"#);
         assert_eq!(p.shape, Shape::FunctionScalar);
         assert!(p.returns_cursor);
     }

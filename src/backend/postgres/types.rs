@@ -1,27 +1,40 @@
 //! ValueType ⇄ PostgreSQL types, both ways and exactly.
 //!
-//! Values go in as text bound to `$n::<declared type>` casts, so the server
-//! parses them with its own input functions: numeric stays exact decimal
-//! text, floats use their shortest round-trip form, timestamps carry their
-//! offset and microseconds. Before that, each value is checked against the
-//! declared type here, so that a value that does not fit is refused naming
-//! its parameter instead of surfacing as a bare cast error.
+//! Values go in as text in the parameter's own type, so the server parses
+//! them with its input functions: numeric stays exact decimal text (NaN and
+//! the infinities included), floats use their shortest round-trip form,
+//! timestamps carry their offset and microseconds, dates and timestamps may
+//! be `infinity`, intervals are ISO 8601 durations, arrays and composites
+//! JSON (turned into literals by `json`). Before that, each value is
+//! checked against the declared type here, so that a value that does not
+//! fit is refused naming its parameter instead of surfacing as a cast error.
 //!
 //! Values come back in PostgreSQL's binary format and are decoded per type;
 //! `numeric` is decoded by hand (base-10000 digits) because no float or
-//! 128-bit decimal holds every numeric exactly.
+//! 128-bit decimal holds every numeric exactly. A type without a decoder
+//! here is returned in its text form, which the server renders (`exec`).
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
+use std::fmt::Write;
+
+use chrono::{Datelike, NaiveDate, SecondsFormat, TimeDelta, Timelike};
 use tokio_postgres::types::{FromSql, Kind, Type};
 
+use super::catalog::PgType;
+use super::json::{self, Unreadable};
 use crate::call::{Value, ValueType};
 
-/// The ValueType closest to a PostgreSQL base type name (`pg_type.typname`).
-pub fn value_type_of(typname: &str) -> Option<ValueType> {
+/// The ValueType closest to a catalog type.
+pub fn value_type_of(pg_type: &PgType) -> Option<ValueType> {
+    if pg_type.is_structured() {
+        return Some(ValueType::Json);
+    }
+    value_type_of_name(&pg_type.base)
+}
+
+fn value_type_of_name(typname: &str) -> Option<ValueType> {
     Some(match typname {
-        "text" | "varchar" | "bpchar" | "name" | "char" | "uuid" | "xml" | "citext" => {
-            ValueType::String
-        }
+        "text" | "varchar" | "bpchar" | "name" | "char" | "uuid" | "xml" | "citext"
+        | "interval" | "time" | "timetz" => ValueType::String,
         "int2" | "int4" | "int8" | "oid" => ValueType::Integer,
         "numeric" => ValueType::Number,
         "float4" | "float8" => ValueType::Float,
@@ -40,24 +53,45 @@ pub fn value_type_of_column(ty: &Type) -> Option<ValueType> {
     match ty.kind() {
         Kind::Domain(base) => value_type_of_column(base),
         Kind::Enum(_) => Some(ValueType::String),
-        _ => value_type_of(ty.name()),
+        Kind::Array(_) | Kind::Composite(_) => Some(ValueType::Json),
+        _ => value_type_of_name(ty.name()),
     }
 }
 
-/// Checks `value` against the declared base type and renders the text that
-/// the server's input function will parse. `None` is SQL NULL.
-pub fn encode(value: &Value, typname: &str) -> Result<Option<String>, String> {
+/// Checks `value` against the declared type and renders the text that the
+/// server's input function will parse. `None` is SQL NULL.
+pub fn encode(value: &Value, pg_type: &PgType) -> Result<Option<String>, String> {
+    let typname = pg_type.base.as_str();
     if let Value::Rows(_) = value {
         return Err("a cursor cannot be passed into a procedure".into());
     }
-    let value = match value_type_of(typname) {
-        // Unmapped types (enums, interval, arrays…) take any scalar as text
-        // and let the server parse it.
+    if let Some(special) = special_text(value, typname) {
+        return Ok(Some(special));
+    }
+    let value = match value_type_of(pg_type) {
+        // Unmapped types (enums, interval, ranges…) take any scalar as text
+        // and let the server parse it; arrays and composites take JSON (or
+        // their own literal) as text.
         None | Some(ValueType::Cursor) => value.clone(),
+        Some(ValueType::Json) if pg_type.is_structured() => match value {
+            Value::String(_) | Value::Json(_) | Value::Null => value.clone(),
+            other => {
+                return Err(format!(
+                    "{} takes a JSON {} (json_value), not a {} value",
+                    pg_type.sql,
+                    if pg_type.category == 'A' {
+                        "array"
+                    } else {
+                        "object"
+                    },
+                    other.natural_type().map_or("null", ValueType::name)
+                ));
+            }
+        },
         Some(family) => value
             .clone()
             .coerce(family)
-            .map_err(|why| format!("{why} (declared {typname})"))?,
+            .map_err(|why| format!("{why} (declared {})", pg_type.sql))?,
     };
     if let Value::Integer(i) = value {
         let fits = match typname {
@@ -67,10 +101,41 @@ pub fn encode(value: &Value, typname: &str) -> Result<Option<String>, String> {
             _ => true,
         };
         if !fits {
-            return Err(format!("{i} is out of range for {typname}"));
+            return Err(format!("{i} is out of range for {}", pg_type.sql));
         }
     }
     Ok(to_text(&value))
+}
+
+/// The special values a type's input function takes that no ValueType
+/// holds: `infinity` dates and timestamps, numeric NaN and infinities.
+fn special_text(value: &Value, typname: &str) -> Option<String> {
+    let text = match value {
+        Value::String(s) | Value::Number(s) => s.trim(),
+        Value::Float(f) if typname == "numeric" && !f.is_finite() => return Some(float_text(*f)),
+        _ => return None,
+    };
+    let specials: &[&str] = match typname {
+        "date" | "timestamp" | "timestamptz" => &["infinity", "-infinity"],
+        "numeric" | "float4" | "float8" => &["NaN", "Infinity", "-Infinity"],
+        _ => return None,
+    };
+    specials
+        .iter()
+        .find(|s| s.eq_ignore_ascii_case(text))
+        .map(|s| s.to_string())
+}
+
+/// The names PostgreSQL gives a float's special values, or its shortest
+/// round-trip text.
+pub fn float_text(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f.is_infinite() {
+        if f > 0.0 { "Infinity" } else { "-Infinity" }.into()
+    } else {
+        format!("{f:?}")
+    }
 }
 
 fn to_text(value: &Value) -> Option<String> {
@@ -78,11 +143,7 @@ fn to_text(value: &Value) -> Option<String> {
         Value::Null | Value::Rows(_) => return None,
         Value::String(s) | Value::Number(s) | Value::Json(s) => s.clone(),
         Value::Integer(i) => i.to_string(),
-        Value::Float(f) if f.is_nan() => "NaN".into(),
-        Value::Float(f) if f.is_infinite() => {
-            if *f > 0.0 { "Infinity" } else { "-Infinity" }.into()
-        }
-        Value::Float(f) => format!("{f:?}"),
+        Value::Float(f) => float_text(*f),
         Value::Bool(b) => b.to_string(),
         Value::Date(d) => d.format("%Y-%m-%d").to_string(),
         Value::Timestamp(t) => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
@@ -90,7 +151,7 @@ fn to_text(value: &Value) -> Option<String> {
             let mut hex = String::with_capacity(2 + 2 * b.len());
             hex.push_str("\\x");
             for byte in b {
-                hex.push_str(&format!("{byte:02x}"));
+                write!(hex, "{byte:02x}").expect("write to String");
             }
             hex
         }
@@ -98,10 +159,56 @@ fn to_text(value: &Value) -> Option<String> {
 }
 
 /// Decodes one binary-format value of type `ty`. A `refcursor` decodes to
-/// its cursor name (a string); the caller fetches its rows.
-pub fn decode(ty: &Type, raw: &[u8]) -> Result<Value, String> {
-    fn get<'a, T: FromSql<'a>>(ty: &Type, raw: &'a [u8]) -> Result<T, String> {
-        T::from_sql(ty, raw).map_err(|e| format!("cannot decode {}: {e}", ty.name()))
+/// its cursor name (a string); the caller fetches its rows. Arrays and
+/// composites become JSON.
+pub fn decode(ty: &Type, raw: &[u8]) -> Result<Value, Unreadable> {
+    match ty.kind() {
+        Kind::Array(_) | Kind::Composite(_) => json::render(ty, raw).map(Value::Json),
+        Kind::Domain(base) => decode(base, raw),
+        Kind::Enum(_) => Ok(Value::String(utf8(raw)?)),
+        _ => decode_scalar(ty, raw),
+    }
+}
+
+/// Whether [`decode_scalar`] knows `ty`.
+pub fn has_scalar_decoder(ty: &Type) -> bool {
+    matches!(
+        *ty,
+        Type::BOOL
+            | Type::INT2
+            | Type::INT4
+            | Type::INT8
+            | Type::OID
+            | Type::FLOAT4
+            | Type::FLOAT8
+            | Type::NUMERIC
+            | Type::TEXT
+            | Type::VARCHAR
+            | Type::BPCHAR
+            | Type::NAME
+            | Type::UNKNOWN
+            | Type::XML
+            | Type::REFCURSOR
+            | Type::CHAR
+            | Type::DATE
+            | Type::TIMESTAMP
+            | Type::TIMESTAMPTZ
+            | Type::TIME
+            | Type::INTERVAL
+            | Type::BYTEA
+            | Type::JSON
+            | Type::JSONB
+            | Type::UUID
+            | Type::VOID
+    ) || matches!(ty.kind(), Kind::Enum(_))
+        || ty.name() == "citext"
+}
+
+/// Decodes a value of a scalar (not array or composite) type.
+pub fn decode_scalar(ty: &Type, raw: &[u8]) -> Result<Value, Unreadable> {
+    fn get<'a, T: FromSql<'a>>(ty: &Type, raw: &'a [u8]) -> Result<T, Unreadable> {
+        T::from_sql(ty, raw)
+            .map_err(|e| Unreadable::Malformed(format!("cannot decode {}: {e}", ty.name())))
     }
     let value = match *ty {
         Type::BOOL => Value::Bool(get(ty, raw)?),
@@ -111,41 +218,151 @@ pub fn decode(ty: &Type, raw: &[u8]) -> Result<Value, String> {
         Type::OID => Value::Integer(get::<u32>(ty, raw)?.into()),
         Type::FLOAT4 => Value::Float(get::<f32>(ty, raw)?.into()),
         Type::FLOAT8 => Value::Float(get(ty, raw)?),
-        Type::NUMERIC => Value::Number(numeric_text(raw)?),
+        Type::NUMERIC => Value::Number(numeric_text(raw).map_err(Unreadable::Malformed)?),
         Type::TEXT
         | Type::VARCHAR
         | Type::BPCHAR
         | Type::NAME
         | Type::UNKNOWN
         | Type::XML
-        | Type::REFCURSOR => Value::String(get::<&str>(&Type::TEXT, raw)?.to_string()),
+        | Type::REFCURSOR => Value::String(utf8(raw)?),
         Type::CHAR => Value::String(char::from(get::<i8>(ty, raw)? as u8).to_string()),
-        Type::DATE => Value::Date(get::<NaiveDate>(ty, raw)?),
-        Type::TIMESTAMP => Value::Timestamp(get::<NaiveDateTime>(ty, raw)?.and_utc()),
-        Type::TIMESTAMPTZ => Value::Timestamp(get::<DateTime<Utc>>(ty, raw)?),
-        Type::TIME => Value::String(get::<NaiveTime>(ty, raw)?.to_string()),
-        Type::BYTEA => Value::Bytes(get::<Vec<u8>>(ty, raw)?),
+        Type::DATE => date(i32::from_be_bytes(fixed(raw)?)),
+        Type::TIMESTAMP | Type::TIMESTAMPTZ => timestamp(i64::from_be_bytes(fixed(raw)?)),
+        Type::TIME => {
+            let micros = i64::from_be_bytes(fixed(raw)?);
+            Value::String(clock(micros))
+        }
+        Type::INTERVAL => Value::String(interval_text(raw)?),
+        Type::BYTEA => Value::Bytes(raw.to_vec()),
         Type::JSON => Value::Json(utf8(raw)?),
         // jsonb's binary format is a version byte, then the text.
         Type::JSONB => Value::Json(utf8(raw.get(1..).unwrap_or_default())?),
-        Type::UUID => Value::String(uuid_text(raw)?),
+        Type::UUID => Value::String(uuid_text(raw).map_err(Unreadable::Malformed)?),
         Type::VOID => Value::Null,
-        _ => match ty.kind() {
-            Kind::Domain(base) => return decode(base, raw),
-            Kind::Enum(_) => Value::String(utf8(raw)?),
-            _ => {
-                return Err(format!(
-                    "procgate cannot return values of type {} yet; cast it to text in the procedure",
-                    ty.name()
-                ));
-            }
-        },
+        _ if matches!(ty.kind(), Kind::Enum(_)) || ty.name() == "citext" => {
+            Value::String(utf8(raw)?)
+        }
+        _ => return Err(Unreadable::Type(ty.name().to_string())),
     };
     Ok(value)
 }
 
-fn utf8(raw: &[u8]) -> Result<String, String> {
-    String::from_utf8(raw.to_vec()).map_err(|_| "the database sent invalid UTF-8".to_string())
+fn fixed<const N: usize>(raw: &[u8]) -> Result<[u8; N], Unreadable> {
+    raw.try_into()
+        .map_err(|_| Unreadable::Malformed(format!("expected {N} bytes, got {}", raw.len())))
+}
+
+/// PostgreSQL's epoch for dates and timestamps.
+fn epoch() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2000, 1, 1).expect("a real date")
+}
+
+/// Days since 2000-01-01; the infinities and years outside 1–9999 (which
+/// protobuf and ISO dates cannot hold) as text.
+fn date(days: i32) -> Value {
+    match days {
+        i32::MAX => Value::String("infinity".into()),
+        i32::MIN => Value::String("-infinity".into()),
+        _ => match epoch().checked_add_signed(TimeDelta::days(days.into())) {
+            Some(d) if (1..=9999).contains(&d.year()) => Value::Date(d),
+            Some(d) => Value::String(far_date(d)),
+            None => Value::String(format!("{days} days from 2000-01-01")),
+        },
+    }
+}
+
+/// A date outside years 1–9999 the way PostgreSQL writes it:
+/// `10213-09-21`, `0044-03-15 BC`.
+fn far_date(d: NaiveDate) -> String {
+    if d.year() <= 0 {
+        format!("{:04}-{:02}-{:02} BC", 1 - d.year(), d.month(), d.day())
+    } else {
+        format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+    }
+}
+
+/// Microseconds since 2000-01-01 00:00 (UTC for timestamptz).
+fn timestamp(micros: i64) -> Value {
+    match micros {
+        i64::MAX => Value::String("infinity".into()),
+        i64::MIN => Value::String("-infinity".into()),
+        _ => {
+            let at = epoch()
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight")
+                .and_utc()
+                .checked_add_signed(TimeDelta::microseconds(micros));
+            match at {
+                Some(t) if (1..=9999).contains(&t.year()) => Value::Timestamp(t),
+                Some(t) => Value::String(format!(
+                    "{} {}",
+                    far_date(t.date_naive()),
+                    clock(
+                        t.time().num_seconds_from_midnight() as i64 * 1_000_000
+                            + (t.time().nanosecond() / 1000) as i64
+                    )
+                )),
+                None => Value::String(format!("{micros} µs from 2000-01-01")),
+            }
+        }
+    }
+}
+
+/// `HH:MM:SS[.ffffff]` of microseconds since midnight.
+fn clock(micros: i64) -> String {
+    let (h, m) = (micros / 3_600_000_000, micros / 60_000_000 % 60);
+    let (s, us) = (micros / 1_000_000 % 60, micros % 1_000_000);
+    let mut text = format!("{h:02}:{m:02}:{s:02}");
+    if us != 0 {
+        let fraction = format!("{us:06}");
+        write!(text, ".{}", fraction.trim_end_matches('0')).expect("write to String");
+    }
+    text
+}
+
+/// An interval (microseconds, days, months) as an ISO 8601 duration, the
+/// way PostgreSQL's `iso_8601` IntervalStyle writes it: `P1Y2M3DT4H5M6.5S`,
+/// each part with its own sign, `PT0S` for zero.
+pub fn interval_text(raw: &[u8]) -> Result<String, Unreadable> {
+    let raw: [u8; 16] = fixed(raw)?;
+    let micros = i64::from_be_bytes(raw[..8].try_into().expect("8 bytes"));
+    let days = i32::from_be_bytes(raw[8..12].try_into().expect("4 bytes"));
+    let months = i32::from_be_bytes(raw[12..].try_into().expect("4 bytes"));
+    if micros == 0 && days == 0 && months == 0 {
+        return Ok("PT0S".into());
+    }
+    let mut text = String::from("P");
+    for (amount, unit) in [(months / 12, 'Y'), (months % 12, 'M'), (days, 'D')] {
+        if amount != 0 {
+            write!(text, "{amount}{unit}").expect("write to String");
+        }
+    }
+    if micros != 0 {
+        text.push('T');
+        let (hours, minutes) = (micros / 3_600_000_000, micros / 60_000_000 % 60);
+        let (seconds, fraction) = (micros / 1_000_000 % 60, micros % 1_000_000);
+        for (amount, unit) in [(hours, 'H'), (minutes, 'M')] {
+            if amount != 0 {
+                write!(text, "{amount}{unit}").expect("write to String");
+            }
+        }
+        if seconds != 0 || fraction != 0 {
+            let sign = if seconds < 0 || fraction < 0 { "-" } else { "" };
+            write!(text, "{sign}{}", seconds.abs()).expect("write to String");
+            if fraction != 0 {
+                let digits = format!("{:06}", fraction.abs());
+                write!(text, ".{}", digits.trim_end_matches('0')).expect("write to String");
+            }
+            text.push('S');
+        }
+    }
+    Ok(text)
+}
+
+fn utf8(raw: &[u8]) -> Result<String, Unreadable> {
+    String::from_utf8(raw.to_vec())
+        .map_err(|_| Unreadable::Malformed("the database sent invalid UTF-8".into()))
 }
 
 fn uuid_text(raw: &[u8]) -> Result<String, String> {
@@ -260,44 +477,103 @@ mod tests {
             "10002"
         );
         assert_eq!(numeric_text(&numeric(0, 0, 0xC000, 0, &[])).unwrap(), "NaN");
+        assert_eq!(
+            numeric_text(&numeric(0, 0, 0xD000, 0, &[])).unwrap(),
+            "Infinity"
+        );
         assert!(numeric_text(&[0, 1]).is_err());
+    }
+
+    fn pg(base: &str) -> PgType {
+        let category = if base.starts_with('_') { 'A' } else { 'S' };
+        PgType {
+            base: base.into(),
+            sql: base.into(),
+            category,
+        }
     }
 
     #[test]
     fn values_are_checked_against_declared_types() {
-        assert_eq!(
-            encode(&Value::Integer(7), "int4").unwrap().as_deref(),
-            Some("7")
-        );
+        let text = |v: Value, t: &str| encode(&v, &pg(t)).unwrap();
+        assert_eq!(text(Value::Integer(7), "int4").as_deref(), Some("7"));
         assert!(
-            encode(&Value::Integer(1 << 40), "int4")
+            encode(&Value::Integer(1 << 40), &pg("int4"))
                 .unwrap_err()
                 .contains("out of range")
         );
-        assert!(encode(&Value::String("abc".into()), "int8").is_err());
+        assert!(encode(&Value::String("abc".into()), &pg("int8")).is_err());
         assert_eq!(
-            encode(&Value::String("12.50".into()), "numeric")
-                .unwrap()
-                .as_deref(),
+            text(Value::String("12.50".into()), "numeric").as_deref(),
             Some("12.50")
         );
         assert_eq!(
-            encode(&Value::Bytes(vec![0xde, 0xad]), "bytea")
-                .unwrap()
-                .as_deref(),
+            text(Value::Bytes(vec![0xde, 0xad]), "bytea").as_deref(),
             Some("\\xdead")
         );
         assert_eq!(
-            encode(&Value::Float(f64::INFINITY), "float8")
-                .unwrap()
-                .as_deref(),
+            text(Value::Float(f64::INFINITY), "float8").as_deref(),
             Some("Infinity")
         );
-        assert_eq!(encode(&Value::Null, "int4").unwrap(), None);
-        assert!(encode(&Value::Bool(true), "date").is_err());
+        assert_eq!(text(Value::Null, "int4"), None);
+        assert!(encode(&Value::Bool(true), &pg("date")).is_err());
+        assert_eq!(text(Value::Integer(5), "mood").as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn special_values_go_in_as_the_server_spells_them() {
+        let text = |v: Value, t: &str| encode(&v, &pg(t)).unwrap();
         assert_eq!(
-            encode(&Value::Integer(5), "mood").unwrap().as_deref(),
-            Some("5")
+            text(Value::String("Infinity".into()), "date").as_deref(),
+            Some("infinity")
         );
+        assert_eq!(
+            text(Value::String("-infinity".into()), "timestamptz").as_deref(),
+            Some("-infinity")
+        );
+        assert_eq!(
+            text(Value::Number("nan".into()), "numeric").as_deref(),
+            Some("NaN")
+        );
+        assert_eq!(
+            text(Value::Float(f64::NEG_INFINITY), "numeric").as_deref(),
+            Some("-Infinity")
+        );
+        assert_eq!(
+            text(Value::Json("[1,2]".into()), "_int4").as_deref(),
+            Some("[1,2]")
+        );
+        let err = encode(&Value::Integer(1), &pg("_int4")).unwrap_err();
+        assert!(err.contains("JSON array"), "{err}");
+        assert_eq!(
+            text(Value::String("P1DT2H".into()), "interval").as_deref(),
+            Some("P1DT2H")
+        );
+    }
+
+    #[test]
+    fn dates_timestamps_and_intervals_decode_with_their_special_values() {
+        assert_eq!(date(i32::MAX), Value::String("infinity".into()));
+        assert_eq!(date(i32::MIN), Value::String("-infinity".into()));
+        assert_eq!(
+            date(-1),
+            Value::Date(NaiveDate::from_ymd_opt(1999, 12, 31).unwrap())
+        );
+        assert_eq!(date(3_000_000), Value::String("10213-09-21".into()));
+        assert_eq!(date(-750_000), Value::String("0055-07-28 BC".into()));
+        assert_eq!(timestamp(i64::MIN), Value::String("-infinity".into()));
+        assert!(matches!(timestamp(1_500_000), Value::Timestamp(_)));
+        let interval = |micros: i64, days: i32, months: i32| {
+            let mut raw = micros.to_be_bytes().to_vec();
+            raw.extend_from_slice(&days.to_be_bytes());
+            raw.extend_from_slice(&months.to_be_bytes());
+            interval_text(&raw).unwrap()
+        };
+        assert_eq!(interval(7_383_500_000, 1, 0), "P1DT2H3M3.5S");
+        assert_eq!(interval(0, 0, 0), "PT0S");
+        assert_eq!(interval(0, 3, 14), "P1Y2M3D");
+        assert_eq!(interval(-1_500_000, -1, 0), "P-1DT-1.5S");
+        assert_eq!(interval(3_600_000_000, 0, 0), "PT1H");
+        assert_eq!(clock(45_296_250_000), "12:34:56.25");
     }
 }
