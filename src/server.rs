@@ -78,6 +78,7 @@ pub async fn run(
         jobs: jobs.clone(),
         allow: AllowList::new(&config.allow, config.allow_system_schemas)?,
         max_messages: config.max_messages,
+        max_response_bytes: config.max_response_bytes,
         log_params: config.log_params,
     };
 

@@ -617,3 +617,29 @@ async fn describe_reads_the_catalog() {
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_response_says_the_procedure_ran() {
+    let gw = Gateway::start(&["--max-response-bytes", "4000"]).await;
+    let mut client = gw.client().await;
+    let status = execute(
+        &mut client,
+        call(
+            "open_numbers",
+            vec![
+                p_in("n", Kind::IntegerValue(1000)),
+                p_out("rows", pb::ValueType::Cursor),
+            ],
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    for needle in ["procedure ran", "--max-response-bytes", "4000"] {
+        assert!(
+            status.message().contains(needle),
+            "{needle}: {}",
+            status.message()
+        );
+    }
+}

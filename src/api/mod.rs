@@ -36,6 +36,8 @@ pub struct ProcedureApi {
     pub jobs: Jobs,
     pub allow: AllowList,
     pub max_messages: usize,
+    /// The largest response sent (`--max-response-bytes`).
+    pub max_response_bytes: usize,
     /// Log parameter values (`--log-params`); off by default.
     pub log_params: bool,
 }
@@ -64,13 +66,26 @@ impl ProcedureService for ProcedureApi {
             sync_call::execute(self.backend.as_ref(), &call, deadline, self.max_messages).await?;
         let outputs = outputs_to_proto(&outcome.outputs);
         info!(elapsed = ?outcome.elapsed, "sync call completed");
-        Ok(Response::new(pb::ExecuteSyncResponse {
+        let response = pb::ExecuteSyncResponse {
             outputs: outputs.outputs,
             return_value: outputs.return_value,
             messages: outcome.messages.lines.into_iter().collect(),
             elapsed: prost_types::Duration::try_from(outcome.elapsed).ok(),
             implicit_results: outputs.implicit_results,
-        }))
+        };
+        // Checked here rather than left to tonic's encoder, so that the
+        // caller learns that the work is done, not only that it failed.
+        let size = prost::Message::encoded_len(&response);
+        if size > self.max_response_bytes {
+            return Err(Error::Exhausted(format!(
+                "the procedure ran (what it did is done and committed), but its outputs take \
+                 {size} bytes, over this gateway's --max-response-bytes of {}; do not simply \
+                 retry: return less, or run it with SubmitAsync",
+                self.max_response_bytes
+            ))
+            .into());
+        }
+        Ok(Response::new(response))
     }
 
     async fn submit_async(
