@@ -128,7 +128,8 @@ type CachedRoutines = (Instant, Arc<Vec<Routine>>);
 /// Signatures by name, each kept for `ttl`.
 pub struct Catalog {
     ttl: Duration,
-    cache: Mutex<HashMap<String, CachedRoutines>>,
+    /// Keyed by the parsed name, so that a hit allocates nothing.
+    cache: Mutex<HashMap<ProcedureName, CachedRoutines>>,
 }
 
 impl Catalog {
@@ -142,7 +143,7 @@ impl Catalog {
     /// The routines of a name looked up less than the TTL ago.
     pub fn cached(&self, name: &ProcedureName) -> Option<Arc<Vec<Routine>>> {
         let cache = self.cache.lock().expect("catalog lock");
-        let (at, routines) = cache.get(&name.to_string())?;
+        let (at, routines) = cache.get(name)?;
         (at.elapsed() < self.ttl).then(|| routines.clone())
     }
 
@@ -153,7 +154,6 @@ impl Catalog {
         if let Some(routines) = self.cached(name) {
             return Ok(routines);
         }
-        let key = name.to_string();
         let routines = Arc::new(query(client, name).await?);
         if routines.is_empty() {
             return Err(Error::ProcedureNotFound(format!(
@@ -164,16 +164,13 @@ impl Catalog {
         if cache.len() > 10_000 {
             cache.clear();
         }
-        cache.insert(key, (Instant::now(), routines.clone()));
+        cache.insert(name.clone(), (Instant::now(), routines.clone()));
         Ok(routines)
     }
 
     /// Drops a cached signature (after the database said it does not match).
     pub fn forget(&self, name: &ProcedureName) {
-        self.cache
-            .lock()
-            .expect("catalog lock")
-            .remove(&name.to_string());
+        self.cache.lock().expect("catalog lock").remove(name);
     }
 }
 
