@@ -6,12 +6,14 @@
 //! client ── gRPC ──▶ server     listener, health, reflection, shutdown   (server.rs)
 //!                    auth       bearer tokens, constant-time              (auth.rs)
 //!                    api        validate, convert, one error→Status map   (api/)
-//!                    allow      the --allow list                          (allow.rs)
+//!                    allow      --allow, closed system schemas            (allow.rs)
 //!      sync calls ─▶ sync_call  deadline + cancel-on-disconnect           (sync_call.rs)
 //!            jobs ─▶ jobs       registry, runner, watch channel per job  (jobs/)
-//!                    backend    trait Backend + interrupt + progress      (backend/)
-//!                      ├─ postgres  pool, catalog, statement, types       (backend/postgres/)
-//!                      └─ oracle    pool, catalog, block, types, LONGOPS  (backend/oracle/)
+//!                    backend    async trait Backend, interrupt, progress  (backend/)
+//!                      ├─ postgres  tokio-postgres: pool, clean sessions,  (backend/postgres/)
+//!                      │            catalog, statement, exec, decode
+//!                      └─ oracle    blocking driver on spawn_blocking:     (backend/oracle/)
+//!                                   pool, catalog, block, types, LONGOPS
 //! ```
 //!
 //! The domain types in [`call`] and [`name`] are shared by every layer and
