@@ -55,7 +55,7 @@ pub fn call_from_proto(call: Option<pb::ProcedureCall>) -> Result<ProcedureCall>
         name,
         display_name: call.procedure,
         params,
-        returns: value_type_from_proto(call.returns, "returns")?,
+        returns: value_type_from_proto(call.returns, &"returns")?,
     })
 }
 
@@ -72,7 +72,7 @@ fn param_from_proto(param: pb::Param) -> Result<Param> {
             )));
         }
     };
-    let value_type = value_type_from_proto(param.r#type, &format!("parameter {name}"))?;
+    let value_type = value_type_from_proto(param.r#type, &format_args!("parameter {name}"))?;
     let value = match (direction, param.value) {
         (Direction::Out, None) => None,
         (
@@ -118,7 +118,8 @@ fn param_from_proto(param: pb::Param) -> Result<Param> {
     })
 }
 
-fn value_type_from_proto(raw: i32, what: &str) -> Result<Option<ValueType>> {
+/// `what` names the field in the error; it is rendered only on an error.
+fn value_type_from_proto(raw: i32, what: &dyn std::fmt::Display) -> Result<Option<ValueType>> {
     use pb::ValueType as P;
     let value_type = match P::try_from(raw) {
         Ok(P::Unspecified) => return Ok(None),

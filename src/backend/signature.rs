@@ -24,7 +24,7 @@ pub struct DeclaredArg<'a> {
 /// `fold` renders a request name the way the catalog spells names.
 pub fn match_params<'c>(
     call: &'c ProcedureCall,
-    proc_name: &str,
+    proc_name: &dyn std::fmt::Display,
     args: &[DeclaredArg<'_>],
     fold: impl Fn(&Identifier) -> String,
 ) -> Result<Vec<Option<&'c Param>>> {
@@ -62,7 +62,11 @@ pub fn match_params<'c>(
     Ok(supplied)
 }
 
-fn check_direction(arg: &DeclaredArg<'_>, param: &Param, proc_name: &str) -> Result<()> {
+fn check_direction(
+    arg: &DeclaredArg<'_>,
+    param: &Param,
+    proc_name: &dyn std::fmt::Display,
+) -> Result<()> {
     let how = match (arg.direction, param.direction) {
         (declared, asked) if declared == asked => return Ok(()),
         (Direction::InOut, _) => return Ok(()),
@@ -141,7 +145,7 @@ mod tests {
     #[test]
     fn params_are_matched_by_folded_name() {
         let c = call(vec![param("C", Direction::Out), param("A", Direction::In)]);
-        let matched = match_params(&c, "p", &ARGS, Identifier::folded_lower).unwrap();
+        let matched = match_params(&c, &"p", &ARGS, Identifier::folded_lower).unwrap();
         assert_eq!(matched[0].unwrap().name.as_written(), "A");
         assert!(matched[1].is_none());
         assert_eq!(matched[2].unwrap().name.as_written(), "C");
@@ -150,7 +154,7 @@ mod tests {
     #[test]
     fn mistakes_are_named() {
         let check = |params| {
-            match_params(&call(params), "p", &ARGS, Identifier::folded_lower)
+            match_params(&call(params), &"p", &ARGS, Identifier::folded_lower)
                 .unwrap_err()
                 .to_string()
         };

@@ -70,7 +70,7 @@ fn plan_for(call: &ProcedureCall, routine: &Routine) -> Result<Block> {
             db_type: &a.data_type,
         })
         .collect();
-    let supplied = match_params(call, proc_name, &declared, Identifier::folded_upper)?;
+    let supplied = match_params(call, &proc_name, &declared, Identifier::folded_upper)?;
 
     let mut binds = Vec::new();
     let mut outputs = Vec::new();

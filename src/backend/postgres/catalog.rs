@@ -31,7 +31,14 @@ pub struct Routine {
 
 impl Routine {
     pub fn qualified_name(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
+        self.to_string()
+    }
+}
+
+/// `schema.name`, for messages.
+impl std::fmt::Display for Routine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
     }
 }
 

@@ -30,7 +30,7 @@ pub fn check_outputs(
     plan: &Plan,
     statement: &Statement,
     call: &ProcedureCall,
-    proc_name: &str,
+    proc_name: &dyn std::fmt::Display,
 ) -> Result<()> {
     let wanted = |name: &str| -> Option<ValueType> {
         match plan.shape {

@@ -170,29 +170,29 @@ impl PostgresBackend {
             &routine.schema,
         )
         .map_err(Failed::Final)?;
-        if (!session.is_prepared(&plan.sql) || !session.is_prepared(clean::RELEASE))
+        let cached = session.cached(&plan.sql);
+        if (cached.is_none() || !session.has_release())
             && let Err(e) = session.reset_now().await
         {
             return Err(before_the_call(&e, &session));
         }
-        let statement = match session.prepared(&plan.sql).await {
-            Ok(statement) => statement,
-            Err(e) => {
-                session.forget(&plan.sql);
-                return Err(before_the_call(&e, &session));
-            }
+        let statement = match cached {
+            Some(statement) => statement,
+            None => match session.prepare(&plan.sql).await {
+                Ok(statement) => statement,
+                Err(e) => return Err(before_the_call(&e, &session)),
+            },
         };
-        let release = match session.prepared(clean::RELEASE).await {
+        let release = match session.release().await {
             Ok(release) => release,
             Err(e) => return Err(before_the_call(&e, &session)),
         };
         // Everything that can be checked before the call is, so that
         // nothing half-runs: the outputs can be returned, and the JSON of
         // arrays and composites fits their types.
-        let proc_name = routine.qualified_name();
-        decode::check_outputs(&plan, &statement, call, &proc_name).map_err(Failed::Final)?;
+        decode::check_outputs(&plan, &statement, call, routine).map_err(Failed::Final)?;
         let structured = plan
-            .structured_binds(statement.params(), &proc_name)
+            .structured_binds(statement.params(), routine)
             .map_err(Failed::Final)?;
         let binds = structured.as_deref().unwrap_or(&plan.binds);
         let reset = session
@@ -265,10 +265,16 @@ impl PostgresBackend {
             Some(released) => session.deallocate = released.prepared,
             None => {}
         }
-        if ran.outputs.is_ok() {
-            session.last_used = std::time::Instant::now();
-        } else {
-            session.forget(&plan.sql);
+        match &ran.outputs {
+            Ok(_) => session.last_used = std::time::Instant::now(),
+            // The statement itself may be stale (the routine was replaced:
+            // "cached plan must not change result type"): prepare it anew.
+            Err(Error::Database(db))
+                if matches!(db.kind, DbErrorKind::Other | DbErrorKind::UndefinedObject) =>
+            {
+                session.forget(&plan.sql)
+            }
+            Err(_) => {}
         }
         ran.outputs.map_err(Failed::Final)
     }

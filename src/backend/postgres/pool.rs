@@ -56,21 +56,40 @@ pub struct Session {
     /// ever written to the server.
     ended_unasked: Arc<AtomicBool>,
     statements: HashMap<String, Statement>,
+    release: Option<Statement>,
 }
 
 impl Session {
-    /// The statement for `sql`, prepared once per session: later calls skip
-    /// parsing and analysis. Its parameter types are the server's inference.
-    pub async fn prepared(&mut self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
-        if let Some(statement) = self.statements.get(sql) {
-            return Ok(statement.clone());
-        }
+    /// The statement for `sql` when this session prepared it before: later
+    /// calls skip parsing and analysis.
+    pub fn cached(&self, sql: &str) -> Option<Statement> {
+        self.statements.get(sql).cloned()
+    }
+
+    /// Prepares `sql` and keeps it for the session's later calls. Its
+    /// parameter types are the server's inference.
+    pub async fn prepare(&mut self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
         let statement = self.client.prepare(sql).await?;
         if self.statements.len() >= MAX_STATEMENTS {
             self.statements.clear();
         }
         self.statements.insert(sql.to_string(), statement.clone());
         Ok(statement)
+    }
+
+    /// Whether the session has everything a call needs prepared.
+    pub fn has_release(&self) -> bool {
+        self.release.is_some()
+    }
+
+    /// The release statement (`clean::RELEASE`), prepared once per session.
+    pub async fn release(&mut self) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(release) = &self.release {
+            return Ok(release.clone());
+        }
+        let release = self.client.prepare(clean::RELEASE).await?;
+        self.release = Some(release.clone());
+        Ok(release)
     }
 
     /// Whether the server ended the session with a FATAL that answered no
@@ -81,10 +100,6 @@ impl Session {
     /// a write answers that write instead.
     pub fn ended_unasked(&self) -> bool {
         self.ended_unasked.load(Ordering::SeqCst)
-    }
-
-    pub fn is_prepared(&self, sql: &str) -> bool {
-        self.statements.contains_key(sql)
     }
 
     /// Resets the session now, when it served a call, in a round trip of
@@ -205,6 +220,7 @@ impl managed::Manager for Manager {
             deallocate: Vec::new(),
             ended_unasked,
             statements: HashMap::new(),
+            release: None,
         })
     }
 

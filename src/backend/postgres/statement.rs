@@ -61,10 +61,9 @@ pub fn plan<'r>(call: &ProcedureCall, routines: &'r [Routine]) -> Result<(Plan, 
 
 fn plan_for(call: &ProcedureCall, routine: &Routine) -> Result<Plan> {
     let invalid = |msg: String| Error::InvalidArgument(msg);
-    let proc_name = routine.qualified_name();
     if routine.is_procedure && call.returns.is_some() {
         return Err(invalid(format!(
-            "{proc_name} is a procedure and returns no value: leave `returns` unset \
+            "{routine} is a procedure and returns no value: leave `returns` unset \
              and read its OUT parameters"
         )));
     }
@@ -78,42 +77,8 @@ fn plan_for(call: &ProcedureCall, routine: &Routine) -> Result<Plan> {
             db_type: &a.pg_type.sql,
         })
         .collect();
-    let supplied = match_params(call, &proc_name, &declared, Identifier::folded_lower)?;
+    let supplied = match_params(call, routine, &declared, Identifier::folded_lower)?;
 
-    let mut sql = String::new();
-    let mut binds = Vec::new();
-    let mut bind_names = Vec::new();
-    let mut args_sql = Vec::new();
-    for (arg, param) in routine.args.iter().zip(&supplied) {
-        let passes_value = param.is_some_and(|p| p.direction.takes_value());
-        if arg.mode.takes_value() && passes_value {
-            let param = param.expect("checked above");
-            let value = param.value.as_ref().expect("IN parameters carry a value");
-            let text = types::encode(value, &arg.pg_type).map_err(|why| {
-                invalid(format!("parameter {} of {proc_name}: {why}", param.name))
-            })?;
-            binds.push(text);
-            bind_names.push(param.name.as_written().to_string());
-            args_sql.push(format!(
-                "{} => ${}::{}",
-                quote_ident(&arg.name),
-                binds.len(),
-                arg.pg_type.sql
-            ));
-        } else if (arg.mode == ArgMode::InOut && param.is_some())
-            || (routine.is_procedure && arg.mode == ArgMode::Out)
-        {
-            // An IN OUT declared OUT by the client gets NULL in; CALL needs
-            // every OUT argument, as NULL.
-            args_sql.push(format!("{} => NULL", quote_ident(&arg.name)));
-        }
-    }
-
-    let target = format!(
-        "{}.{}",
-        quote_ident(&routine.schema),
-        quote_ident(&routine.name)
-    );
     let shape = if routine.is_procedure {
         Shape::Procedure
     } else if routine.returns_set {
@@ -129,13 +94,47 @@ fn plan_for(call: &ProcedureCall, routine: &Routine) -> Result<Plan> {
     };
     // A scalar function is selected as one value, so that one composite
     // result stays one value rather than spreading into its columns.
-    let verb = match shape {
+    let mut sql = String::with_capacity(64 + 32 * routine.args.len());
+    sql.push_str(match shape {
         Shape::Procedure => "CALL ",
         Shape::FunctionScalar => "SELECT ",
         Shape::FunctionSet | Shape::FunctionOutParams => "SELECT * FROM ",
-    };
-    write!(sql, "{verb}{target}(").expect("write to String");
-    sql.push_str(&args_sql.join(", "));
+    });
+    push_ident(&mut sql, &routine.schema);
+    sql.push('.');
+    push_ident(&mut sql, &routine.name);
+    sql.push('(');
+
+    let mut binds = Vec::with_capacity(supplied.len());
+    let mut bind_names = Vec::with_capacity(supplied.len());
+    let mut first = true;
+    for (arg, param) in routine.args.iter().zip(&supplied) {
+        let passes_value = param.is_some_and(|p| p.direction.takes_value());
+        let bound = arg.mode.takes_value() && passes_value;
+        // An IN OUT declared OUT by the client gets NULL in; CALL needs
+        // every OUT argument, as NULL.
+        let null = !bound
+            && ((arg.mode == ArgMode::InOut && param.is_some())
+                || (routine.is_procedure && arg.mode == ArgMode::Out));
+        if !bound && !null {
+            continue;
+        }
+        if !std::mem::take(&mut first) {
+            sql.push_str(", ");
+        }
+        push_ident(&mut sql, &arg.name);
+        if null {
+            sql.push_str(" => NULL");
+            continue;
+        }
+        let param = param.expect("checked above");
+        let value = param.value.as_ref().expect("IN parameters carry a value");
+        let text = types::encode(value, &arg.pg_type)
+            .map_err(|why| invalid(format!("parameter {} of {routine}: {why}", param.name)))?;
+        binds.push(text);
+        bind_names.push(param.name.as_written().to_string());
+        write!(sql, " => ${}::{}", binds.len(), arg.pg_type.sql).expect("write to String");
+    }
     sql.push(')');
 
     let returns_cursor = routine.return_type.base == "refcursor"
@@ -160,7 +159,7 @@ impl Plan {
     pub fn structured_binds(
         &self,
         params: &[tokio_postgres::types::Type],
-        proc_name: &str,
+        proc_name: &dyn std::fmt::Display,
     ) -> Result<Option<Vec<Option<String>>>> {
         let mut converted: Option<Vec<Option<String>>> = None;
         for (i, (bind, ty)) in self.binds.iter().zip(params).enumerate() {
@@ -181,7 +180,20 @@ impl Plan {
 
 /// Double-quotes a catalog identifier, doubling any quote inside.
 pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    let mut quoted = String::with_capacity(name.len() + 2);
+    push_ident(&mut quoted, name);
+    quoted
+}
+
+fn push_ident(sql: &mut String, name: &str) {
+    sql.push('"');
+    for c in name.chars() {
+        if c == '"' {
+            sql.push('"');
+        }
+        sql.push(c);
+    }
+    sql.push('"');
 }
 
 #[cfg(test)]
