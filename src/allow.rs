@@ -121,14 +121,19 @@ pub fn check_resolved(open: bool, requested: &ProcedureName, schema: &str) -> Re
     if open || !is_system_schema(schema) {
         return Ok(());
     }
-    Err(system_schema_refused(
+    Err(resolved_into_system_schema(requested, schema))
+}
+
+/// The refusal of a name that resolved into the system schema `schema`.
+pub fn resolved_into_system_schema(requested: &ProcedureName, schema: &str) -> Error {
+    system_schema_refused(
         &format!(
             "{} (resolved to {schema}.{})",
             requested.normalised(),
             requested.object().folded_lower()
         ),
         schema,
-    ))
+    )
 }
 
 fn system_schema_refused(shown: &str, schema: &str) -> Error {

@@ -18,6 +18,9 @@ use crate::backend::{Backend, Interrupt, MessageLog, Phase, Progress};
 use crate::call::{Outputs, ProcedureCall};
 use crate::error::{Error, Result};
 
+/// Deadlines shorter than this are refused before anything runs.
+const SHORTEST_DEADLINE: Duration = Duration::from_millis(5);
+
 /// What a completed sync call returns.
 #[derive(Debug)]
 pub struct SyncOutcome {
@@ -36,6 +39,17 @@ pub async fn execute(
     let started = Instant::now();
     // A deadline too far to represent is no deadline at all.
     let deadline = deadline.filter(|d| started.checked_add(*d).is_some());
+    if let Some(deadline) = deadline
+        && deadline < SHORTEST_DEADLINE
+    {
+        // tonic's own timer would win the race and answer CANCELLED.
+        return Err(Error::DeadlineExceeded(format!(
+            "the deadline of {} is shorter than the {} procgate needs to run a call and \
+             still cancel it in time; nothing was run",
+            humantime::format_duration(deadline),
+            humantime::format_duration(SHORTEST_DEADLINE)
+        )));
+    }
     let interrupt = match deadline {
         Some(deadline) => Interrupt::with_deadline(started + deadline),
         None => Interrupt::new(),

@@ -356,6 +356,22 @@ async fn system_schemas_are_closed_unless_their_flag_opens_them() {
             status.message()
         );
     }
+    // Parameters that do not fit are refused for the schema, not described.
+    let status = execute(
+        &mut client,
+        call(
+            "pg_read_file",
+            vec![p_in("filename", Kind::StringValue("/etc/passwd".into()))],
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        !status.message().contains("parameters are"),
+        "{}",
+        status.message()
+    );
     let alive: i32 = victim.query_one("SELECT 1", &[]).await.unwrap().get(0);
     assert_eq!(alive, 1, "the victim session survived");
     drop(client);

@@ -71,6 +71,44 @@ async fn intervals_arrays_composites_and_infinities_round_trip() {
         ])
     );
 
+    // Exact decimals inside JSON stay exact; years PostgreSQL has and
+    // protobuf dates do not come back as PostgreSQL writes them, and go in
+    // again as such.
+    let answer = execute(
+        &mut client,
+        call(
+            "echo_more",
+            vec![
+                p_inout(
+                    "amounts",
+                    json("[19.99, 0.10, 12345678901234567.89, 1e-30, 100000000000000000000000001]"),
+                ),
+                p_inout("d", Kind::StringValue("0044-03-15 BC".into())),
+                p_inout(
+                    "ts",
+                    Kind::StringValue("294276-12-31 23:59:59.999999".into()),
+                ),
+            ],
+        ),
+    )
+    .await
+    .unwrap();
+    let Some(Kind::JsonValue(amounts)) = kind_of(answer.outputs.get("amounts")) else {
+        panic!("{answer:?}");
+    };
+    assert_eq!(
+        amounts,
+        "[19.99,0.10,12345678901234567.89,0.000000000000000000000000000001,100000000000000000000000001]"
+    );
+    assert_eq!(
+        kind_of(answer.outputs.get("d")),
+        Some(&Kind::StringValue("0044-03-15 BC".into()))
+    );
+    assert_eq!(
+        kind_of(answer.outputs.get("ts")),
+        Some(&Kind::StringValue("294276-12-31 23:59:59.999999".into()))
+    );
+
     // Numeric infinities, and an interval's negative parts.
     let answer = execute(
         &mut client,
@@ -110,6 +148,28 @@ async fn intervals_arrays_composites_and_infinities_round_trip() {
     assert_eq!(
         parsed(kind_of(item.return_value.as_ref())),
         serde_json::json!({"id": 3, "label": "three", "tags": ["new"]})
+    );
+
+    // A huge bad value gets a short message, not a header clients refuse.
+    let status = execute(
+        &mut client,
+        call(
+            "echo_more",
+            vec![p_inout("iv", Kind::StringValue("z".repeat(20_000)))],
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::InvalidArgument,
+        "{}",
+        status.message().len()
+    );
+    assert!(
+        status.message().len() < 1_100,
+        "{} bytes",
+        status.message().len()
     );
 
     // JSON that does not fit is refused, naming the parameter and attribute.

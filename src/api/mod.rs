@@ -63,9 +63,24 @@ impl ProcedureService for ProcedureApi {
         let deadline = grpc_timeout(request.metadata())?;
         let call = self.accept_call(request.into_inner().call)?;
         let outcome =
-            sync_call::execute(self.backend.as_ref(), &call, deadline, self.max_messages).await?;
+            match sync_call::execute(self.backend.as_ref(), &call, deadline, self.max_messages)
+                .await
+            {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    // The code and the database's code, never the message:
+                    // it may quote a parameter's value.
+                    info!(
+                        procedure = %call.name,
+                        code = ?status::code_of(&e),
+                        db_code = e.db_code().unwrap_or_default(),
+                        "sync call failed"
+                    );
+                    return Err(e.into());
+                }
+            };
         let outputs = outputs_to_proto(&outcome.outputs);
-        info!(elapsed = ?outcome.elapsed, "sync call completed");
+        info!(procedure = %call.name, elapsed = ?outcome.elapsed, "sync call completed");
         let response = pb::ExecuteSyncResponse {
             outputs: outputs.outputs,
             return_value: outputs.return_value,

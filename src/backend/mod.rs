@@ -168,19 +168,36 @@ pub fn connect(url: &str, settings: &BackendSettings) -> Result<Arc<dyn Backend>
     }
 }
 
-/// A URL with its password replaced, safe for logs.
+/// A URL with its password replaced, safe for logs: the one in the
+/// authority (`user:secret@`) and any `password=` query parameter.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<unparseable database URL>".into();
     };
     let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}{tail}")
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
         }
-        None => format!("{scheme}://{authority}{tail}"),
-    }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 #[cfg(test)]
@@ -211,6 +228,14 @@ mod tests {
             "postgres://db.local/sales"
         );
         assert!(!redact_url("oracle://scott:tiger@tns").contains("tiger"));
+        assert_eq!(
+            redact_url("postgresql://app@db/x?user=app&Password=Sup3r!&sslmode=disable"),
+            "postgresql://app@db/x?user=app&Password=***&sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("postgresql://db:5432/x?password=s"),
+            "postgresql://db:5432/x?password=***"
+        );
     }
 
     #[test]

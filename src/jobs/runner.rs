@@ -118,7 +118,8 @@ pub(super) async fn execute(
     });
     {
         let job = tx.borrow();
-        info!(state = job.state.name(), duration = ?job.duration(), "job ended");
+        let duration = job.duration().unwrap_or_default();
+        info!(state = job.state.name(), ?duration, "job ended");
     }
     registry.retire(&tx.borrow().id);
     registry.job_ended.notify_waiters();

@@ -218,12 +218,14 @@ impl Inner {
         let conn = self.checkout(self.settings.checkout_timeout)?;
         progress.phase(Phase::ConnectionAcquired);
         let routines = self.catalog.lookup(&conn.conn, &call.name)?;
-        let (block, routine) = block::plan(call, &routines)?;
+        // Every overload of a name lives in one schema; checked before the
+        // request is matched, so a refused routine's signature stays unsaid.
         crate::allow::check_resolved(
             self.settings.allow_system_schemas,
             &call.name,
-            routine.schema(),
+            routines[0].schema(),
         )?;
+        let (block, _) = block::plan(call, &routines)?;
 
         conn.conn
             .execute(session::ENABLE_OUTPUT, &[])

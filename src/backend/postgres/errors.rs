@@ -17,6 +17,7 @@ pub fn classify(error: &tokio_postgres::Error) -> Error {
         if let Some(hint) = db.hint() {
             message.push_str(&format!(" (hint: {hint})"));
         }
+        shorten(&mut message);
         return Error::Database(DbError {
             kind: kind_of(code),
             code: code.to_string(),
@@ -33,6 +34,22 @@ pub fn classify(error: &tokio_postgres::Error) -> Error {
         });
     }
     Error::Internal(format!("PostgreSQL driver error: {error}"))
+}
+
+/// The longest database message passed on: a message quotes the value it
+/// refused, and a status message travels in a header that clients cap
+/// (grpc-core at 16 KiB), so a huge bad value must not become a huge error.
+const MAX_MESSAGE: usize = 1_000;
+
+fn shorten(message: &mut String) {
+    if message.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str("… (shortened)");
+    }
 }
 
 /// The kind of a SQLSTATE.
@@ -54,6 +71,9 @@ pub fn kind_of(sqlstate: &str) -> DbErrorKind {
             "22" => K::InvalidValue,
             "23" => K::UserRaised,
             "53" => K::ResourceExhausted,
+            // program_limit_exceeded: too many array dimensions, a row too
+            // big, a name too long — what the request asked for.
+            "54" => K::InvalidValue,
             _ => K::Other,
         },
     }
@@ -61,7 +81,18 @@ pub fn kind_of(sqlstate: &str) -> DbErrorKind {
 
 #[cfg(test)]
 mod tests {
-    use super::kind_of;
+    use super::{MAX_MESSAGE, kind_of, shorten};
+
+    #[test]
+    fn long_messages_are_shortened_on_a_char_boundary() {
+        let mut message = "é".repeat(MAX_MESSAGE);
+        shorten(&mut message);
+        assert!(message.len() < MAX_MESSAGE + 20, "{}", message.len());
+        assert!(message.ends_with("… (shortened)"));
+        let mut short = "fine".to_string();
+        shorten(&mut short);
+        assert_eq!(short, "fine");
+    }
     use crate::error::DbErrorKind as K;
 
     #[test]
@@ -78,6 +109,7 @@ mod tests {
             ("57P01", K::ConnectionLost),
             ("08006", K::ConnectionLost),
             ("53300", K::ResourceExhausted),
+            ("54000", K::InvalidValue),
             ("42501", K::PermissionDenied),
             ("42P01", K::Other),
             ("XX000", K::Other),

@@ -299,7 +299,10 @@ fn write_literal(ty: &Type, json: &Json, out: &mut String) -> Result<(), String>
         }
         (_, Json::String(s)) => out.push_str(s),
         (_, Json::Null) => {}
-        // json/jsonb elements, numbers, booleans: their JSON text.
+        // Numbers keep the digits the client sent (serde_json's
+        // arbitrary_precision): `0.10` stays `0.10`, never a float.
+        (_, Json::Number(n)) => out.push_str(n.as_str()),
+        // json/jsonb elements, booleans: their JSON text.
         (_, other) => out.push_str(&other.to_string()),
     }
     Ok(())
@@ -411,6 +414,17 @@ mod tests {
     fn json_becomes_array_and_row_literals() {
         let lit = |ty: &Type, json: &str| literal(ty, json).unwrap().unwrap();
         assert_eq!(lit(&Type::INT4_ARRAY, "[1, null, 3]"), r#"{"1",NULL,"3"}"#);
+        assert_eq!(
+            lit(
+                &Type::NUMERIC_ARRAY,
+                "[19.99, 0.10, 12345678901234567.89, 1e-30]"
+            ),
+            r#"{"19.99","0.10","12345678901234567.89","1e-30"}"#
+        );
+        assert_eq!(
+            lit(&Type::JSONB_ARRAY, r#"[{"n": 0.10}, 12345678901234567.89]"#),
+            r#"{"{\"n\":0.10}","12345678901234567.89"}"#
+        );
         assert_eq!(
             lit(&Type::INT4_ARRAY, "[[1,2],[3,4]]"),
             r#"{{"1","2"},{"3","4"}}"#

@@ -98,6 +98,29 @@ impl PostgresBackend {
         })
     }
 
+    /// The routines of a name a caller may reach: those in a system schema
+    /// only with --allow-system-schemas. Decided before the request is
+    /// matched against a signature, so that a refused routine's parameters
+    /// are never described to the caller.
+    fn reachable(
+        &self,
+        name: &ProcedureName,
+        routines: Arc<Vec<catalog::Routine>>,
+    ) -> Result<Arc<Vec<catalog::Routine>>> {
+        let closed = |r: &catalog::Routine| crate::allow::is_system_schema(&r.schema);
+        if self.settings.allow_system_schemas || !routines.iter().any(closed) {
+            return Ok(routines);
+        }
+        let open: Vec<_> = routines.iter().filter(|r| !closed(r)).cloned().collect();
+        if open.is_empty() {
+            return Err(crate::allow::resolved_into_system_schema(
+                name,
+                &routines[0].schema,
+            ));
+        }
+        Ok(Arc::new(open))
+    }
+
     async fn checkout(&self, timeout: Duration) -> Result<PooledSession> {
         let mut timeouts = self.pool.timeouts();
         timeouts.wait = Some(timeout);
@@ -163,13 +186,10 @@ impl PostgresBackend {
                     .map_err(Failed::Final)?
             }
         };
+        let routines = self
+            .reachable(&call.name, routines)
+            .map_err(Failed::Final)?;
         let (plan, routine) = statement::plan(call, &routines).map_err(Failed::Final)?;
-        crate::allow::check_resolved(
-            self.settings.allow_system_schemas,
-            &call.name,
-            &routine.schema,
-        )
-        .map_err(Failed::Final)?;
         let cached = session.cached(&plan.sql);
         if (cached.is_none() || !session.has_release())
             && let Err(e) = session.reset_now().await
@@ -324,8 +344,8 @@ impl Backend for PostgresBackend {
                 self.catalog.lookup(&session.client, name).await?
             }
         };
+        let routines = self.reachable(name, routines)?;
         let routine = &routines[0];
-        crate::allow::check_resolved(self.settings.allow_system_schemas, name, &routine.schema)?;
         let returns = (!routine.is_procedure && routine.return_type.base != "void").then(|| {
             if routine.returns_set {
                 crate::call::ValueType::Cursor

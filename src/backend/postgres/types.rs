@@ -16,7 +16,7 @@
 
 use std::fmt::Write;
 
-use chrono::{Datelike, NaiveDate, SecondsFormat, TimeDelta, Timelike};
+use chrono::{Datelike, NaiveDate, SecondsFormat, TimeDelta};
 use tokio_postgres::types::{FromSql, Kind, Type};
 
 use super::catalog::PgType;
@@ -115,6 +115,11 @@ fn special_text(value: &Value, typname: &str) -> Option<String> {
         Value::Float(f) if typname == "numeric" && !f.is_finite() => return Some(float_text(*f)),
         _ => return None,
     };
+    let datetime = matches!(typname, "date" | "timestamp" | "timestamptz");
+    if datetime && is_far_datetime(text) {
+        // What procgate returns for years outside 1–9999 goes back in as is.
+        return Some(text.to_string());
+    }
     let specials: &[&str] = match typname {
         "date" | "timestamp" | "timestamptz" => &["infinity", "-infinity"],
         "numeric" | "float4" | "float8" => &["NaN", "Infinity", "-Infinity"],
@@ -124,6 +129,17 @@ fn special_text(value: &Value, typname: &str) -> Option<String> {
         .iter()
         .find(|s| s.eq_ignore_ascii_case(text))
         .map(|s| s.to_string())
+}
+
+/// A date or timestamp outside years 1–9999 in PostgreSQL's own text:
+/// `10213-09-21`, `0044-03-15 BC`.
+fn is_far_datetime(text: &str) -> bool {
+    let year_digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let bc = text
+        .get(text.len().saturating_sub(3)..)
+        .is_some_and(|era| era.eq_ignore_ascii_case(" BC"));
+    (year_digits >= 5 && text.as_bytes().get(year_digits) == Some(&b'-'))
+        || (bc && year_digits == 4)
 }
 
 /// The names PostgreSQL gives a float's special values, or its shortest
@@ -266,20 +282,38 @@ fn date(days: i32) -> Value {
         i32::MIN => Value::String("-infinity".into()),
         _ => match epoch().checked_add_signed(TimeDelta::days(days.into())) {
             Some(d) if (1..=9999).contains(&d.year()) => Value::Date(d),
-            Some(d) => Value::String(far_date(d)),
-            None => Value::String(format!("{days} days from 2000-01-01")),
+            _ => Value::String(far_date(days.into(), "")),
         },
     }
 }
 
-/// A date outside years 1–9999 the way PostgreSQL writes it:
-/// `10213-09-21`, `0044-03-15 BC`.
-fn far_date(d: NaiveDate) -> String {
-    if d.year() <= 0 {
-        format!("{:04}-{:02}-{:02} BC", 1 - d.year(), d.month(), d.day())
+/// A day outside years 1–9999 (counted from 2000-01-01) the way
+/// PostgreSQL writes it: `10213-09-21`, `0044-03-15 BC`, with `time`
+/// before the era (`0044-03-15 12:00:00 BC`). Computed on the calendar
+/// itself, since PostgreSQL's years (to 5874897) outrun chrono's.
+fn far_date(days: i64, time: &str) -> String {
+    let (year, month, day) = civil_from_days(days + 10_957); // 1970-01-01 → 2000-01-01
+    let (year, era) = if year <= 0 {
+        (1 - year, " BC")
     } else {
-        format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
-    }
+        (year, "")
+    };
+    format!("{year:04}-{month:02}-{day:02}{time}{era}")
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`); year 0 is 1 BC.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Microseconds since 2000-01-01 00:00 (UTC for timestamptz).
@@ -295,15 +329,13 @@ fn timestamp(micros: i64) -> Value {
                 .checked_add_signed(TimeDelta::microseconds(micros));
             match at {
                 Some(t) if (1..=9999).contains(&t.year()) => Value::Timestamp(t),
-                Some(t) => Value::String(format!(
-                    "{} {}",
-                    far_date(t.date_naive()),
-                    clock(
-                        t.time().num_seconds_from_midnight() as i64 * 1_000_000
-                            + (t.time().nanosecond() / 1000) as i64
-                    )
-                )),
-                None => Value::String(format!("{micros} µs from 2000-01-01")),
+                _ => {
+                    let (days, of_day) = (
+                        micros.div_euclid(86_400_000_000),
+                        micros.rem_euclid(86_400_000_000),
+                    );
+                    Value::String(far_date(days, &format!(" {}", clock(of_day))))
+                }
             }
         }
     }
@@ -549,6 +581,13 @@ mod tests {
             text(Value::String("P1DT2H".into()), "interval").as_deref(),
             Some("P1DT2H")
         );
+        for far in ["10213-09-21", "0044-03-15 BC", "0038-11-16 04:00:00 BC"] {
+            assert_eq!(
+                text(Value::String(far.into()), "date").as_deref(),
+                Some(far)
+            );
+        }
+        assert!(encode(&Value::String("12345".into()), &pg("date")).is_err());
     }
 
     #[test]
@@ -561,6 +600,16 @@ mod tests {
         );
         assert_eq!(date(3_000_000), Value::String("10213-09-21".into()));
         assert_eq!(date(-750_000), Value::String("0055-07-28 BC".into()));
+        // PostgreSQL's last date, far past chrono's.
+        assert_eq!(date(2_145_031_948), Value::String("5874897-12-31".into()));
+        assert_eq!(
+            timestamp(9_223_371_331_199_999_999),
+            Value::String("294276-12-31 23:59:59.999999".into())
+        );
+        assert_eq!(
+            timestamp(-64_253_937_600_000_000),
+            Value::String("0038-11-16 04:00:00 BC".into())
+        );
         assert_eq!(timestamp(i64::MIN), Value::String("-infinity".into()));
         assert!(matches!(timestamp(1_500_000), Value::Timestamp(_)));
         let interval = |micros: i64, days: i32, months: i32| {
