@@ -35,20 +35,33 @@ pub struct Ran {
     pub released: Option<Released>,
 }
 
+/// What goes out in one write for a call.
+pub struct Pipeline<'a> {
+    /// The session's reset, when it served a call before.
+    pub reset: Option<&'a str>,
+    pub plan: &'a Plan,
+    /// The plan's binds, with JSON turned into literals where needed.
+    pub binds: &'a [Option<String>],
+    pub statement: &'a Statement,
+    pub release: &'a Statement,
+}
+
 /// Runs the plan, pipelined between the session's reset (when it needs
 /// one) and the release, and turns its result into outputs. Owns the
 /// transaction when a cursor has to be fetched.
-#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: &Client,
-    plan: &Plan,
-    binds: &[Option<String>],
-    statement: &Statement,
-    release: &Statement,
-    reset: Option<&str>,
+    pipeline: Pipeline<'_>,
     call: &ProcedureCall,
     max_rows: usize,
 ) -> Ran {
+    let Pipeline {
+        reset,
+        plan,
+        binds,
+        statement,
+        release,
+    } = pipeline;
     let reset = async {
         match reset {
             Some(sql) => client.batch_execute(sql).await,

@@ -230,11 +230,13 @@ impl PostgresBackend {
             .guard(
                 exec::run(
                     &session.client,
-                    &plan,
-                    binds,
-                    &statement,
-                    &release,
-                    reset.as_deref(),
+                    exec::Pipeline {
+                        reset: reset.as_deref(),
+                        plan: &plan,
+                        binds,
+                        statement: &statement,
+                        release: &release,
+                    },
                     call,
                     self.settings.max_cursor_rows,
                 ),
