@@ -32,6 +32,13 @@ enum Command {
     Client(ClientCommand),
 }
 
+/// jemalloc rather than glibc's malloc: a call's many short-lived driver
+/// buffers share the tokio workers' threads with the long-lived snapshots of
+/// retained jobs, and glibc's arenas fragmented around them (1,087 bytes of
+/// RSS per retained job against 589; docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

@@ -334,7 +334,9 @@ async fn sweep_jobs(jobs: Jobs, interval: Duration, retention: Duration) {
     }
 }
 
-/// Gives memory freed by a sweep back to the system. glibc's allocator
+/// Gives memory freed by a sweep back to the system when glibc's allocator
+/// serves it (a program embedding the library; the procgate binary uses
+/// jemalloc, which returns freed pages on its own within seconds). glibc
 /// keeps freed pages of its arenas otherwise, so a gateway that once held
 /// 100,000 jobs would keep their memory for good.
 fn release_freed_memory() {

@@ -680,11 +680,16 @@ async fn a_malformed_grpc_timeout_is_refused_not_a_panic() {
         );
         assert!(message.contains("grpc-timeout"), "{bad}: {message}");
     }
-    // Deadlines too short to run and cancel a call in: DEADLINE_EXCEEDED,
-    // not tonic's CANCELLED.
+    // Deadlines too short to run and cancel a call in: procgate's
+    // DEADLINE_EXCEEDED, unless tonic's own timer fires first, before the
+    // request's body is read (then CANCELLED "Timeout expired"); either
+    // way a status, never a reset stream, and nothing runs.
     for tiny in ["0S", "1m", "3m", "100n"] {
         let (status, message) = raw_execute_with_timeout(&gw, tiny).await;
-        assert_eq!(status, "4", "{tiny}: {message}");
+        assert!(
+            ["1", "4"].contains(&status.as_str()),
+            "{tiny}: {status} {message}"
+        );
     }
     // The longest legal value is a deadline far away, and the call works.
     let (status, message) = raw_execute_with_timeout(&gw, "99999999H").await;

@@ -39,6 +39,14 @@ pub struct Options {
     pub out: PathBuf,
 }
 
+/// jemalloc rather than glibc's malloc: a call's many short-lived driver
+/// buffers share the tokio workers' threads with the long-lived snapshots of
+/// retained jobs, and glibc's arenas fragmented around them (1,087 bytes of
+/// RSS per retained job against 589; docs/benchmarks.md). The gateway
+/// measured here is this binary, so it allocates as `procgate` does.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(gateway::FLAG) {
