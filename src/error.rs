@@ -23,6 +23,9 @@ pub enum Error {
     /// The job is in a state that does not allow the operation.
     #[error("{0}")]
     WrongJobState(String),
+    /// A request_id already names another call's job (AIP-155).
+    #[error("{0}")]
+    AlreadyExists(String),
     /// The procedure is outside the `--allow` list.
     #[error("{0}")]
     NotAllowed(String),

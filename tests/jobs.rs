@@ -328,6 +328,108 @@ async fn the_same_request_id_returns_the_same_job() {
     assert_eq!(too_long.code(), Code::InvalidArgument);
 }
 
+/// A request_id names one call: a retry of it gets its job even when the
+/// queue is full, another call with it is ALREADY_EXISTS naming the job.
+async fn request_ids_are_checked_before_capacity_and_bound_to_one_call(gw: Gateway) {
+    let mut client = gw.client().await;
+    let nap = |seconds: f64| call("nap", vec![p_in("seconds", Kind::FloatValue(seconds))]);
+    let submit_with = |call: pb::ProcedureCall, request_id: &str| pb::SubmitAsyncRequest {
+        call: Some(call),
+        request_id: request_id.into(),
+    };
+    // One job runs, one waits: the queue (--max-pending-jobs 1) is full.
+    let running = submit(&mut client, nap(30.0)).await;
+    wait_state(&client, &running.id, S::Running).await;
+    let waiting = client
+        .submit_async(submit_with(nap(0.0), "retry-me"))
+        .await
+        .unwrap()
+        .into_inner();
+    let full = client
+        .submit_async(submit_with(nap(0.0), "another"))
+        .await
+        .unwrap_err();
+    assert_eq!(full.code(), Code::ResourceExhausted, "{full:?}");
+    let retried = client
+        .submit_async(submit_with(nap(0.0), "retry-me"))
+        .await
+        .expect("a retry gets its job even with the queue full")
+        .into_inner();
+    assert_eq!(retried.id, waiting.id);
+
+    for different in [
+        nap(1.0),
+        call("chatty", vec![p_in("lines", Kind::IntegerValue(1))]),
+    ] {
+        let status = client
+            .submit_async(submit_with(different, "retry-me"))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+        assert!(
+            status.message().contains(&waiting.id),
+            "{}",
+            status.message()
+        );
+    }
+    client
+        .cancel_job(pb::CancelJobRequest { id: running.id })
+        .await
+        .unwrap();
+    wait_state(&client, &waiting.id, S::Completed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_procedures_first_small_progress_shows_as_sent() {
+    let gw = Gateway::start(&[]).await;
+    let mut client = gw.client().await;
+    let job = submit(&mut client, call("creep", vec![])).await;
+    let seen = watch_to_end(&mut client, &job.id).await;
+    let running: Vec<u32> = seen
+        .iter()
+        .filter(|j| state_of(j) == S::Running)
+        .map(|j| j.progress)
+        .collect();
+    // Milestones 1 (connection) and 2 (executing) stay below the 5 %.
+    assert!(
+        running.iter().all(|p| [0, 1, 2, 5].contains(p)),
+        "{running:?}"
+    );
+    assert!(running.contains(&5), "{running:?}");
+    assert!(
+        running.windows(2).all(|w| w[0] <= w[1]),
+        "never backwards: {running:?}"
+    );
+    assert_eq!(seen.last().unwrap().progress, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_in_memory() {
+    let gw = Gateway::start(&["--max-running-jobs", "1", "--max-pending-jobs", "1"]).await;
+    request_ids_are_checked_before_capacity_and_bound_to_one_call(gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_in_the_database_store() {
+    let db = start_db().await;
+    procgate::jobs::store::migrate(&db.url(), "public")
+        .await
+        .unwrap();
+    let gw = Gateway::start_on(
+        db,
+        &[
+            "--job-store",
+            "database",
+            "--max-running-jobs",
+            "1",
+            "--max-pending-jobs",
+            "1",
+        ],
+    )
+    .await;
+    request_ids_are_checked_before_capacity_and_bound_to_one_call(gw).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_pages_newest_first_with_filters() {
     let gw = Gateway::start(&[]).await;

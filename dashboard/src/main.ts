@@ -150,12 +150,24 @@ function elapsed(job: Job): string {
   return seconds < 60 ? `${seconds.toFixed(1)} s` : `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
 }
 
+// Running with no progress of its own yet: the milestones before the
+// procedure's code runs stay at or below 2 %.
+const INDETERMINATE_MAX = 2;
+
+function isIndeterminate(job: Job): boolean {
+  return job.state === JobState.RUNNING && job.progress <= INDETERMINATE_MAX;
+}
+
+function progressText(job: Job): string {
+  return isIndeterminate(job) ? `running… ${job.progressMessage}` : `${job.progress}% ${job.progressMessage}`;
+}
+
 function progressBar(job: Job): HTMLElement {
-  const kind = job.state === JobState.COMPLETED ? "done" : job.state === JobState.FAILED ? "bad" : job.state === JobState.CANCELLED ? "stopped" : "";
+  const kind = job.state === JobState.COMPLETED ? "done" : job.state === JobState.FAILED ? "bad" : job.state === JobState.CANCELLED ? "stopped" : isIndeterminate(job) ? "indeterminate" : "";
   const bar = el("div", { class: `bar ${kind}`, "data-progress": String(job.progress) });
   const fill = el("i");
-  fill.style.width = `${job.progress}%`;
-  bar.append(fill, el("span", {}, `${job.progress}% ${job.progressMessage}`));
+  fill.style.width = isIndeterminate(job) ? "100%" : `${job.progress}%`;
+  bar.append(fill, el("span", {}, progressText(job)));
   return bar;
 }
 
@@ -290,7 +302,7 @@ function renderDetail() {
       el("dt", {}, "State"),
       el("dd", { id: "detail-state" }, stateName(job.state) + (job.cancelRequested && isLive(job) ? " (cancelling)" : "")),
       el("dt", {}, "Progress"),
-      el("dd", {}, `${job.progress}% ${job.progressMessage}`),
+      el("dd", {}, progressText(job)),
       el("dt", {}, "Job"),
       el("dd", { class: "muted" }, job.id),
       el("dt", {}, "Elapsed"),

@@ -18,6 +18,7 @@ pub fn code_of(error: &Error) -> Code {
         Error::InvalidArgument(_) => Code::InvalidArgument,
         Error::ProcedureNotFound(_) | Error::JobNotFound(_) => Code::NotFound,
         Error::WrongJobState(_) => Code::FailedPrecondition,
+        Error::AlreadyExists(_) => Code::AlreadyExists,
         Error::NotAllowed(_) => Code::PermissionDenied,
         Error::Unauthenticated(_) => Code::Unauthenticated,
         Error::Exhausted(_) => Code::ResourceExhausted,

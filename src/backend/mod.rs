@@ -27,7 +27,10 @@ use crate::error::{Error, Result};
 use crate::name::ProcedureName;
 
 /// The milestones a call passes through; they move a job's progress when the
-/// procedure reports none of its own.
+/// procedure reports none of its own. Those before the procedure's own code
+/// runs stay below anything it reports (from 3 %), since progress never goes
+/// back: a procedure that reports 5 % shows 5 %. Progress of at most
+/// [`INDETERMINATE_MAX`] on a RUNNING job means "started, amount unknown".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     ConnectionAcquired,
@@ -38,8 +41,8 @@ pub enum Phase {
 impl Phase {
     pub fn percent(self) -> u32 {
         match self {
-            Phase::ConnectionAcquired => 10,
-            Phase::Executing => 30,
+            Phase::ConnectionAcquired => 1,
+            Phase::Executing => INDETERMINATE_MAX,
             Phase::OutputsFetched => 90,
         }
     }
@@ -52,6 +55,9 @@ impl Phase {
         }
     }
 }
+
+/// The highest milestone before the procedure's own code runs.
+pub const INDETERMINATE_MAX: u32 = 2;
 
 /// Where a running call reports what it is doing. Called from whichever
 /// thread reads the database's messages: keep it quick and non-blocking.

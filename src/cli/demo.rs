@@ -244,7 +244,9 @@ async fn wait_running(client: &mut Client, id: &str) -> Result<(), String> {
         .await
         .map_err(|s| super::render::status_line(&s))?
     {
-        if job.state == pb::JobState::Running as i32 && job.progress >= 30 {
+        if job.state == pb::JobState::Running as i32
+            && job.progress >= crate::backend::INDETERMINATE_MAX
+        {
             return Ok(());
         }
     }

@@ -164,6 +164,21 @@ pub fn short_id(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
 
+/// Whether a job is running with no progress of its own yet (the
+/// milestones before its procedure's code runs stay at or below 2 %).
+pub fn is_indeterminate(job: &pb::Job) -> bool {
+    job.state == pb::JobState::Running as i32 && job.progress <= crate::backend::INDETERMINATE_MAX
+}
+
+/// `40%`, or `…` while the amount is unknown.
+pub fn progress_text(job: &pb::Job) -> String {
+    if is_indeterminate(job) {
+        "…".into()
+    } else {
+        format!("{}%", job.progress)
+    }
+}
+
 pub fn jobs_table(jobs: &[pb::Job]) -> String {
     let mut t = table(&[
         "id",
@@ -177,7 +192,7 @@ pub fn jobs_table(jobs: &[pb::Job]) -> String {
         t.add_row(vec![
             job.id.clone(),
             state_name(job.state).to_string(),
-            format!("{}%", job.progress),
+            progress_text(job),
             job.procedure.clone(),
             short_time(job.start_time.as_ref()),
             duration_text(job.duration.as_ref()),
@@ -199,7 +214,7 @@ pub fn job_text(job: &pb::Job) -> String {
     line("procedure", job.procedure.clone());
     line(
         "progress",
-        format!("{}% {}", job.progress, job.progress_message),
+        format!("{} {}", progress_text(job), job.progress_message),
     );
     line("created", timestamp_text(job.create_time.as_ref()));
     line("started", timestamp_text(job.start_time.as_ref()));

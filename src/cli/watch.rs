@@ -11,7 +11,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tonic::Status;
 
 use super::Client;
-use super::render::{short_id, state_name};
+use super::render::{is_indeterminate, progress_text, short_id, state_name};
 use crate::proto::{self as pb};
 
 /// Watches every job to its end; returns their terminal snapshots in order.
@@ -22,6 +22,10 @@ pub async fn follow(client: &Client, ids: &[String]) -> Result<Vec<pb::Job>, Sta
     )
     .expect("a valid template")
     .progress_chars("=> ");
+    // Running, amount unknown yet: a spinner rather than a bar stuck at 2 %.
+    let spinner =
+        ProgressStyle::with_template("{prefix:.bold} [{spinner:.cyan}] {msg} ({elapsed})")
+            .expect("a valid template");
     let started = Instant::now();
     let mut watchers = Vec::new();
     for id in ids {
@@ -33,6 +37,7 @@ pub async fn follow(client: &Client, ids: &[String]) -> Result<Vec<pb::Job>, Sta
         });
         let mut client = client.clone();
         let id = id.clone();
+        let (style, spinner) = (style.clone(), spinner.clone());
         watchers.push(tokio::spawn(async move {
             let mut stream = client
                 .watch_job(pb::WatchJobRequest { id: id.clone() })
@@ -44,13 +49,18 @@ pub async fn follow(client: &Client, ids: &[String]) -> Result<Vec<pb::Job>, Sta
                 match &bar {
                     Some(bar) => {
                         bar.set_prefix(format!("{} {}", short_id(&job.id), job.procedure));
+                        bar.set_style(if is_indeterminate(&job) {
+                            spinner.clone()
+                        } else {
+                            style.clone()
+                        });
                         bar.set_position(job.progress.into());
                         bar.set_message(format!("{state} {}", job.progress_message));
                     }
                     None => println!(
-                        "{} {state:<9} {:>3}% {} ({:.1}s)",
+                        "{} {state:<9} {:>4} {} ({:.1}s)",
                         short_id(&job.id),
-                        job.progress,
+                        progress_text(&job),
                         job.progress_message,
                         started.elapsed().as_secs_f64()
                     ),

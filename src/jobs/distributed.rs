@@ -112,6 +112,16 @@ impl DatabaseJobs {
             ));
         }
         super::registry::check_request_id(request_id.as_deref())?;
+        // Idempotency before capacity, as in memory: a retry gets its job
+        // even when the queue is full.
+        if let Some(request_id) = request_id.as_deref()
+            && let Some(existing) = self
+                .store
+                .find_by_request_id(&owner.name, request_id)
+                .await?
+        {
+            return super::same_call(existing.job, &call);
+        }
         let max_pending = self.local.limits.max_pending;
         if self.store.pending().await? >= max_pending as i64 {
             return Err(Error::Exhausted(format!(
@@ -120,6 +130,10 @@ impl DatabaseJobs {
         }
         let job = JobSnapshot::pending(call, request_id.map(Into::into), owner.name.clone());
         let stored = self.store.insert(&job).await?;
+        if stored.job.id != job.id {
+            // Another submit with the same request_id won the race.
+            return super::same_call(stored.job, &job.call);
+        }
         self.store.notify("pending").await;
         Ok(stored.job)
     }

@@ -58,6 +58,19 @@ impl JobState {
             JobState::Cancelled => "CANCELLED",
         }
     }
+
+    /// The state a stored name stands for; None for anything else, never a
+    /// guess.
+    pub fn parse(name: &str) -> Option<JobState> {
+        Some(match name {
+            "PENDING" => JobState::Pending,
+            "RUNNING" => JobState::Running,
+            "COMPLETED" => JobState::Completed,
+            "FAILED" => JobState::Failed,
+            "CANCELLED" => JobState::Cancelled,
+            _ => return None,
+        })
+    }
 }
 
 /// Everything known about a job at one moment.
@@ -92,6 +105,22 @@ impl JobSnapshot {
         let start = self.start_time.unwrap_or(self.create_time);
         Some(end.duration_since(start).unwrap_or_default())
     }
+}
+
+/// A request_id names one call: a retry of that call gets its job back, and
+/// another call (another procedure, other parameters) is refused rather
+/// than silently answered with the first one's job (AIP-155).
+pub(crate) fn same_call(existing: JobSnapshot, call: &ProcedureCall) -> Result<JobSnapshot, Error> {
+    if *existing.call == *call {
+        return Ok(existing);
+    }
+    Err(Error::AlreadyExists(format!(
+        "request_id {:?} already names job {}, a call of {} with other parameters or another \
+         procedure; send a new request_id for a different call",
+        existing.request_id.as_deref().unwrap_or_default(),
+        existing.id,
+        existing.call.display_name
+    )))
 }
 
 /// The limits the registry enforces.

@@ -154,10 +154,12 @@ impl JobRegistry {
         }
         let request_key = request_id.map(|key| (owner.name.clone(), Arc::<str>::from(key)));
         let mut jobs = self.jobs.lock().expect("registry lock");
+        // Idempotency before capacity: a retry gets its job even when the
+        // queue is full.
         if let Some(key) = &request_key
             && let Some(id) = jobs.by_request_id.get(key)
         {
-            return Ok(jobs.by_id[id].snapshot());
+            return super::same_call(jobs.by_id[id].snapshot(), &call);
         }
         if self.pending.load(Ordering::SeqCst) >= self.limits.max_pending {
             return Err(Error::Exhausted(format!(

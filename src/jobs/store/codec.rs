@@ -233,17 +233,34 @@ pub fn messages_from_json(json: &Json) -> Decoded<MessageLog> {
     })
 }
 
-const KINDS: [(DbErrorKind, &str); 10] = [
-    (DbErrorKind::UserRaised, "user_raised"),
-    (DbErrorKind::Conflict, "conflict"),
-    (DbErrorKind::UndefinedObject, "undefined_object"),
-    (DbErrorKind::InvalidValue, "invalid_value"),
-    (DbErrorKind::Cancelled, "cancelled"),
-    (DbErrorKind::TimedOut, "timed_out"),
-    (DbErrorKind::ConnectionLost, "connection_lost"),
-    (DbErrorKind::ResourceExhausted, "resource_exhausted"),
-    (DbErrorKind::PermissionDenied, "permission_denied"),
-    (DbErrorKind::Other, "other"),
+/// How a database error's kind is stored.
+fn kind_name(kind: DbErrorKind) -> &'static str {
+    match kind {
+        DbErrorKind::UserRaised => "user_raised",
+        DbErrorKind::Conflict => "conflict",
+        DbErrorKind::UndefinedObject => "undefined_object",
+        DbErrorKind::InvalidValue => "invalid_value",
+        DbErrorKind::Cancelled => "cancelled",
+        DbErrorKind::TimedOut => "timed_out",
+        DbErrorKind::ConnectionLost => "connection_lost",
+        DbErrorKind::ResourceExhausted => "resource_exhausted",
+        DbErrorKind::PermissionDenied => "permission_denied",
+        DbErrorKind::Other => "other",
+    }
+}
+
+/// Every kind, for reading stored names back.
+const KINDS: [DbErrorKind; 10] = [
+    DbErrorKind::UserRaised,
+    DbErrorKind::Conflict,
+    DbErrorKind::UndefinedObject,
+    DbErrorKind::InvalidValue,
+    DbErrorKind::Cancelled,
+    DbErrorKind::TimedOut,
+    DbErrorKind::ConnectionLost,
+    DbErrorKind::ResourceExhausted,
+    DbErrorKind::PermissionDenied,
+    DbErrorKind::Other,
 ];
 
 pub fn error_to_json(error: &Error) -> Json {
@@ -252,6 +269,7 @@ pub fn error_to_json(error: &Error) -> Json {
         Error::ProcedureNotFound(m) => ("procedure_not_found", m),
         Error::JobNotFound(m) => ("job_not_found", m),
         Error::WrongJobState(m) => ("wrong_job_state", m),
+        Error::AlreadyExists(m) => ("already_exists", m),
         Error::NotAllowed(m) => ("not_allowed", m),
         Error::Unauthenticated(m) => ("unauthenticated", m),
         Error::Exhausted(m) => ("exhausted", m),
@@ -261,10 +279,7 @@ pub fn error_to_json(error: &Error) -> Json {
         Error::Interrupted(m) => ("interrupted", m),
         Error::Internal(m) => ("internal", m),
         Error::Database(db) => {
-            let kind = KINDS
-                .iter()
-                .find(|(k, _)| *k == db.kind)
-                .map_or("other", |(_, n)| n);
+            let kind = kind_name(db.kind);
             return json!({ "database": { "kind": kind, "code": db.code, "message": db.message } });
         }
     };
@@ -280,6 +295,7 @@ pub fn error_from_json(json: &Json) -> Decoded<Error> {
         "procedure_not_found" => Error::ProcedureNotFound(message()),
         "job_not_found" => Error::JobNotFound(message()),
         "wrong_job_state" => Error::WrongJobState(message()),
+        "already_exists" => Error::AlreadyExists(message()),
         "not_allowed" => Error::NotAllowed(message()),
         "unauthenticated" => Error::Unauthenticated(message()),
         "exhausted" => Error::Exhausted(message()),
@@ -289,12 +305,16 @@ pub fn error_from_json(json: &Json) -> Decoded<Error> {
         "interrupted" => Error::Interrupted(message()),
         "internal" => Error::Internal(message()),
         "database" => {
-            let kind_name = inner["kind"].as_str().unwrap_or("other");
+            let stored = inner["kind"]
+                .as_str()
+                .ok_or("a database error without a kind")?;
             Error::Database(DbError {
+                // An unknown kind is an error, not "other": it would change
+                // the job's gRPC code without a word.
                 kind: KINDS
-                    .iter()
-                    .find(|(_, n)| *n == kind_name)
-                    .map_or(DbErrorKind::Other, |(k, _)| *k),
+                    .into_iter()
+                    .find(|k| kind_name(*k) == stored)
+                    .ok_or_else(|| format!("unknown database error kind {stored}"))?,
                 code: inner["code"].as_str().unwrap_or_default().to_string(),
                 message: inner["message"].as_str().unwrap_or_default().to_string(),
             })
@@ -307,6 +327,7 @@ pub fn error_from_json(json: &Json) -> Decoded<Error> {
 mod tests {
     use super::*;
     use crate::call::{parse_date, parse_timestamp};
+    use crate::jobs::JobState;
 
     fn values() -> Vec<Value> {
         vec![
@@ -393,6 +414,24 @@ mod tests {
         let mut log = MessageLog::default();
         log.push("line".into(), 5);
         assert_eq!(messages_from_json(&messages_to_json(&log)).unwrap(), log);
+    }
+
+    #[test]
+    fn every_database_error_kind_round_trips_and_unknown_ones_are_refused() {
+        for kind in KINDS {
+            let error = Error::Database(DbError {
+                kind,
+                code: "X".into(),
+                message: "m".into(),
+            });
+            assert_eq!(error_from_json(&error_to_json(&error)).unwrap(), error);
+        }
+        let unknown = json!({"database": {"kind": "novel", "code": "", "message": ""}});
+        assert!(error_from_json(&unknown).is_err());
+        for state in ["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"] {
+            assert_eq!(JobState::parse(state).unwrap().name(), state);
+        }
+        assert_eq!(JobState::parse("pending"), None);
     }
 
     #[test]

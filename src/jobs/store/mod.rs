@@ -185,6 +185,25 @@ impl JobStore {
         row.as_ref().map(from_row).transpose()
     }
 
+    /// The job an owner submitted with `request_id`, if any.
+    pub async fn find_by_request_id(
+        &self,
+        owner: &str,
+        request_id: &str,
+    ) -> Result<Option<StoredJob>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &self.sql(&format!(
+                    "SELECT {COLUMNS} FROM {{s}}.procgate_jobs WHERE owner = $1 AND request_id = $2"
+                )),
+                &[&owner, &request_id],
+            )
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(from_row).transpose()
+    }
+
     /// Jobs with `seq < before`, newest first, at most `limit`.
     pub async fn list(
         &self,
@@ -520,16 +539,7 @@ async fn listen_once(
 
 fn from_row(row: &Row) -> Result<StoredJob> {
     let state: &str = row.get("state");
-    let state = [
-        JobState::Pending,
-        JobState::Running,
-        JobState::Completed,
-        JobState::Failed,
-        JobState::Cancelled,
-    ]
-    .into_iter()
-    .find(|s| s.name() == state)
-    .ok_or_else(|| corrupt(format!("unknown state {state}")))?;
+    let state = JobState::parse(state).ok_or_else(|| corrupt(format!("unknown state {state}")))?;
     let call = codec::call_from_json(&row.get::<_, Json>("call")).map_err(corrupt)?;
     let time = |column: &str| {
         row.get::<_, Option<DateTime<Utc>>>(column)

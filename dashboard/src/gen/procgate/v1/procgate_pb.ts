@@ -397,7 +397,10 @@ export type Job = Message<"procgate.v1.Job"> & {
    * 0 to 100; never goes backwards. Reported by the procedure itself when it
    * can (PostgreSQL notice `progress: 40 loading`, Oracle
    * V$SESSION_LONGOPS), else phase milestones: queued 0, connection acquired
-   * 10, executing 30, outputs fetched 90, done 100.
+   * 1, executing 2, outputs fetched 90, done 100. The milestones before the
+   * procedure's own code runs stay below what it reports (from 3), so a
+   * report of 5 shows as 5; at most 2 on a RUNNING job means "running, amount
+   * unknown" (the dashboard and CLI show an indeterminate bar).
    *
    * @generated from field: uint32 progress = 4;
    */
