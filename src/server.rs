@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::service::RoutesBuilder;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Identity;
@@ -87,20 +89,24 @@ pub async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
-    let background = [
-        tokio::spawn(watch_database(
+    // Every background task of the server ends with `stop`, and shutdown
+    // waits for them: after `run` returns, nothing of procgate runs.
+    let (background, stop) = (TaskTracker::new(), CancellationToken::new());
+    background.spawn(until(
+        stop.clone(),
+        watch_database(
             backend.clone(),
             registry.clone(),
             health.clone(),
             config.health_interval,
-        )),
-        tokio::spawn(sweep_jobs(
-            jobs.clone(),
-            config.sweep_interval,
-            config.job_retention,
-        )),
-        tokio::spawn(reload_tokens_on_sighup(tokens.clone())),
-    ];
+        ),
+    ));
+    background.spawn(until(
+        stop.clone(),
+        sweep_jobs(jobs.clone(), config.sweep_interval, config.job_retention),
+    ));
+    background.spawn(until(stop.clone(), reload_tokens_on_sighup(tokens.clone())));
+    background.close();
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -168,6 +174,8 @@ pub async fn run(
 
     tokio::select! {
         result = &mut server => {
+            stop.cancel();
+            background.wait().await;
             return result.map_err(|e| Error::Internal(format!("the gRPC server failed: {e}")));
         }
         _ = shutdown => {}
@@ -175,9 +183,8 @@ pub async fn run(
 
     info!(grace = ?config.grace_period, "shutting down: no new work, cancelling running jobs");
     set_health(&health, ServingStatus::NotServing).await;
-    for task in background {
-        task.abort();
-    }
+    stop.cancel();
+    background.wait().await;
     let _ = stop_accepting.send(());
     // Jobs are cancelled while the server drains: their watchers' streams
     // end with them.
@@ -192,6 +199,14 @@ pub async fn run(
             warn!("grace period over: closing the remaining calls");
             Ok(())
         }
+    }
+}
+
+/// Runs `work` until it ends or `stop` is cancelled.
+async fn until(stop: CancellationToken, work: impl Future<Output = ()>) {
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = work => {}
     }
 }
 

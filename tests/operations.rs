@@ -235,3 +235,72 @@ async fn serve_without_a_database_url_runs_an_embedded_postgres() {
         "the embedded database's data dir {data_dir} was left behind"
     );
 }
+
+/// Once shutdown returns, nothing of the gateway runs: its tasks are gone
+/// (in memory mode, counted by the runtime itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_shutdown_no_task_of_the_gateway_runs() {
+    let db = start_db().await;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let baseline = tasks();
+    let gw = Gateway::start_url(&db.url(), &[]).await;
+    {
+        let mut client = gw.client().await;
+        let nap = |seconds: f64| call("nap", vec![p_in("seconds", Kind::FloatValue(seconds))]);
+        let done = submit(&mut client, nap(0.0)).await;
+        watch_to_end(&mut client, &done.id).await;
+        execute(&mut client, nap(0.0)).await.unwrap();
+        submit(&mut client, nap(30.0)).await; // still running at shutdown
+    }
+    gw.shutdown().await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the gateway's tasks to end",
+        || async { (tasks() <= baseline).then_some(()) },
+    )
+    .await;
+}
+
+/// In database mode, once shutdown returns nothing more is written to the
+/// store: the instance has left and its lease is never renewed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_shutdown_the_database_store_is_left_alone() {
+    let db = start_db().await;
+    procgate::jobs::store::migrate(&db.url(), "public")
+        .await
+        .unwrap();
+    let gw = Gateway::start_on(
+        db,
+        &["--job-store", "database", "--instance-lease", "300ms"],
+    )
+    .await;
+    let url = gw.db_url.clone();
+    {
+        let mut client = gw.client().await;
+        let job = submit(
+            &mut client,
+            call("nap", vec![p_in("seconds", Kind::FloatValue(0.0))]),
+        )
+        .await;
+        watch_to_end(&mut client, &job.id).await;
+    }
+    let instances = || async {
+        sql(&url, "SELECT count(*) FROM public.procgate_instances").await[0].get::<_, i64>(0)
+    };
+    assert_eq!(instances().await, 1);
+    let db = {
+        let mut gw = gw;
+        let db = gw.db.take();
+        gw.shutdown().await.unwrap();
+        db
+    };
+    assert_eq!(instances().await, 0, "the instance left the store");
+    // Three lease periods: a heartbeat still running would have come back.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(instances().await, 0, "no lease was written after shutdown");
+    drop(db);
+}

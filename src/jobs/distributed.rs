@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, broadcast, watch};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
@@ -64,6 +65,11 @@ pub struct DatabaseJobs {
     wake_claimer: Notify,
     /// The writers of running jobs: shutdown waits for their last write.
     writers: TaskTracker,
+    /// Every other task of the store (claims, lease, announcements, the
+    /// listener, followers of other instances' jobs): all end with `stop`,
+    /// and shutdown waits for them, so nothing is written after it.
+    tasks: TaskTracker,
+    stop: CancellationToken,
 }
 
 impl DatabaseJobs {
@@ -79,7 +85,8 @@ impl DatabaseJobs {
         store
             .heartbeat(&instance, &settings.instance_name, settings.lease)
             .await?;
-        let notifications = store.listen();
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+        let notifications = store.listen(&tasks, stop.clone());
         let jobs = Arc::new(DatabaseJobs {
             store,
             local,
@@ -88,12 +95,25 @@ impl DatabaseJobs {
             notifications,
             wake_claimer: Notify::new(),
             writers: TaskTracker::new(),
+            tasks,
+            stop,
         });
         info!(instance = %instance, name = %jobs.settings.instance_name, "joined the job store");
-        tokio::spawn(jobs.clone().claim_forever());
-        tokio::spawn(jobs.clone().keep_lease());
-        tokio::spawn(jobs.clone().follow_announcements());
+        jobs.spawn(jobs.clone().claim_forever());
+        jobs.spawn(jobs.clone().keep_lease());
+        jobs.spawn(jobs.clone().follow_announcements());
         Ok(jobs)
+    }
+
+    /// Runs `work` on a task of the store until it ends or the store stops.
+    fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = work => {}
+            }
+        });
     }
 
     pub fn instance(&self) -> Uuid {
@@ -192,7 +212,7 @@ impl DatabaseJobs {
         let store = self.store.clone();
         let mut announcements = self.notifications.subscribe();
         let poll = self.settings.poll_interval;
-        tokio::spawn(async move {
+        self.spawn(async move {
             let mut version = first.version;
             let payload = id.to_string();
             loop {
@@ -269,12 +289,16 @@ impl DatabaseJobs {
     }
 
     /// Stops claiming, cancels this instance's jobs, waits for them to be
-    /// written, and leaves the cluster.
+    /// written, stops every task of the store, and leaves the cluster: once
+    /// it returns, nothing of the store runs or writes.
     pub async fn shutdown(&self) {
         self.local.shutdown().await;
         self.local.until_idle().await;
         self.writers.close();
         self.writers.wait().await;
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
         if let Err(e) = self.store.leave(&self.instance).await {
             warn!(error = %e, "could not leave the job store cleanly; the lease will expire");
         }

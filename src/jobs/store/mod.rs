@@ -24,6 +24,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::Value as Json;
 use tokio::sync::broadcast;
 use tokio_postgres::{NoTls, Row};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::warn;
 use uuid::Uuid;
 
@@ -495,46 +497,63 @@ impl JobStore {
 
     /// Listens for notifications on a connection of its own, reconnecting
     /// when it drops, and forwards their payloads.
-    pub fn listen(&self) -> broadcast::Sender<String> {
+    /// Starts forwarding the channel's notifications, on a task of
+    /// `tasks` that reconnects after a failure and ends with `stop`.
+    pub fn listen(
+        &self,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
+    ) -> broadcast::Sender<String> {
         let (tx, _) = broadcast::channel(1024);
         let sender = tx.clone();
         let url = self.url.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             loop {
-                if let Err(e) = listen_once(&url, &sender).await {
-                    warn!(error = %e, "job notifications stopped; reconnecting");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    listened = listen_once(&url, &sender) => if let Err(e) = listened {
+                        warn!(error = %e, "job notifications stopped; reconnecting");
+                    },
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
             }
         });
         tx
     }
 }
 
+/// LISTENs on one connection and forwards what it hears until the
+/// connection ends. Driving the connection and sending LISTEN happen in this
+/// one future, so that dropping it closes the connection and leaves nothing
+/// behind.
 async fn listen_once(
     url: &str,
     sender: &broadcast::Sender<String>,
 ) -> std::result::Result<(), tokio_postgres::Error> {
     let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
-    // Polling the connection both drives the client's LISTEN and yields the
-    // notifications; it runs on its own task while LISTEN is sent.
-    let forward = sender.clone();
-    let driver = tokio::spawn(async move {
+    let drive = async {
         loop {
             match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                 Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
-                    let _ = forward.send(n.payload().to_string());
+                    let _ = sender.send(n.payload().to_string());
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e),
                 None => return Ok(()),
             }
         }
-    });
-    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-    let result = driver.await.unwrap_or(Ok(()));
-    drop(client);
-    result
+    };
+    let statement = format!("LISTEN {CHANNEL}");
+    let listen = client.batch_execute(&statement);
+    tokio::pin!(drive);
+    tokio::select! {
+        ended = &mut drive => return ended,
+        listened = listen => listened?,
+    }
+    drive.await
 }
 
 fn from_row(row: &Row) -> Result<StoredJob> {
