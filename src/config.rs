@@ -143,6 +143,11 @@ pub struct ServeConfig {
     #[arg(long, env = "PROCGATE_JOB_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
     pub job_retention: Duration,
 
+    /// How long a deleted or expired job's tombstone is kept: a WatchJobs
+    /// stream can resume (since_revision) from up to this long ago.
+    #[arg(long, env = "PROCGATE_TOMBSTONE_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub tombstone_retention: Duration,
+
     /// Most jobs kept; the oldest finished ones are dropped first.
     #[arg(long, env = "PROCGATE_MAX_RETAINED_JOBS", default_value_t = 100_000)]
     pub max_retained_jobs: usize,
@@ -310,6 +315,7 @@ impl ServeConfig {
             lease: self.instance_lease,
             progress_interval: self.job_store_progress_interval,
             poll_interval: self.job_store_poll_interval,
+            tombstone_retention: self.tombstone_retention,
         }
     }
 
@@ -320,6 +326,7 @@ impl ServeConfig {
             retention: self.job_retention,
             max_retained: self.max_retained_jobs,
             max_messages: self.max_messages,
+            tombstone_retention: self.tombstone_retention,
         }
     }
 }

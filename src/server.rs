@@ -35,7 +35,7 @@ use crate::config::JobStoreKind;
 use crate::config::ServeConfig;
 use crate::dashboard::DashboardLayer;
 use crate::error::{Error, Result};
-use crate::jobs::{DatabaseJobs, JobRegistry, Jobs};
+use crate::jobs::{DatabaseJobs, Feed, JobRegistry, Jobs};
 use crate::proto;
 use crate::proto::procedure_service_server::ProcedureServiceServer;
 
@@ -58,7 +58,13 @@ pub async fn run(
     let cors = cors_layer(&config.cors_origins)?;
     let dashboard = config.serves_dashboard(local_addr);
     let backend = backend::connect(database_url, &config.backend_settings())?;
-    let registry = JobRegistry::new(backend.clone(), config.job_limits());
+    let limits = config.job_limits();
+    let feed = Feed::new(limits.tombstone_retention);
+    let registry = JobRegistry::new(
+        backend.clone(),
+        limits,
+        (config.job_store == JobStoreKind::Memory).then(|| feed.clone()),
+    );
     let jobs = match config.job_store {
         JobStoreKind::Memory => Jobs::Memory(registry.clone()),
         JobStoreKind::Database => {
@@ -69,9 +75,13 @@ pub async fn run(
                         .into(),
                 ));
             }
-            let store =
-                DatabaseJobs::start(database_url, config.store_settings(), registry.clone())
-                    .await?;
+            let store = DatabaseJobs::start(
+                database_url,
+                config.store_settings(),
+                registry.clone(),
+                feed,
+            )
+            .await?;
             Jobs::Database(store, registry.clone())
         }
     };

@@ -60,7 +60,10 @@ async fn callers_see_only_their_own_jobs_unless_admin() {
             .map(drop),
         client
             .watch_job(as_user(
-                pb::WatchJobRequest { id: id.clone() },
+                pb::WatchJobRequest {
+                    id: id.clone(),
+                    since_revision: 0,
+                },
                 "bob-secret-22",
             ))
             .await

@@ -12,6 +12,7 @@ use common::*;
 use procgate::embedded::EmbeddedPostgres;
 use procgate::proto::value::Kind;
 use procgate::proto::{self as pb, JobState as S};
+use tokio_stream::StreamExt;
 use tonic::Code;
 
 /// One procgate process on the database store.
@@ -360,4 +361,91 @@ async fn jobs_survive_a_restart_and_page_over_ten_thousand() {
     assert_eq!(seen.len(), 10_001);
     assert_eq!(pages, 11);
     assert!(seen.contains(&job.id));
+}
+
+/// Calls of the statement that reads one job by id, since the last reset.
+async fn reads_by_id(db: &EmbeddedPostgres) -> i64 {
+    let rows = sql(
+        &db.url(),
+        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements
+          WHERE query LIKE '%procgate_jobs WHERE id = $1'",
+    )
+    .await;
+    rows[0].get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_on_another_instance_share_one_follower_and_see_every_change() {
+    let db = migrated_db().await;
+    let mut a = Instance::start(&db, "a", &["--max-running-jobs", "1"]).await;
+    let job = submit(
+        &mut a.client,
+        call("staged", vec![p_in("pause", Kind::FloatValue(0.7))]),
+    )
+    .await;
+    wait_state(&a.client, &job.id, S::Running).await;
+    // B starts once A runs the job, so the job is surely A's.
+    let b = Instance::start(&db, "b", &[]).await;
+    let mut feed = b
+        .client
+        .clone()
+        .watch_jobs(pb::WatchJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = feed.next().await.unwrap().unwrap();
+    assert_eq!(first.r#type, pb::JobEventType::Existing as i32);
+    assert_eq!(first.job.as_ref().unwrap().id, job.id);
+
+    sql(&db.url(), "SELECT pg_stat_statements_reset()").await;
+    let watch = || {
+        let mut client = b.client.clone();
+        let id = job.id.clone();
+        async move {
+            let mut stream = client
+                .watch_job(pb::WatchJobRequest {
+                    id,
+                    since_revision: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let current = stream.next().await.unwrap().unwrap();
+            (stream, current)
+        }
+    };
+    let mut streams = vec![watch().await];
+    let after_one = reads_by_id(&db).await;
+    for _ in 0..49 {
+        streams.push(watch().await);
+    }
+    assert_eq!(
+        reads_by_id(&db).await,
+        after_one,
+        "49 more watchers of a followed job read nothing more"
+    );
+    for (mut stream, mut last) in streams {
+        while let Some(job) = stream.next().await {
+            last = job.unwrap();
+        }
+        assert_eq!(state_of(&last), S::Completed, "{last:?}");
+        assert_eq!(last.progress, 100);
+    }
+    // B's feed saw A's job progress and end.
+    let mut progress = Vec::new();
+    loop {
+        let event = feed.next().await.unwrap().unwrap();
+        let Some(seen) = event.job else {
+            assert_eq!(event.r#type, pb::JobEventType::Synced as i32);
+            continue;
+        };
+        progress.push(seen.progress);
+        if state_of(&seen) == S::Completed {
+            break;
+        }
+    }
+    assert!(
+        progress.contains(&40) || progress.contains(&75),
+        "{progress:?}"
+    );
 }

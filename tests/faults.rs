@@ -112,6 +112,50 @@ async fn the_database_stops_while_jobs_run_and_wait() {
     wait_state(&client, &fresh.id, S::Completed).await;
 }
 
+/// Jobs queued while the database is down start in submission order once it
+/// is back, even when the first ones cannot get a connection at first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_queued_during_an_outage_start_in_submission_order() {
+    let mut gw = Gateway::start(&["--max-running-jobs", "1", "--pool-timeout", "1s"]).await;
+    let mut client = gw.client().await;
+    let db = gw.db.take().unwrap();
+    let port = db.port();
+    tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
+    gw.health_becomes(ServingStatus::NotServing).await;
+    let mut queued = Vec::new();
+    for n in 0..8 {
+        let job = submit(
+            &mut client,
+            call(
+                "record_execution",
+                vec![p_in("job_key", Kind::StringValue(format!("k{n}")))],
+            ),
+        )
+        .await;
+        queued.push(job.id);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        states(&client, &queued)
+            .await
+            .iter()
+            .all(|s| *s == S::Pending)
+    );
+
+    gw.db = Some(start_db_on(Some(port)).await);
+    for id in &queued {
+        wait_state(&client, id, S::Completed).await;
+    }
+    let order: Vec<String> = gw
+        .sql("SELECT job_key FROM public.executions ORDER BY at")
+        .await
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let submitted: Vec<String> = (0..8).map(|n| format!("k{n}")).collect();
+    assert_eq!(order, submitted, "jobs did not start in submission order");
+}
+
 /// A database that is not there yet: NOT_SERVING, then SERVING once it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_is_unreachable_at_start_up() {
@@ -229,6 +273,7 @@ async fn abandoned_watchers_and_callers_leave_nothing_behind() {
         .clone()
         .watch_job(pb::WatchJobRequest {
             id: chatty.id.clone(),
+            since_revision: 0,
         })
         .await
         .unwrap();
@@ -243,6 +288,7 @@ async fn abandoned_watchers_and_callers_leave_nothing_behind() {
             .clone()
             .watch_job(pb::WatchJobRequest {
                 id: long.id.clone(),
+                since_revision: 0,
             })
             .await
             .unwrap()

@@ -476,7 +476,13 @@ async fn send(client: &mut Client, channel: &Channel, rpc: Rpc) -> Result<(), to
         Rpc::Execute(r) => client.execute_sync(r).await.map(drop),
         Rpc::Submit(r) => client.submit_async(r).await.map(drop),
         Rpc::Get(id) => client.get_job(pb::GetJobRequest { id }).await.map(drop),
-        Rpc::Watch(id) => client.watch_job(pb::WatchJobRequest { id }).await.map(drop),
+        Rpc::Watch(id) => client
+            .watch_job(pb::WatchJobRequest {
+                id,
+                since_revision: 0,
+            })
+            .await
+            .map(drop),
         Rpc::Cancel(id) => client
             .cancel_job(pb::CancelJobRequest { id })
             .await

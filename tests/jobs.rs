@@ -565,7 +565,10 @@ async fn many_watchers_share_one_job_and_all_see_the_end() {
         ("3f0c1b1e-8a4e-4c1e-9f57-6f2b8f3d2a10", Code::NotFound),
     ] {
         let status = client
-            .watch_job(pb::WatchJobRequest { id: id.into() })
+            .watch_job(pb::WatchJobRequest {
+                id: id.into(),
+                since_revision: 0,
+            })
             .await
             .unwrap_err();
         assert_eq!(status.code(), code, "{id:?}");
@@ -578,7 +581,10 @@ async fn a_watcher_that_disconnects_releases_its_stream() {
     let mut client = gw.client().await;
     let job = submit(&mut client, nap(30.0)).await;
     let mut stream = client
-        .watch_job(pb::WatchJobRequest { id: job.id.clone() })
+        .watch_job(pb::WatchJobRequest {
+            id: job.id.clone(),
+            since_revision: 0,
+        })
         .await
         .unwrap()
         .into_inner();

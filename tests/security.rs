@@ -84,6 +84,7 @@ async fn every_rpc_needs_the_token_but_health_and_reflection() {
         .watch_job(with_token(
             pb::WatchJobRequest {
                 id: uuid::Uuid::new_v4().to_string(),
+                since_revision: 0,
             },
             Some("wrong"),
         ))

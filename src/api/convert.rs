@@ -15,7 +15,7 @@ use crate::call::{
     self, Column, Direction, Outputs, Param, ProcedureCall, ResultSet, Value, ValueType,
 };
 use crate::error::{Error, Result};
-use crate::jobs::{JobSnapshot, JobState};
+use crate::jobs::{FeedEvent, JobSnapshot, JobState};
 use crate::name::{Identifier, ProcedureName, printable};
 use crate::proto as pb;
 use crate::proto::value::Kind;
@@ -337,6 +337,33 @@ pub fn job_to_proto(job: &JobSnapshot) -> pb::Job {
         request_id: job.request_id.as_deref().unwrap_or_default().to_string(),
         owner: job.owner.to_string(),
         implicit_results,
+        revision: job.revision,
+        create_revision: job.create_revision,
+    }
+}
+
+/// A WatchJobs event; a deletion carries what its tombstone keeps.
+pub fn event_to_proto(event: &FeedEvent) -> pb::JobEvent {
+    let (kind, job) = match event {
+        FeedEvent::Existing(job) => (pb::JobEventType::Existing, Some(job_to_proto(job))),
+        FeedEvent::Changed(job) => (pb::JobEventType::Changed, Some(job_to_proto(job))),
+        FeedEvent::Synced(_) => (pb::JobEventType::Synced, None),
+        FeedEvent::Deleted(tombstone) => (
+            pb::JobEventType::Deleted,
+            Some(pb::Job {
+                id: tombstone.id.to_string(),
+                owner: tombstone.owner.to_string(),
+                procedure: tombstone.procedure.clone(),
+                state: job_state_to_proto(tombstone.state) as i32,
+                revision: tombstone.revision,
+                ..Default::default()
+            }),
+        ),
+    };
+    pb::JobEvent {
+        r#type: kind as i32,
+        job,
+        revision: event.revision(),
     }
 }
 

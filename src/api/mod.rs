@@ -11,6 +11,7 @@ pub mod status;
 pub mod transport;
 mod watch;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,14 +22,14 @@ use crate::allow::AllowList;
 use crate::auth::caller_of;
 use crate::backend::Backend;
 use crate::error::Error;
-use crate::jobs::{Jobs, ListFilter};
+use crate::jobs::{JobState, Jobs, ListFilter, WatchFilter};
 use crate::name::ProcedureName;
 use crate::proto as pb;
 use crate::proto::procedure_service_server::ProcedureService;
 use crate::sync_call;
 use convert::{call_from_proto, describe_call, job_to_proto, outputs_to_proto};
 
-pub use watch::JobStream;
+pub use watch::{JobEventStream, JobStream, job_events};
 
 /// Shared handles the handlers work with.
 pub struct ProcedureApi {
@@ -131,13 +132,8 @@ impl ProcedureService for ProcedureApi {
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let caller = caller_of(&request);
         let request = request.into_inner();
-        let states = request
-            .states
-            .iter()
-            .filter_map(|raw| convert::job_state_from_proto(*raw).transpose())
-            .collect::<Result<_, Error>>()?;
         let filter = ListFilter {
-            states,
+            states: job_states(&request.states)?,
             procedure: (!request.procedure.is_empty()).then_some(request.procedure),
         };
         let page = self
@@ -162,8 +158,27 @@ impl ProcedureService for ProcedureApi {
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let caller = caller_of(&request);
-        let rx = self.jobs.watch(&request.into_inner().id, &caller).await?;
-        Ok(Response::new(JobStream::new(rx)))
+        let request = request.into_inner();
+        let rx = self.jobs.watch(&request.id, &caller).await?;
+        Ok(Response::new(JobStream::new(rx, request.since_revision)))
+    }
+
+    type WatchJobsStream = JobEventStream;
+
+    async fn watch_jobs(
+        &self,
+        request: Request<pb::WatchJobsRequest>,
+    ) -> Result<Response<Self::WatchJobsStream>, Status> {
+        let caller = caller_of(&request);
+        let request = request.into_inner();
+        let filter = WatchFilter {
+            states: job_states(&request.states)?,
+            procedure: (!request.procedure.is_empty()).then_some(request.procedure),
+            caller,
+        };
+        let since = (request.since_revision > 0).then_some(request.since_revision);
+        let (subscription, first) = self.jobs.watch_jobs(filter, since).await?;
+        Ok(Response::new(job_events(subscription, first)))
     }
 
     async fn cancel_job(
@@ -194,6 +209,14 @@ impl ProcedureService for ProcedureApi {
         let description = self.backend.describe(&name).await?;
         Ok(Response::new(convert::description_to_proto(&description)))
     }
+}
+
+/// The states a ListJobs or WatchJobs request filters on (UNSPECIFIED
+/// stands for none).
+fn job_states(raw: &[i32]) -> Result<HashSet<JobState>, Error> {
+    raw.iter()
+        .filter_map(|raw| convert::job_state_from_proto(*raw).transpose())
+        .collect()
 }
 
 /// The caller's deadline, from the `grpc-timeout` header: 1 to 8 ASCII

@@ -1,11 +1,12 @@
-//! The WatchJob stream: a job's snapshots as protobuf messages, ending after
-//! the terminal one.
+//! The watch streams as protobuf messages.
 //!
-//! Built like tonic-health's watch: a named stream type over a
-//! `WatchStream` of the job's channel. It yields the current snapshot first,
-//! then the latest one after each change; a reader that falls behind skips
-//! intermediate snapshots but never the last. Dropping the stream (the
-//! client went away) drops its receiver and nothing else is held.
+//! WatchJob is built like tonic-health's watch: a named stream type over a
+//! `WatchStream` of the job's channel. It yields the current snapshot first
+//! (unless it is no newer than `since_revision`), then the latest one after
+//! each change; a reader that falls behind skips intermediate snapshots but
+//! never the last. WatchJobs yields the first events of its subscription,
+//! then what the feed queues for it. Dropping either stream (the client went
+//! away) drops its receiver or subscription and nothing else is held.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -14,22 +15,34 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::WatchStream;
 use tonic::Status;
 
-use crate::api::convert::job_to_proto;
-use crate::jobs::{JobSnapshot, JobWatch};
+use crate::api::convert::{event_to_proto, job_to_proto};
+use crate::jobs::{FeedEvent, JobSnapshot, JobWatch, Subscription};
 use crate::proto as pb;
 
 pub enum JobStream {
-    /// Following a live job.
-    Live(WatchStream<JobSnapshot>),
+    /// Following a live job; its current snapshot is skipped when it is no
+    /// newer than `since`.
+    Live {
+        changes: WatchStream<JobSnapshot>,
+        since: Option<u64>,
+    },
     /// The one snapshot left to send (a job that already ended, or the
     /// stream is done when None).
     Last(Option<Box<JobSnapshot>>),
 }
 
 impl JobStream {
-    pub fn new(watch: JobWatch) -> Self {
+    /// `since`: the revision the client already has (0: none).
+    pub fn new(watch: JobWatch, since: u64) -> Self {
+        let since = (since > 0).then_some(since);
         match watch {
-            JobWatch::Live(rx) => JobStream::Live(WatchStream::new(rx)),
+            JobWatch::Live(rx) => JobStream::Live {
+                changes: WatchStream::new(rx),
+                since,
+            },
+            JobWatch::Ended(job) if since.is_some_and(|s| job.revision <= s) => {
+                JobStream::Last(None)
+            }
             JobWatch::Ended(job) => JobStream::Last(Some(job)),
         }
     }
@@ -39,17 +52,51 @@ impl Stream for JobStream {
     type Item = Result<pb::Job, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let job = match &mut *self {
-            JobStream::Last(last) => {
-                return Poll::Ready(last.take().map(|job| Ok(job_to_proto(&job))));
-            }
-            JobStream::Live(inner) => ready!(Pin::new(inner).poll_next(cx)),
-        };
-        Poll::Ready(job.map(|job| {
-            if job.state.is_terminal() {
-                *self = JobStream::Last(None);
-            }
-            Ok(job_to_proto(&job))
-        }))
+        loop {
+            let job = match &mut *self {
+                JobStream::Last(last) => {
+                    return Poll::Ready(last.take().map(|job| Ok(job_to_proto(&job))));
+                }
+                JobStream::Live { changes, since } => {
+                    let job = ready!(Pin::new(&mut *changes).poll_next(cx));
+                    // Only the current snapshot can be one the client has.
+                    let since = since.take();
+                    match job {
+                        Some(job) if since.is_some_and(|s| job.revision <= s) => {
+                            if job.state.is_terminal() {
+                                *self = JobStream::Last(None);
+                            }
+                            continue;
+                        }
+                        job => job,
+                    }
+                }
+            };
+            return Poll::Ready(job.map(|job| {
+                if job.state.is_terminal() {
+                    *self = JobStream::Last(None);
+                }
+                Ok(job_to_proto(&job))
+            }));
+        }
     }
+}
+
+/// The WatchJobs stream.
+pub type JobEventStream =
+    Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send + 'static>>;
+
+/// The first events, then every change the feed queues for the subscription.
+pub fn job_events(subscription: Subscription, first: Vec<FeedEvent>) -> JobEventStream {
+    let state = (subscription, first.into_iter());
+    Box::pin(futures_util::stream::unfold(
+        state,
+        |(subscription, mut first)| async move {
+            let event = match first.next() {
+                Some(event) => event,
+                None => subscription.next().await,
+            };
+            Some((Ok(event_to_proto(&event)), (subscription, first)))
+        },
+    ))
 }

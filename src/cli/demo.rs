@@ -235,7 +235,10 @@ async fn submit(client: &mut Client, words: &[&str]) -> Result<String, String> {
 /// Waits (on the job's own WatchJob stream) until it is RUNNING.
 async fn wait_running(client: &mut Client, id: &str) -> Result<(), String> {
     let mut stream = client
-        .watch_job(pb::WatchJobRequest { id: id.into() })
+        .watch_job(pb::WatchJobRequest {
+            id: id.into(),
+            since_revision: 0,
+        })
         .await
         .map_err(|s| super::render::status_line(&s))?
         .into_inner();

@@ -40,7 +40,10 @@ pub async fn follow(client: &Client, ids: &[String]) -> Result<Vec<pb::Job>, Sta
         let (style, spinner) = (style.clone(), spinner.clone());
         watchers.push(tokio::spawn(async move {
             let mut stream = client
-                .watch_job(pb::WatchJobRequest { id: id.clone() })
+                .watch_job(pb::WatchJobRequest {
+                    id: id.clone(),
+                    since_revision: 0,
+                })
                 .await?
                 .into_inner();
             let mut last = None;

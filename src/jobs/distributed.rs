@@ -13,9 +13,14 @@
 //!   `--job-store-progress-interval`, and its end, each time announcing the
 //!   job's id. Writes only apply while the row is this instance's RUNNING
 //!   job, so nothing stale overwrites an end.
-//! - **Follow**: GetJob and ListJobs read the table; WatchJob on an instance
-//!   that does not run the job re-reads the row on each announcement (and
-//!   every `--job-store-poll-interval`, in case one was missed).
+//! - **Follow**: GetJob and ListJobs read the table. One task per instance
+//!   reads the change feed (the rows stamped after the last revision it
+//!   read, and the tombstones) on each announcement and every
+//!   `--job-store-poll-interval`, and only while someone here watches. It
+//!   fans the changes out to the WatchJobs [`Feed`] and to the hub: one
+//!   `watch::Sender` per followed job of another instance, shared by every
+//!   WatchJob of it here. Following a job already followed costs no query,
+//!   so the database work does not grow with the number of watchers.
 //! - **Cancel**: a PENDING row is cancelled in the table; a RUNNING one is
 //!   flagged and announced (`cancel:<id>`); the instance running it (told by
 //!   the announcement, or by polling its flags) interrupts the statement.
@@ -23,22 +28,28 @@
 //!   instance fails its RUNNING jobs with reason INTERRUPTED and forgets it.
 //!   Pending jobs belong to no instance, so others simply claim them.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{info, warn};
 use uuid::Uuid;
 
+use super::feed::{Feed, FeedEvent, Subscription, Tombstone, WatchFilter};
+use super::lifecycle;
 use super::registry::{page_size_for, page_token_for, parse_id, parse_page_token};
-use super::runner;
-use super::store::{CancelOutcome, JobStore, StoredJob};
+use super::store::{CancelOutcome, Changes, JobStore};
 use super::{JobRegistry, JobSnapshot, JobState, JobWatch, ListFilter, Page};
 use crate::auth::Caller;
 use crate::call::ProcedureCall;
 use crate::error::{Error, Result};
+
+/// How long a WatchJobs stream waits for this instance's change reader to
+/// catch up with the store before it answers UNAVAILABLE.
+const CATCH_UP: Duration = Duration::from_secs(10);
 
 /// How the database store behaves.
 #[derive(Debug, Clone)]
@@ -53,6 +64,8 @@ pub struct StoreSettings {
     pub progress_interval: Duration,
     /// Fallback polling when a notification is missed.
     pub poll_interval: Duration,
+    /// How long tombstones of deleted jobs are kept.
+    pub tombstone_retention: Duration,
 }
 
 pub struct DatabaseJobs {
@@ -66,19 +79,41 @@ pub struct DatabaseJobs {
     /// The writers of running jobs: shutdown waits for their last write.
     writers: TaskTracker,
     /// Every other task of the store (claims, lease, announcements, the
-    /// listener, followers of other instances' jobs): all end with `stop`,
-    /// and shutdown waits for them, so nothing is written after it.
+    /// listener, the change reader): all end with `stop`, and shutdown
+    /// waits for them, so nothing is written after it.
     tasks: TaskTracker,
     stop: CancellationToken,
+    /// What WatchJobs streams of this instance read.
+    feed: Arc<Feed>,
+    /// The hub: jobs of other instances followed here, one sender each.
+    followed: Mutex<HashMap<Uuid, watch::Sender<JobSnapshot>>>,
+    /// The change reader's place; held by whoever starts following, so
+    /// that no change falls between their first read and the reader's.
+    reader: tokio::sync::Mutex<Reader>,
+    read_now: Notify,
+    /// The revision the reader has published through.
+    read_through: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Reader {
+    cursor: u64,
+    /// Nobody watches: the reader reads nothing and the cursor is stale
+    /// until someone starts watching again.
+    idle: bool,
+    /// The last state read of each live job, so that a change is matched
+    /// against the filters before and after it.
+    states: HashMap<Uuid, JobState>,
 }
 
 impl DatabaseJobs {
     /// Opens the store, joins the cluster and starts the background work
-    /// (claiming, leases, recovery, cancel requests).
+    /// (claiming, leases, recovery, cancel requests, the change reader).
     pub async fn start(
         database_url: &str,
         settings: StoreSettings,
         local: Arc<JobRegistry>,
+        feed: Arc<Feed>,
     ) -> Result<Arc<DatabaseJobs>> {
         let store = Arc::new(JobStore::open(database_url, &settings.schema, 16).await?);
         let instance = Uuid::new_v4();
@@ -97,11 +132,20 @@ impl DatabaseJobs {
             writers: TaskTracker::new(),
             tasks,
             stop,
+            feed,
+            followed: Mutex::default(),
+            reader: tokio::sync::Mutex::new(Reader {
+                idle: true,
+                ..Reader::default()
+            }),
+            read_now: Notify::new(),
+            read_through: watch::Sender::new(0),
         });
         info!(instance = %instance, name = %jobs.settings.instance_name, "joined the job store");
         jobs.spawn(jobs.clone().claim_forever());
         jobs.spawn(jobs.clone().keep_lease());
         jobs.spawn(jobs.clone().follow_announcements());
+        jobs.spawn(jobs.clone().read_changes());
         Ok(jobs)
     }
 
@@ -127,9 +171,7 @@ impl DatabaseJobs {
         owner: &Caller,
     ) -> Result<JobSnapshot> {
         if !self.local.is_accepting() {
-            return Err(Error::Unavailable(
-                "procgate is shutting down and accepts no new jobs".into(),
-            ));
+            return Err(lifecycle::shutting_down());
         }
         super::registry::check_request_id(request_id.as_deref())?;
         // Idempotency before capacity, as in memory: a retry gets its job
@@ -140,35 +182,29 @@ impl DatabaseJobs {
                 .find_by_request_id(&owner.name, request_id)
                 .await?
         {
-            return super::same_call(existing.job, &call);
+            return lifecycle::same_call(existing, &call);
         }
         let max_pending = self.local.limits.max_pending;
         if self.store.pending().await? >= max_pending as i64 {
-            return Err(Error::Exhausted(format!(
-                "{max_pending} jobs are already waiting (--max-pending-jobs); retry later"
-            )));
+            return Err(lifecycle::queue_full(max_pending));
         }
-        let job = JobSnapshot::pending(call, request_id.map(Into::into), owner.name.clone());
+        let job = lifecycle::submit(call, request_id.map(Into::into), owner.name.clone());
         let stored = self.store.insert(&job).await?;
-        if stored.job.id != job.id {
+        if stored.id != job.id {
             // Another submit with the same request_id won the race.
-            return super::same_call(stored.job, &job.call);
+            return lifecycle::same_call(stored, &job.call);
         }
         self.store.notify("pending").await;
-        Ok(stored.job)
+        Ok(stored)
     }
 
     pub async fn get(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
-        let id = parse_id(id)?;
-        if let Ok(job) = self.local.get(&id.to_string(), caller) {
-            return Ok(job); // fresher than the table
-        }
-        self.visible(&id, caller).await.map(|stored| stored.job)
+        self.visible(&parse_id(id)?, caller).await
     }
 
-    async fn visible(&self, id: &Uuid, caller: &Caller) -> Result<StoredJob> {
+    async fn visible(&self, id: &Uuid, caller: &Caller) -> Result<JobSnapshot> {
         match self.store.get(id).await? {
-            Some(stored) if caller.may_see(&stored.job.owner) => Ok(stored),
+            Some(job) if caller.may_see(&job.owner) => Ok(job),
             _ => Err(Error::JobNotFound(id.to_string())),
         }
     }
@@ -183,109 +219,157 @@ impl DatabaseJobs {
         let page_size = page_size_for(page_size);
         let before = parse_page_token(page_token)?.min(i64::MAX as u64) as i64;
         let owner = (!caller.admin).then_some(caller.name.as_ref());
-        let mut rows = self
+        let mut jobs = self
             .store
             .list(filter, owner, before, page_size as i64 + 1)
             .await?;
-        let next_page_token = (rows.len() > page_size).then(|| {
-            rows.truncate(page_size);
-            page_token_for(rows[page_size - 1].seq as u64)
+        let next_page_token = (jobs.len() > page_size).then(|| {
+            jobs.truncate(page_size);
+            page_token_for(jobs[page_size - 1].create_revision)
         });
         Ok(Page {
-            jobs: rows.into_iter().map(|stored| stored.job).collect(),
+            jobs,
             next_page_token,
         })
     }
 
-    /// A live job of this instance streams from its channel; any other is
-    /// followed through the table.
+    /// Follows a job through the hub, wherever it runs: the store's
+    /// revisions are the ones every watcher sees.
     pub async fn watch(&self, id: &str, caller: &Caller) -> Result<JobWatch> {
         let id = parse_id(id)?;
-        if let Ok(watch) = self.local.watch(&id.to_string(), caller) {
+        if let Some(watch) = self.already_followed(&id, caller)? {
             return Ok(watch);
         }
-        let first = self.visible(&id, caller).await?;
-        if first.job.state.is_terminal() {
-            return Ok(JobWatch::Ended(Box::new(first.job)));
+        let _reading = self.interest().await?;
+        if let Some(watch) = self.already_followed(&id, caller)? {
+            return Ok(watch);
         }
-        let (tx, rx) = watch::channel(first.job.clone());
-        let store = self.store.clone();
-        let mut announcements = self.notifications.subscribe();
-        let poll = self.settings.poll_interval;
-        self.spawn(async move {
-            let mut version = first.version;
-            let payload = id.to_string();
-            loop {
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    _ = tokio::time::sleep(poll) => {}
-                    heard = announcements.recv() => match heard {
-                        Ok(p) if p == payload => {}
-                        Ok(_) => continue,
-                        Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                }
-                match store.get(&id).await {
-                    Ok(Some(stored)) if stored.version > version => {
-                        version = stored.version;
-                        let ended = stored.job.state.is_terminal();
-                        tx.send_replace(stored.job);
-                        if ended {
-                            return;
-                        }
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) => return, // deleted
-                    Err(e) => warn!(error = %e, "following a job through the store"),
-                }
-            }
-        });
+        let job = self.visible(&id, caller).await?;
+        if job.state.is_terminal() {
+            return Ok(JobWatch::Ended(Box::new(job)));
+        }
+        let tx = watch::Sender::new(job);
+        let rx = tx.subscribe();
+        self.followed.lock().expect("hub lock").insert(id, tx);
         Ok(JobWatch::Live(rx))
+    }
+
+    /// A WatchJob of a job this instance already follows: no query, not
+    /// even for the first snapshot.
+    fn already_followed(&self, id: &Uuid, caller: &Caller) -> Result<Option<JobWatch>> {
+        let followed = self.followed.lock().expect("hub lock");
+        let Some(tx) = followed.get(id) else {
+            return Ok(None);
+        };
+        if !caller.may_see(&tx.borrow().owner) {
+            return Err(Error::JobNotFound(id.to_string()));
+        }
+        Ok(Some(JobWatch::Live(tx.subscribe())))
+    }
+
+    /// The start of a WatchJobs stream: what the store holds (in one
+    /// snapshot of it), merged with what the change reader published
+    /// meanwhile.
+    pub async fn watch_jobs(
+        &self,
+        filter: WatchFilter,
+        since: Option<u64>,
+    ) -> Result<(Subscription, Vec<FeedEvent>)> {
+        let subscription = {
+            let _reading = self.interest().await?;
+            self.feed.subscribe(filter)
+        };
+        let start = self
+            .store
+            .start_of_watch(subscription.filter(), since)
+            .await?;
+        self.reached(start.revision).await?;
+        let as_event = |job: JobSnapshot| match since {
+            Some(_) => FeedEvent::Changed(Arc::new(job)),
+            None => FeedEvent::Existing(Arc::new(job)),
+        };
+        let mut initial: Vec<FeedEvent> = start.jobs.into_iter().map(as_event).collect();
+        initial.extend(
+            start
+                .deleted
+                .into_iter()
+                .map(|t| FeedEvent::Deleted(Arc::new(t))),
+        );
+        let events = subscription.open(initial, start.revision);
+        Ok((subscription, events))
+    }
+
+    /// Wakes the change reader if it was idle (nobody watched), from the
+    /// store's current revision. Hold the guard while registering the new
+    /// interest, so that the reader cannot go idle again in between.
+    async fn interest(&self) -> Result<tokio::sync::MutexGuard<'_, Reader>> {
+        let mut reader = self.reader.lock().await;
+        if reader.idle {
+            let now = self.store.revision().await?;
+            reader.cursor = reader.cursor.max(now);
+            reader.idle = false;
+            reader.states.clear();
+            self.feed.advance(reader.cursor);
+            self.read_through.send_replace(reader.cursor);
+        }
+        Ok(reader)
+    }
+
+    /// Waits until the change reader has published through `revision`.
+    async fn reached(&self, revision: u64) -> Result<()> {
+        let mut through = self.read_through.subscribe();
+        self.read_now.notify_one();
+        let caught_up = tokio::time::timeout(CATCH_UP, through.wait_for(|r| *r >= revision));
+        match caught_up.await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Error::Unavailable(
+                "the job store's change feed is not readable right now; retry".into(),
+            )),
+        }
     }
 
     pub async fn cancel(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
         let id = parse_id(id)?;
         self.visible(&id, caller).await?;
         match self.store.cancel(&id).await? {
-            CancelOutcome::Cancelled(stored) => {
+            CancelOutcome::Cancelled(job) => {
                 self.store.notify(&id.to_string()).await;
-                Ok(stored.job)
+                Ok(job)
             }
-            CancelOutcome::Requested(stored) => {
+            CancelOutcome::Requested(job) => {
                 if self.local.runs_here(&id) {
-                    self.local
-                        .cancel(&id.to_string(), &Caller::anonymous())
-                        .await?;
+                    self.local.cancel(&id.to_string(), &Caller::anonymous())?;
                 } else {
                     self.store.notify(&format!("cancel:{id}")).await;
                 }
-                Ok(stored.job)
+                Ok(job)
             }
-            CancelOutcome::Ended(state) => Err(Error::WrongJobState(format!(
-                "job {id} is already {}; only PENDING or RUNNING jobs can be cancelled",
-                state.name()
-            ))),
             CancelOutcome::Missing => Err(Error::JobNotFound(id.to_string())),
         }
     }
 
     pub async fn delete(&self, id: &str, caller: &Caller) -> Result<()> {
         let id = parse_id(id)?;
-        let stored = self.visible(&id, caller).await?;
+        let job = self.visible(&id, caller).await?;
+        lifecycle::delete(&job)?;
         if self.store.delete(&id).await? {
+            self.store.notify(&id.to_string()).await;
             Ok(())
         } else {
-            Err(Error::WrongJobState(format!(
-                "job {id} is {}; cancel it first, or delete it once it has ended",
-                stored.job.state.name()
-            )))
+            Err(Error::JobNotFound(id.to_string()))
         }
     }
 
-    /// Deletes jobs that ended more than `retention` ago.
+    /// Deletes jobs that ended more than `retention` ago, and old tombstones.
     pub async fn sweep(&self, retention: Duration) -> Result<u64> {
-        self.store.sweep(retention).await
+        let swept = self
+            .store
+            .sweep(retention, self.settings.tombstone_retention)
+            .await?;
+        if swept > 0 {
+            self.store.notify("swept").await;
+        }
+        Ok(swept)
     }
 
     /// Stops claiming, cancels this instance's jobs, waits for them to be
@@ -293,7 +377,6 @@ impl DatabaseJobs {
     /// it returns, nothing of the store runs or writes.
     pub async fn shutdown(&self) {
         self.local.shutdown().await;
-        self.local.until_idle().await;
         self.writers.close();
         self.writers.wait().await;
         self.stop.cancel();
@@ -320,7 +403,11 @@ impl DatabaseJobs {
                 return;
             }
             match self.store.claim(&self.instance).await {
-                Ok(Some(stored)) => self.run_claimed(stored.job, permit),
+                Ok(Some(job)) => {
+                    let id = job.id;
+                    let changes = self.local.run_claimed(job, permit);
+                    self.writers.spawn(self.clone().persist(id, changes));
+                }
                 Ok(None) => {
                     drop(permit);
                     tokio::select! {
@@ -336,18 +423,6 @@ impl DatabaseJobs {
                 }
             }
         }
-    }
-
-    fn run_claimed(self: &Arc<Self>, job: JobSnapshot, permit: tokio::sync::OwnedSemaphorePermit) {
-        let id = job.id;
-        let call = job.call.clone();
-        let span = info_span!("job", %id, procedure = %call.display_name);
-        let (tx, interrupt) = self.local.adopt(job);
-        let persisted = tx.subscribe();
-        tokio::spawn(
-            runner::execute(self.local.clone(), call, tx, interrupt, permit).instrument(span),
-        );
-        self.writers.spawn(self.clone().persist(id, persisted));
     }
 
     /// Writes a running job's changes, coalesced, then its end.
@@ -448,12 +523,159 @@ impl DatabaseJobs {
             };
             for id in to_cancel {
                 if self.local.runs_here(&id) {
-                    let _ = self
-                        .local
-                        .cancel(&id.to_string(), &Caller::anonymous())
-                        .await;
+                    let _ = self.local.cancel(&id.to_string(), &Caller::anonymous());
                 }
             }
+        }
+    }
+
+    /// The change reader: on each announcement (a burst counts once) and
+    /// every poll interval, while anyone here watches, reads the store's
+    /// changes and fans them out.
+    async fn read_changes(self: Arc<Self>) {
+        let mut announcements = self.notifications.subscribe();
+        loop {
+            let polled = tokio::select! {
+                () = self.read_now.notified() => false,
+                () = tokio::time::sleep(self.settings.poll_interval) => true,
+                heard = announcements.recv() => {
+                    if matches!(heard, Err(broadcast::error::RecvError::Closed)) {
+                        return;
+                    }
+                    false
+                }
+            };
+            while !matches!(
+                announcements.try_recv(),
+                Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
+            ) {}
+            self.read_once(polled).await;
+        }
+    }
+
+    fn interested(&self) -> bool {
+        self.feed.is_watched() || !self.followed.lock().expect("hub lock").is_empty()
+    }
+
+    async fn read_once(&self, polled: bool) {
+        let mut reader = self.reader.lock().await;
+        self.followed
+            .lock()
+            .expect("hub lock")
+            .retain(|_, tx| tx.receiver_count() > 0);
+        if !self.interested() {
+            reader.idle = true;
+            return;
+        }
+        if reader.idle {
+            return;
+        }
+        loop {
+            match self.store.changes(reader.cursor).await {
+                Ok(changes) => {
+                    let more = changes.more;
+                    self.fan_out(&mut reader, changes);
+                    if !more {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "reading the job store's changes failed");
+                    return;
+                }
+            }
+        }
+        if polled {
+            // In case a change committed after a later revision was read.
+            self.refresh_followed().await;
+        }
+    }
+
+    /// Publishes a batch of changes, in revision order, to the feed and the
+    /// hub.
+    fn fan_out(&self, reader: &mut Reader, changes: Changes) {
+        let Changes {
+            jobs,
+            deleted,
+            through,
+            ..
+        } = changes;
+        let mut jobs = jobs.into_iter().peekable();
+        let mut deleted = deleted.into_iter().peekable();
+        loop {
+            let next_job = jobs.peek().map(|j| j.revision);
+            let next_deleted = deleted.peek().map(|t| t.revision);
+            match (next_job, next_deleted) {
+                (None, None) => break,
+                (Some(j), Some(d)) if d < j => self.deleted(reader, deleted.next().unwrap()),
+                (Some(_), _) => self.changed(reader, jobs.next().unwrap()),
+                (None, Some(_)) => self.deleted(reader, deleted.next().unwrap()),
+            }
+        }
+        reader.cursor = reader.cursor.max(through);
+        self.feed.advance(reader.cursor);
+        self.read_through.send_replace(reader.cursor);
+    }
+
+    fn changed(&self, reader: &mut Reader, job: JobSnapshot) {
+        let before = if job.state.is_terminal() {
+            reader.states.remove(&job.id)
+        } else {
+            reader.states.insert(job.id, job.state)
+        };
+        let job = Arc::new(job);
+        self.follow_up(&job);
+        self.feed.publish(job, before);
+    }
+
+    fn deleted(&self, reader: &mut Reader, tombstone: Tombstone) {
+        reader.states.remove(&tombstone.id);
+        self.followed
+            .lock()
+            .expect("hub lock")
+            .remove(&tombstone.id);
+        self.feed.publish_deleted(Arc::new(tombstone));
+    }
+
+    /// Hands a newer snapshot of a followed job to its watchers, and stops
+    /// following it once it ended.
+    fn follow_up(&self, job: &JobSnapshot) {
+        let mut followed = self.followed.lock().expect("hub lock");
+        let Some(tx) = followed.get(&job.id) else {
+            return;
+        };
+        tx.send_if_modified(|current| {
+            let newer = job.revision > current.revision;
+            if newer {
+                *current = job.clone();
+            }
+            newer
+        });
+        if job.state.is_terminal() {
+            followed.remove(&job.id);
+        }
+    }
+
+    /// Re-reads every followed job at once (one query, whatever the number
+    /// of watchers).
+    async fn refresh_followed(&self) {
+        let ids: Vec<Uuid> = self
+            .followed
+            .lock()
+            .expect("hub lock")
+            .keys()
+            .copied()
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        match self.store.get_many(&ids).await {
+            Ok(jobs) => {
+                for job in &jobs {
+                    self.follow_up(job);
+                }
+            }
+            Err(e) => warn!(error = %e, "refreshing followed jobs failed"),
         }
     }
 }
@@ -467,32 +689,6 @@ async fn wait_for(announcements: &mut broadcast::Receiver<String>, wanted: impl 
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(_)) => return,
             Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
-        }
-    }
-}
-
-impl JobSnapshot {
-    /// A new PENDING job.
-    pub fn pending(
-        call: ProcedureCall,
-        request_id: Option<Arc<str>>,
-        owner: Arc<str>,
-    ) -> JobSnapshot {
-        JobSnapshot {
-            id: Uuid::new_v4(),
-            state: JobState::Pending,
-            progress: 0,
-            progress_message: "queued".into(),
-            create_time: SystemTime::now(),
-            start_time: None,
-            end_time: None,
-            outputs: None,
-            error: None,
-            cancel_requested: false,
-            call: Arc::new(call),
-            messages: Default::default(),
-            request_id,
-            owner,
         }
     }
 }

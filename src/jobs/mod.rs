@@ -1,18 +1,28 @@
-//! Background jobs: the registry that holds them and the runner that moves
-//! them through their lifecycle.
+//! Background jobs, in four layers:
 //!
 //! ```text
-//! PENDING ──▶ RUNNING ──▶ COMPLETED | FAILED | CANCELLED
-//!    └──────────────────▶ CANCELLED
+//! lifecycle ─▶ store ─▶ hub ─▶ api
 //! ```
 //!
-//! Each job's state lives in a tokio `watch` channel: the runner writes
-//! snapshots, and every reader (GetJob, ListJobs, any number of WatchJob
-//! streams) reads the latest one. A watcher that falls behind skips
-//! intermediate snapshots but always sees the last, terminal one, and
-//! thousands of watchers of one job share that one channel.
+//! - [`lifecycle`]: the legal transitions, pure functions over a snapshot,
+//!   with every message and error they produce;
+//! - the stores that apply them: the memory registry ([`JobRegistry`], with
+//!   its scheduler and [`runner`]) and the database store ([`store`],
+//!   [`DatabaseJobs`]), which stamps every change with one store-wide
+//!   revision;
+//! - the hub: each live job's `watch` channel, shared by every WatchJob of
+//!   it on this instance (in database mode also for jobs that run on other
+//!   instances), and the [`feed`] that WatchJobs streams read;
+//! - [`Jobs`], what the API talks to.
+//!
+//! A watcher that falls behind skips intermediate snapshots but always sees
+//! the last, terminal one, and thousands of watchers of one job share one
+//! channel.
 
 mod distributed;
+pub mod feed;
+pub mod lifecycle;
+mod live;
 mod registry;
 mod runner;
 mod service;
@@ -25,6 +35,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 pub use distributed::{DatabaseJobs, StoreSettings};
+pub use feed::{Feed, FeedEvent, Subscription, Tombstone, WatchFilter};
 pub use registry::{JobRegistry, JobWatch, ListFilter, Page};
 pub use service::Jobs;
 
@@ -96,6 +107,11 @@ pub struct JobSnapshot {
     pub request_id: Option<Arc<str>>,
     /// The name of the token that submitted it (empty without auth).
     pub owner: Arc<str>,
+    /// The store-wide revision of its last change.
+    pub revision: u64,
+    /// The revision taken when it was submitted: its place in submission
+    /// order, which never changes.
+    pub create_revision: u64,
 }
 
 impl JobSnapshot {
@@ -105,22 +121,6 @@ impl JobSnapshot {
         let start = self.start_time.unwrap_or(self.create_time);
         Some(end.duration_since(start).unwrap_or_default())
     }
-}
-
-/// A request_id names one call: a retry of that call gets its job back, and
-/// another call (another procedure, other parameters) is refused rather
-/// than silently answered with the first one's job (AIP-155).
-pub(crate) fn same_call(existing: JobSnapshot, call: &ProcedureCall) -> Result<JobSnapshot, Error> {
-    if *existing.call == *call {
-        return Ok(existing);
-    }
-    Err(Error::AlreadyExists(format!(
-        "request_id {:?} already names job {}, a call of {} with other parameters or another \
-         procedure; send a new request_id for a different call",
-        existing.request_id.as_deref().unwrap_or_default(),
-        existing.id,
-        existing.call.display_name
-    )))
 }
 
 /// The limits the registry enforces.
@@ -136,4 +136,7 @@ pub struct JobLimits {
     pub max_retained: usize,
     /// Messages kept per job.
     pub max_messages: usize,
+    /// How long a deleted or expired job's tombstone is kept, for WatchJobs
+    /// streams that resume from before it.
+    pub tombstone_retention: Duration,
 }

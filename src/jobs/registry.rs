@@ -1,28 +1,44 @@
-//! The job registry: every job by id, newest-first order, idempotency keys.
+//! The job registry: every job of this process by id, newest-first order,
+//! idempotency keys, and the scheduler that owns the queue.
 //!
 //! One std `Mutex` guards the maps; it is held only for map operations,
 //! never across an await or a database call. A live job's state lives in
-//! its `watch` channel, so readers of one job do not contend with writers
-//! of another. Once a job ends it keeps only its final snapshot: nothing is
-//! left to notify or cancel, and a retained job costs a few hundred bytes
-//! instead of a channel and an interrupt. Listing walks a `BTreeMap` keyed by
-//! a submission sequence number, so a page costs the page (plus skipped
-//! non-matching jobs), not a scan of every job; the page token is that
-//! sequence number.
+//! its `watch` channel ([`LiveJob`]), so readers of one job do not contend
+//! with writers of another. Once a job ends it keeps only its final
+//! snapshot: nothing is left to notify or cancel, and a retained job costs a
+//! few hundred bytes instead of a channel and an interrupt. Listing walks a
+//! `BTreeMap` keyed by the revision taken at submit (`create_revision`), so
+//! a page costs the page (plus skipped non-matching jobs), not a scan of
+//! every job; the page token is that revision.
+//!
+//! The scheduler is one task: it starts the oldest queued job whenever a
+//! slot is free and the database is believed up. A job that finds the
+//! database gone before it got a connection is still PENDING and goes back
+//! into the queue at its place, so jobs start in submission order, also
+//! after an outage.
+//!
+//! In memory mode the registry is the store and records every change in
+//! its [`Feed`]; in database mode it only holds the jobs this instance
+//! runs, and the store stamps their revisions.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info_span};
 use uuid::Uuid;
 
-use super::runner;
+use super::feed::{Feed, FeedEvent, Subscription, WatchFilter};
+use super::lifecycle::{self, Cancel};
+use super::live::LiveJob;
+use super::runner::{self, Ran};
 use super::{JobLimits, JobSnapshot, JobState};
 use crate::auth::Caller;
-use crate::backend::{Backend, Interrupt};
+use crate::backend::Backend;
 use crate::call::ProcedureCall;
 use crate::error::{Error, Result};
 use crate::name::printable;
@@ -33,55 +49,73 @@ const MAX_PAGE_SIZE: usize = 1000;
 
 pub struct JobRegistry {
     jobs: Mutex<Jobs>,
-    pub(super) backend: Arc<dyn Backend>,
+    backend: Arc<dyn Backend>,
     pub(super) slots: Arc<Semaphore>,
     pub(super) limits: JobLimits,
-    /// Jobs in PENDING; decremented by whoever moves a job out of it.
-    pub(super) pending: AtomicUsize,
+    /// Memory mode: where every change is recorded; None in database mode.
+    feed: Option<Arc<Feed>>,
     accepting: AtomicBool,
     /// Woken each time a job ends, for [`JobRegistry::until_idle`].
-    pub(super) job_ended: Notify,
+    job_ended: Notify,
+    /// Woken each time a job is queued, for the scheduler.
+    queued: Notify,
     /// Whether the database is believed reachable: pending jobs wait while
     /// it is not, instead of failing one after the other.
     database_up: watch::Sender<bool>,
     /// Counts the jobs' reports that the database is gone, so that a health
     /// probe that started before one cannot undo it.
     down_reports: AtomicU64,
+    /// The scheduler and every running job; shutdown waits for them.
+    tasks: TaskTracker,
+    stop: CancellationToken,
 }
 
 #[derive(Default)]
 struct Jobs {
     by_id: HashMap<Uuid, Entry>,
-    /// Submission order: sequence number → id.
+    /// Submission order: create_revision → id.
     order: BTreeMap<u64, Uuid>,
     /// (owner, request_id) → job: idempotency keys are per owner.
     by_request_id: HashMap<(Arc<str>, Arc<str>), Uuid>,
-    next_seq: u64,
+    /// PENDING jobs waiting for a slot, oldest first.
+    queue: BTreeMap<u64, LiveJob>,
 }
 
 impl Jobs {
-    /// Adds a pending or running job, newest in submission order.
-    fn insert_live(&mut self, id: Uuid, tx: watch::Sender<JobSnapshot>, interrupt: Interrupt) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.order.insert(seq, id);
-        let slot = Slot::Live { tx, interrupt };
-        self.by_id.insert(id, Entry { seq, slot });
+    fn insert_live(&mut self, job: LiveJob) {
+        let (id, order) = job.with(|j| (j.id, j.create_revision));
+        self.order.insert(order, id);
+        self.by_id.insert(
+            id,
+            Entry {
+                order,
+                slot: Slot::Live(job),
+            },
+        );
+    }
+
+    fn remove(&mut self, id: &Uuid) -> Option<JobSnapshot> {
+        let entry = self.by_id.remove(id)?;
+        self.order.remove(&entry.order);
+        self.queue.remove(&entry.order);
+        let job = entry.snapshot();
+        if let Some(request_id) = &job.request_id {
+            self.by_request_id
+                .remove(&(job.owner.clone(), request_id.clone()));
+        }
+        Some(job)
     }
 }
 
 struct Entry {
-    seq: u64,
+    order: u64,
     slot: Slot,
 }
 
 enum Slot {
     /// Pending or running: watchers follow the channel, a cancel reaches
     /// the interrupt.
-    Live {
-        tx: watch::Sender<JobSnapshot>,
-        interrupt: Interrupt,
-    },
+    Live(LiveJob),
     /// Ended: only the final snapshot is kept.
     Ended(Box<JobSnapshot>),
 }
@@ -90,7 +124,7 @@ impl Entry {
     /// Reads the current snapshot without copying it.
     fn with<R>(&self, read: impl FnOnce(&JobSnapshot) -> R) -> R {
         match &self.slot {
-            Slot::Live { tx, .. } => read(&tx.borrow()),
+            Slot::Live(job) => job.with(read),
             Slot::Ended(snapshot) => read(snapshot),
         }
     }
@@ -125,83 +159,93 @@ pub struct Page {
 }
 
 impl JobRegistry {
-    pub fn new(backend: Arc<dyn Backend>, limits: JobLimits) -> Arc<Self> {
-        Arc::new(Self {
+    /// A registry; with a feed it is the memory store and records every
+    /// change there, without one it serves the database store.
+    pub fn new(backend: Arc<dyn Backend>, limits: JobLimits, feed: Option<Arc<Feed>>) -> Arc<Self> {
+        let registry = Arc::new(Self {
             jobs: Mutex::new(Jobs::default()),
             backend,
             slots: Arc::new(Semaphore::new(limits.max_running)),
             limits,
-            pending: AtomicUsize::new(0),
+            feed,
             accepting: AtomicBool::new(true),
             job_ended: Notify::new(),
+            queued: Notify::new(),
             database_up: watch::Sender::new(false),
             down_reports: AtomicU64::new(0),
-        })
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        });
+        if registry.feed.is_some() {
+            registry.tasks.spawn(registry.clone().schedule());
+        }
+        registry
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Jobs> {
+        self.jobs.lock().expect("registry lock")
+    }
+
+    fn feed(&self) -> &Arc<Feed> {
+        self.feed
+            .as_ref()
+            .expect("only the memory store submits, lists changes and keeps tombstones")
     }
 
     /// Queues a call as a job; with a known `request_id`, returns that job.
     pub fn submit(
-        self: &Arc<Self>,
+        &self,
         call: ProcedureCall,
         request_id: Option<String>,
         owner: &Caller,
     ) -> Result<JobSnapshot> {
         check_request_id(request_id.as_deref())?;
-        if !self.accepting.load(Ordering::SeqCst) {
-            return Err(Error::Unavailable(
-                "procgate is shutting down and accepts no new jobs".into(),
-            ));
+        if !self.is_accepting() {
+            return Err(lifecycle::shutting_down());
         }
         let request_key = request_id.map(|key| (owner.name.clone(), Arc::<str>::from(key)));
-        let mut jobs = self.jobs.lock().expect("registry lock");
+        let mut jobs = self.lock();
         // Idempotency before capacity: a retry gets its job even when the
         // queue is full.
         if let Some(key) = &request_key
             && let Some(id) = jobs.by_request_id.get(key)
         {
-            return super::same_call(jobs.by_id[id].snapshot(), &call);
+            return lifecycle::same_call(jobs.by_id[id].snapshot(), &call);
         }
-        if self.pending.load(Ordering::SeqCst) >= self.limits.max_pending {
-            return Err(Error::Exhausted(format!(
-                "{} jobs are already waiting (--max-pending-jobs); retry later",
-                self.limits.max_pending
-            )));
+        if jobs.queue.len() >= self.limits.max_pending {
+            return Err(lifecycle::queue_full(self.limits.max_pending));
         }
         self.evict_over_cap(&mut jobs);
 
-        let snapshot = JobSnapshot::pending(
-            call,
-            request_key.as_ref().map(|(_, key)| key.clone()),
-            owner.name.clone(),
+        let job = LiveJob::submitted(
+            lifecycle::submit(
+                call,
+                request_key.as_ref().map(|(_, key)| key.clone()),
+                owner.name.clone(),
+            ),
+            self.feed(),
         );
-        let id = snapshot.id;
-        let call = snapshot.call.clone();
-        let (tx, _) = watch::channel(snapshot.clone());
-        let interrupt = Interrupt::new();
+        let snapshot = job.snapshot();
         if let Some(key) = request_key {
-            jobs.by_request_id.insert(key, id);
+            jobs.by_request_id.insert(key, snapshot.id);
         }
-        jobs.insert_live(id, tx.clone(), interrupt.clone());
-        self.pending.fetch_add(1, Ordering::SeqCst);
+        jobs.queue.insert(snapshot.create_revision, job.clone());
+        jobs.insert_live(job);
         drop(jobs);
-
-        let span = info_span!("job", %id, procedure = %call.display_name);
-        tokio::spawn(runner::run(self.clone(), call, tx, interrupt).instrument(span));
+        self.queued.notify_one();
         Ok(snapshot)
     }
 
     pub fn get(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
         let id = parse_id(id)?;
-        let jobs = self.jobs.lock().expect("registry lock");
-        Ok(visible(&jobs, &id, caller)?.snapshot())
+        Ok(visible(&self.lock(), &id, caller)?.snapshot())
     }
 
     /// How to follow the job: its channel while it is live, else its end.
     pub fn watch(&self, id: &str, caller: &Caller) -> Result<JobWatch> {
         let id = parse_id(id)?;
-        let jobs = self.jobs.lock().expect("registry lock");
-        Ok(match &visible(&jobs, &id, caller)?.slot {
-            Slot::Live { tx, .. } => JobWatch::Live(tx.subscribe()),
+        Ok(match &visible(&self.lock(), &id, caller)?.slot {
+            Slot::Live(job) => JobWatch::Live(job.subscribe()),
             Slot::Ended(snapshot) => JobWatch::Ended(snapshot.clone()),
         })
     }
@@ -217,10 +261,10 @@ impl JobRegistry {
         let page_size = page_size_for(page_size);
         let before = parse_page_token(page_token)?;
         let procedure = filter.procedure.as_deref();
-        let jobs = self.jobs.lock().expect("registry lock");
+        let jobs = self.lock();
         let mut page = Vec::with_capacity(page_size);
         let mut next_page_token = None;
-        for (&seq, id) in jobs.order.range(..before).rev() {
+        for (&order, id) in jobs.order.range(..before).rev() {
             let entry = &jobs.by_id[id];
             let matches = entry.with(|job| {
                 caller.may_see(&job.owner)
@@ -231,7 +275,7 @@ impl JobRegistry {
                 continue;
             }
             if page.len() == page_size {
-                next_page_token = Some(page_token_for(seq + 1));
+                next_page_token = Some(page_token_for(order + 1));
                 break;
             }
             page.push(entry.snapshot());
@@ -242,87 +286,173 @@ impl JobRegistry {
         })
     }
 
+    /// The start of a WatchJobs stream (memory mode): EXISTING events for
+    /// the live jobs that match, or, resuming after `since`, a CHANGED
+    /// event for every job changed after it and a DELETED one for every
+    /// deletion, merged with what changed meanwhile, then SYNCED.
+    pub fn watch_jobs(
+        &self,
+        filter: WatchFilter,
+        since: Option<u64>,
+    ) -> Result<(Subscription, Vec<FeedEvent>)> {
+        let feed = self.feed();
+        let subscription = feed.subscribe(filter);
+        let filter = subscription.filter();
+        let mut initial = match since {
+            Some(since) => feed
+                .tombstones_after(since, filter)?
+                .into_iter()
+                .map(FeedEvent::Deleted)
+                .collect(),
+            None => Vec::new(),
+        };
+        {
+            let jobs = self.lock();
+            for entry in jobs.by_id.values() {
+                let event = entry.with(|job| {
+                    if !filter.admits(&job.owner, &job.call.display_name) {
+                        return None;
+                    }
+                    match since {
+                        Some(since) => {
+                            (job.revision > since).then(|| FeedEvent::Changed(job.clone().into()))
+                        }
+                        None => (!job.state.is_terminal()
+                            && (filter.states.is_empty() || filter.states.contains(&job.state)))
+                        .then(|| FeedEvent::Existing(job.clone().into())),
+                    }
+                });
+                initial.extend(event);
+            }
+        }
+        // Read after the listing: every change up to here is either in it
+        // or queued for the subscription.
+        let synced = feed.revision();
+        let events = subscription.open(initial, synced);
+        Ok((subscription, events))
+    }
+
     /// Cancels a job: PENDING ends at once, RUNNING is interrupted in the
     /// database and ends CANCELLED when its statement returns.
-    pub async fn cancel(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
+    pub fn cancel(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
         let id = parse_id(id)?;
-        let (tx, interrupt) = {
-            let jobs = self.jobs.lock().expect("registry lock");
-            match &visible(&jobs, &id, caller)?.slot {
-                Slot::Live { tx, interrupt } => (tx.clone(), interrupt.clone()),
-                Slot::Ended(job) => return Err(already_ended(&id, job.state)),
-            }
+        let mut jobs = self.lock();
+        let job = match &visible(&jobs, &id, caller)?.slot {
+            Slot::Live(job) => job.clone(),
+            Slot::Ended(job) => return Err(lifecycle::already_ended(&id, job.state)),
         };
-        if self.cancel_pending(&tx) {
-            interrupt.request(); // no statement yet: only wakes the runner
-            let job = tx.borrow().clone();
-            self.retire(&id);
-            return Ok(job);
-        }
-        let mut refused = None;
-        tx.send_if_modified(|job| match job.state {
-            JobState::Running if !job.cancel_requested => {
-                job.cancel_requested = true;
-                job.progress_message = "cancelling".into();
-                true
-            }
-            JobState::Running => false,
-            state => {
-                refused = Some(state);
-                false
-            }
+        let now = SystemTime::now();
+        let mut outcome = Ok(Cancel::AlreadyRequested);
+        job.change(|j| {
+            outcome = lifecycle::cancel(j, now);
+            matches!(outcome, Ok(Cancel::Ended | Cancel::Requested))
         });
-        if let Some(state) = refused {
-            return Err(already_ended(&id, state));
+        match outcome? {
+            Cancel::Ended => {
+                let order = job.with(|j| j.create_revision);
+                jobs.queue.remove(&order);
+                // A job waiting for its connection is refused its start.
+                job.interrupt.request();
+                retire(&mut jobs, &id);
+                drop(jobs);
+                self.job_ended.notify_waiters();
+            }
+            Cancel::Requested | Cancel::AlreadyRequested => job.interrupt.request(),
         }
-        interrupt.request();
-        Ok(tx.borrow().clone())
+        Ok(job.snapshot())
     }
 
-    /// PENDING → CANCELLED; false when the job is no longer pending.
-    pub(super) fn cancel_pending(&self, tx: &watch::Sender<JobSnapshot>) -> bool {
-        let cancelled = tx.send_if_modified(|job| {
-            if job.state != JobState::Pending {
-                return false;
+    /// Starts the oldest queued job whenever a slot is free and the
+    /// database is believed up; stops with the registry.
+    async fn schedule(self: Arc<Self>) {
+        loop {
+            let queued = self.queued.notified();
+            if self.lock().queue.is_empty() {
+                tokio::select! {
+                    () = queued => continue,
+                    () = self.stop.cancelled() => return,
+                }
             }
-            job.state = JobState::Cancelled;
-            job.cancel_requested = true;
-            job.end_time = Some(SystemTime::now());
-            job.progress_message = "cancelled before it started".into();
-            job.error = Some(Box::new(Error::Cancelled(
-                "cancelled while waiting to run; it never reached the database".into(),
-            )));
-            true
-        });
-        if cancelled {
-            self.pending.fetch_sub(1, Ordering::SeqCst);
-            self.job_ended.notify_waiters();
+            let permit = tokio::select! {
+                () = self.stop.cancelled() => return,
+                permit = async {
+                    self.database_available().await;
+                    self.slots.clone().acquire_owned().await
+                } => permit.expect("the job semaphore is never closed"),
+            };
+            if !self.database_is_up() {
+                continue;
+            }
+            let Some((_, job)) = self.lock().queue.pop_first() else {
+                continue; // cancelled meanwhile
+            };
+            self.tasks.spawn(self.clone().run(job, permit));
         }
-        cancelled
     }
 
-    /// Takes in a job claimed from the job store, already RUNNING, to run on
-    /// this instance; returns its channel and interrupt.
-    pub(super) fn adopt(&self, job: JobSnapshot) -> (watch::Sender<JobSnapshot>, Interrupt) {
-        let id = job.id;
-        let (tx, _) = watch::channel(job);
-        let interrupt = Interrupt::new();
-        let mut jobs = self.jobs.lock().expect("registry lock");
-        jobs.insert_live(id, tx.clone(), interrupt.clone());
-        (tx, interrupt)
+    /// Runs a job that holds a slot, then puts it back in the queue (no
+    /// connection: the database is gone) or retires it.
+    async fn run(self: Arc<Self>, job: LiveJob, permit: OwnedSemaphorePermit) {
+        let (id, procedure) = job.with(|j| (j.id, j.call.display_name.clone()));
+        let span = info_span!("job", %id, %procedure);
+        let ran = runner::run(&self.backend, &job, self.limits.max_messages)
+            .instrument(span)
+            .await;
+        match ran {
+            Ran::NoConnection => {
+                self.report_database_down();
+                drop(permit);
+                let order = job.with(|j| j.create_revision);
+                let mut jobs = self.lock();
+                if job.with(|j| j.state == JobState::Pending) && jobs.by_id.contains_key(&id) {
+                    // Back at its place: jobs start in submission order.
+                    jobs.queue.insert(order, job);
+                    drop(jobs);
+                    self.queued.notify_one();
+                } else {
+                    retire(&mut jobs, &id); // cancelled meanwhile
+                    drop(jobs);
+                    self.job_ended.notify_waiters();
+                }
+            }
+            Ran::Ended { database_down } => {
+                if database_down {
+                    // Before the slot frees: the next job must wait, not fail.
+                    self.report_database_down();
+                }
+                drop(permit);
+                retire(&mut self.lock(), &id);
+                self.job_ended.notify_waiters();
+            }
+        }
+    }
+
+    /// Database mode: runs a job claimed from the store, already RUNNING,
+    /// in a slot this instance took; returns its changes, from before it
+    /// runs.
+    pub(super) fn run_claimed(
+        self: &Arc<Self>,
+        job: JobSnapshot,
+        permit: OwnedSemaphorePermit,
+    ) -> watch::Receiver<JobSnapshot> {
+        let job = LiveJob::new(job, None);
+        let changes = job.subscribe();
+        self.lock().insert_live(job.clone());
+        self.tasks.spawn(self.clone().run(job, permit));
+        changes
     }
 
     /// Drops a job this instance no longer needs to hold (the store has it).
     pub(super) fn forget(&self, id: &Uuid) {
-        self.jobs.lock().expect("registry lock").remove(id);
+        self.lock().remove(id);
     }
 
     /// Whether the job is live on this instance.
     pub(super) fn runs_here(&self, id: &Uuid) -> bool {
-        let jobs = self.jobs.lock().expect("registry lock");
-        jobs.by_id
+        self.lock()
+            .by_id
             .get(id)
-            .is_some_and(|e| matches!(e.slot, Slot::Live { .. }))
+            .is_some_and(|e| matches!(e.slot, Slot::Live(_)))
     }
 
     /// A job found the database gone.
@@ -364,57 +494,48 @@ impl JobRegistry {
         let _ = up.wait_for(|up| *up).await;
     }
 
-    /// Replaces an ended job's channel and interrupt by its final snapshot.
-    pub(super) fn retire(&self, id: &Uuid) {
-        let mut jobs = self.jobs.lock().expect("registry lock");
-        if let Some(entry) = jobs.by_id.get_mut(id)
-            && let Slot::Live { tx, .. } = &entry.slot
-        {
-            let job = tx.borrow().clone();
-            if job.state.is_terminal() {
-                entry.slot = Slot::Ended(Box::new(job));
-            }
-        }
-    }
-
-    /// Forgets a finished job.
+    /// Forgets a finished job (memory mode), leaving a tombstone.
     pub fn delete(&self, id: &str, caller: &Caller) -> Result<()> {
         let id = parse_id(id)?;
-        let mut jobs = self.jobs.lock().expect("registry lock");
-        let state = visible(&jobs, &id, caller)?.with(|job| job.state);
-        if !state.is_terminal() {
-            return Err(Error::WrongJobState(format!(
-                "job {id} is {}; cancel it first, or delete it once it has ended",
-                state.name()
-            )));
-        }
-        jobs.remove(&id);
+        let mut jobs = self.lock();
+        visible(&jobs, &id, caller)?.with(lifecycle::delete)?;
+        self.remove(&mut jobs, &id, SystemTime::now());
         Ok(())
     }
 
-    /// Removes finished jobs older than the retention period.
+    /// Removes a job, with a tombstone for WatchJobs in memory mode.
+    fn remove(&self, jobs: &mut Jobs, id: &Uuid, now: SystemTime) {
+        if let Some(job) = jobs.remove(id)
+            && let Some(feed) = &self.feed
+        {
+            feed.record_deleted(&job, now);
+        }
+    }
+
+    /// Removes finished jobs older than the retention period, and
+    /// tombstones older than theirs.
     pub fn sweep(&self, now: SystemTime) -> usize {
-        let mut jobs = self.jobs.lock().expect("registry lock");
+        let mut jobs = self.lock();
         let expired: Vec<Uuid> = jobs
             .by_id
             .iter()
             .filter(|(_, entry)| {
-                entry.with(|job| {
-                    job.end_time.is_some_and(|end| {
-                        now.duration_since(end).unwrap_or_default() >= self.limits.retention
-                    })
-                })
+                entry.with(|job| lifecycle::expired(job, self.limits.retention, now))
             })
             .map(|(id, _)| *id)
             .collect();
         for id in &expired {
-            jobs.remove(id);
+            self.remove(&mut jobs, id, now);
         }
         // Maps keep their capacity after removals: give most of it back once
         // a burst of jobs is gone.
         if jobs.by_id.capacity() > 4 * jobs.by_id.len().max(1024) {
             jobs.by_id.shrink_to_fit();
             jobs.by_request_id.shrink_to_fit();
+        }
+        drop(jobs);
+        if let Some(feed) = &self.feed {
+            feed.purge_tombstones(now);
         }
         expired.len()
     }
@@ -423,21 +544,27 @@ impl JobRegistry {
         self.accepting.load(Ordering::SeqCst)
     }
 
-    /// Stops accepting jobs and cancels every pending and running one.
+    /// Stops accepting jobs, cancels every pending and running one, waits
+    /// for them to end and stops the scheduler: once it returns, no task of
+    /// the registry runs.
     pub async fn shutdown(&self) {
         self.accepting.store(false, Ordering::SeqCst);
         let live: Vec<Uuid> = {
-            let jobs = self.jobs.lock().expect("registry lock");
+            let jobs = self.lock();
             jobs.by_id
                 .iter()
-                .filter(|(_, e)| !e.with(|job| job.state.is_terminal()))
+                .filter(|(_, e)| matches!(e.slot, Slot::Live(_)))
                 .map(|(id, _)| *id)
                 .collect()
         };
         for id in live {
             // A job that ended meanwhile refuses the cancel; nothing to do.
-            let _ = self.cancel(&id.to_string(), &Caller::anonymous()).await;
+            let _ = self.cancel(&id.to_string(), &Caller::anonymous());
         }
+        self.until_idle().await;
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     /// Resolves once no job is pending or running.
@@ -453,10 +580,10 @@ impl JobRegistry {
     }
 
     fn live_jobs(&self) -> usize {
-        let jobs = self.jobs.lock().expect("registry lock");
-        jobs.by_id
+        self.lock()
+            .by_id
             .values()
-            .filter(|e| !e.with(|job| job.state.is_terminal()))
+            .filter(|e| matches!(e.slot, Slot::Live(_)))
             .count()
     }
 
@@ -469,50 +596,36 @@ impl JobRegistry {
         let oldest_finished: Vec<Uuid> = jobs
             .order
             .values()
-            .filter(|id| jobs.by_id[*id].with(|job| job.state.is_terminal()))
+            .filter(|id| matches!(jobs.by_id[*id].slot, Slot::Ended(_)))
             .take(excess)
             .copied()
             .collect();
+        let now = SystemTime::now();
         for id in &oldest_finished {
-            jobs.remove(id);
+            self.remove(jobs, id, now);
         }
     }
 }
 
-impl Jobs {
-    fn remove(&mut self, id: &Uuid) {
-        if let Some(entry) = self.by_id.remove(id) {
-            self.order.remove(&entry.seq);
-            let key = entry.with(|job| Some((job.owner.clone(), job.request_id.clone()?)));
-            if let Some(key) = key {
-                self.by_request_id.remove(&key);
-            }
+/// Replaces an ended job's channel and interrupt by its final snapshot.
+fn retire(jobs: &mut Jobs, id: &Uuid) {
+    if let Some(entry) = jobs.by_id.get_mut(id)
+        && let Slot::Live(job) = &entry.slot
+    {
+        let job = job.snapshot();
+        if job.state.is_terminal() {
+            entry.slot = Slot::Ended(Box::new(job));
         }
     }
-}
-
-fn entry<'j>(jobs: &'j Jobs, id: &Uuid) -> Result<&'j Entry> {
-    jobs.by_id
-        .get(id)
-        .ok_or_else(|| Error::JobNotFound(id.to_string()))
 }
 
 /// The job, if this caller may see it: another owner's job does not exist
 /// for them.
 fn visible<'j>(jobs: &'j Jobs, id: &Uuid, caller: &Caller) -> Result<&'j Entry> {
-    let entry = entry(jobs, id)?;
-    if entry.with(|job| caller.may_see(&job.owner)) {
-        Ok(entry)
-    } else {
-        Err(Error::JobNotFound(id.to_string()))
+    match jobs.by_id.get(id) {
+        Some(entry) if entry.with(|job| caller.may_see(&job.owner)) => Ok(entry),
+        _ => Err(Error::JobNotFound(id.to_string())),
     }
-}
-
-fn already_ended(id: &Uuid, state: JobState) -> Error {
-    Error::WrongJobState(format!(
-        "job {id} is already {}; only PENDING or RUNNING jobs can be cancelled",
-        state.name()
-    ))
 }
 
 /// A request_id is at most 128 characters.

@@ -1,9 +1,11 @@
-//! Running one job: wait for a slot, run the call, publish every change to
-//! the job's watch channel.
+//! Running one job that holds a slot: call the backend, publish every
+//! change through the job's lifecycle, and say how it went.
 //!
-//! Slots are a fair tokio `Semaphore` of `--max-running-jobs` permits, so
-//! pending jobs start in submission order. A job cancelled while pending
-//! never takes a slot: the cancel wakes the wait below.
+//! The runner knows a job only as a [`LiveJob`] and the backend: queues,
+//! slots and retirement belong to the scheduler that called it. A job
+//! starts (PENDING → RUNNING) when the backend reports its connection, so a
+//! job that cannot get one never leaves PENDING and goes back to the head
+//! of the queue.
 
 use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
@@ -11,70 +13,32 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures_util::FutureExt;
-use tokio::sync::{OwnedSemaphorePermit, watch};
 use tracing::{info, warn};
 
-use super::registry::JobRegistry;
-use super::{JobSnapshot, JobState};
-use crate::backend::{Interrupt, Phase, Progress};
-use crate::call::{Outputs, ProcedureCall};
+use super::JobState;
+use super::lifecycle;
+use super::live::LiveJob;
+use crate::backend::{Backend, Phase, Progress};
 use crate::error::Error;
 
-pub(super) async fn run(
-    registry: Arc<JobRegistry>,
-    call: Arc<ProcedureCall>,
-    tx: watch::Sender<JobSnapshot>,
-    interrupt: Interrupt,
-) {
-    // Wait for a slot, and for the database: while it is down, pending jobs
-    // stay pending rather than fail one after the other.
-    let permit = loop {
-        let permit = tokio::select! {
-            biased;
-            _ = interrupt.requested() => return, // cancelled while pending
-            permit = async {
-                registry.database_available().await;
-                registry.slots.clone().acquire_owned().await
-            } => permit.expect("the job semaphore is never closed"),
-        };
-        if registry.database_is_up() {
-            break permit;
-        }
-    };
-    let started = tx.send_if_modified(|job| {
-        if job.state != JobState::Pending {
-            return false;
-        }
-        job.state = JobState::Running;
-        job.start_time = Some(SystemTime::now());
-        job.progress_message = "waiting for a connection".into();
-        true
-    });
-    if !started {
-        return; // cancelled just as its slot came free
-    }
-    registry
-        .pending
-        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    execute(registry, call, tx, interrupt, permit).await;
+/// How a run went, for the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ran {
+    /// The job ended (or was cancelled before it could start).
+    Ended { database_down: bool },
+    /// It never got a connection because the database is gone: it is still
+    /// PENDING and should wait at the head of the queue.
+    NoConnection,
 }
 
-/// Runs a RUNNING job that holds a slot, and publishes its end.
-pub(super) async fn execute(
-    registry: Arc<JobRegistry>,
-    call: Arc<ProcedureCall>,
-    tx: watch::Sender<JobSnapshot>,
-    interrupt: Interrupt,
-    permit: OwnedSemaphorePermit,
-) {
-    info!("job started");
-
+pub(super) async fn run(backend: &Arc<dyn Backend>, job: &LiveJob, max_messages: usize) -> Ran {
     let progress: Arc<dyn Progress> = Arc::new(JobProgress {
-        tx: tx.clone(),
-        max_messages: registry.limits.max_messages,
+        job: job.clone(),
+        max_messages,
     });
+    let call = job.with(|j| j.call.clone());
     // A panic in the call must end the job, not leave it RUNNING forever.
-    let result = AssertUnwindSafe(registry.backend.execute(&call, &progress, &interrupt))
+    let result = AssertUnwindSafe(backend.execute(&call, &progress, &job.interrupt))
         .catch_unwind()
         .await
         .unwrap_or_else(|_| {
@@ -83,77 +47,53 @@ pub(super) async fn execute(
                 "the job's call panicked; see the gateway's log".into(),
             ))
         });
-    if result.as_ref().is_err_and(Error::means_database_down) {
-        // Before the slot frees: the next pending job must wait, not fail.
-        registry.report_database_down();
+    let database_down = result.as_ref().is_err_and(Error::means_database_down);
+    if database_down && job.with(|j| j.state == JobState::Pending) {
+        return Ran::NoConnection;
     }
-    drop(permit);
-
-    let cancelled = interrupt.is_requested();
-    tx.send_modify(|job| {
-        job.end_time = Some(SystemTime::now());
-        match result {
-            Ok(outputs) => {
-                job.state = JobState::Completed;
-                job.progress = 100;
-                job.progress_message = "done".into();
-                // A job without outputs keeps no allocation for them.
-                job.outputs = (outputs != Outputs::default()).then(|| Arc::new(outputs));
-            }
-            Err(_) if cancelled => {
-                job.state = JobState::Cancelled;
-                job.progress_message = "cancelled".into();
-                job.error = Some(Box::new(Error::Cancelled(
-                    "cancelled while running; its statement was interrupted in the database \
-                     (work the procedure committed before the cancel stays committed)"
-                        .into(),
-                )));
-            }
-            Err(error) => {
-                job.state = JobState::Failed;
-                job.progress_message = "failed".into();
-                job.error = Some(Box::new(error));
-            }
-        }
+    let cancelled = job.interrupt.is_requested();
+    let now = SystemTime::now();
+    job.change(|j| {
+        // A call that failed before its connection ends without starting.
+        lifecycle::start(j, now);
+        lifecycle::finish(j, result, cancelled, now)
     });
-    {
-        let job = tx.borrow();
-        let duration = job.duration().unwrap_or_default();
-        info!(state = job.state.name(), ?duration, "job ended");
-    }
-    registry.retire(&tx.borrow().id);
-    registry.job_ended.notify_waiters();
+    job.with(|j| {
+        let duration = j.duration().unwrap_or_default();
+        info!(state = j.state.name(), ?duration, "job ended");
+    });
+    Ran::Ended { database_down }
 }
 
 /// Publishes a running call's progress and messages into its job.
 struct JobProgress {
-    tx: watch::Sender<JobSnapshot>,
+    job: LiveJob,
     max_messages: usize,
 }
 
 impl JobProgress {
-    /// Moves progress up (never down) and sets the message; notifies
-    /// watchers only when something changed.
     fn advance(&self, percent: u32, message: Option<Cow<'static, str>>) {
-        self.tx.send_if_modified(|job| {
-            let mut changed = false;
-            if percent > job.progress {
-                job.progress = percent.min(100);
-                changed = true;
-            }
-            if let Some(message) = message
-                && job.progress_message != message
-            {
-                job.progress_message = message;
-                changed = true;
-            }
-            changed
-        });
+        self.job
+            .change(|job| lifecycle::progress(job, percent, message));
     }
 }
 
 impl Progress for JobProgress {
     fn phase(&self, phase: Phase) {
+        if phase == Phase::ConnectionAcquired {
+            let now = SystemTime::now();
+            self.job.change(|job| {
+                let started = lifecycle::start(job, now);
+                let moved = lifecycle::progress(job, phase.percent(), Some(phase.message().into()));
+                started || moved
+            });
+            if self.job.with(|job| job.state.is_terminal()) {
+                // Cancelled while it waited for the connection: a request
+                // made before the statement refuses its start.
+                self.job.interrupt.request();
+            }
+            return;
+        }
         self.advance(phase.percent(), Some(phase.message().into()));
     }
 
@@ -162,7 +102,7 @@ impl Progress for JobProgress {
     }
 
     fn message(&self, line: String) {
-        self.tx
-            .send_modify(|job| job.messages.push(line, self.max_messages));
+        self.job
+            .change(|job| lifecycle::message(job, line, self.max_messages));
     }
 }

@@ -7,7 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{DatabaseJobs, JobRegistry, JobSnapshot, JobWatch, ListFilter, Page};
+use super::{
+    DatabaseJobs, FeedEvent, JobRegistry, JobSnapshot, JobWatch, ListFilter, Page, Subscription,
+    WatchFilter,
+};
 use crate::auth::Caller;
 use crate::call::ProcedureCall;
 use crate::error::Result;
@@ -65,9 +68,21 @@ impl Jobs {
         }
     }
 
+    /// The start of a WatchJobs stream and its place in the feed.
+    pub async fn watch_jobs(
+        &self,
+        filter: WatchFilter,
+        since: Option<u64>,
+    ) -> Result<(Subscription, Vec<FeedEvent>)> {
+        match self {
+            Jobs::Memory(registry) => registry.watch_jobs(filter, since),
+            Jobs::Database(store, _) => store.watch_jobs(filter, since).await,
+        }
+    }
+
     pub async fn cancel(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
         match self {
-            Jobs::Memory(registry) => registry.cancel(id, caller).await,
+            Jobs::Memory(registry) => registry.cancel(id, caller),
             Jobs::Database(store, _) => store.cancel(id, caller).await,
         }
     }
@@ -90,10 +105,7 @@ impl Jobs {
     /// Accepts no new jobs, cancels the running ones, waits for them to end.
     pub async fn shutdown(&self) {
         match self {
-            Jobs::Memory(registry) => {
-                registry.shutdown().await;
-                registry.until_idle().await;
-            }
+            Jobs::Memory(registry) => registry.shutdown().await,
             Jobs::Database(store, _) => store.shutdown().await,
         }
     }

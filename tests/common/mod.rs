@@ -284,7 +284,10 @@ pub async fn submit(client: &mut Client, call: pb::ProcedureCall) -> pb::Job {
 /// Every snapshot WatchJob sends, until the stream ends.
 pub async fn watch_to_end(client: &mut Client, id: &str) -> Vec<pb::Job> {
     let mut stream = client
-        .watch_job(pb::WatchJobRequest { id: id.into() })
+        .watch_job(pb::WatchJobRequest {
+            id: id.into(),
+            since_revision: 0,
+        })
         .await
         .expect("WatchJob")
         .into_inner();

@@ -165,7 +165,10 @@ pub async fn submit_and_watch(mut client: Client) -> Result<(), tonic::Status> {
         .await?
         .into_inner();
     let mut stream = client
-        .watch_job(pb::WatchJobRequest { id: job.id })
+        .watch_job(pb::WatchJobRequest {
+            id: job.id,
+            since_revision: 0,
+        })
         .await?
         .into_inner();
     while let Some(job) = stream.message().await? {

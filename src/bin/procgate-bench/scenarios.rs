@@ -312,7 +312,10 @@ async fn watch_fan_out(gateway: &Gateway, watchers: usize, job_ms: u64) -> Resul
         let (id, opened, all_open) = (job.id.clone(), opened.clone(), all_open.clone());
         tasks.push(tokio::spawn(async move {
             let mut stream = client
-                .watch_job(pb::WatchJobRequest { id })
+                .watch_job(pb::WatchJobRequest {
+                    id,
+                    since_revision: 0,
+                })
                 .await?
                 .into_inner();
             let mut first = true;
@@ -510,7 +513,10 @@ async fn database_store(
             .into_inner();
         let mut stream = on_b
             .clone()
-            .watch_job(pb::WatchJobRequest { id: job.id })
+            .watch_job(pb::WatchJobRequest {
+                id: job.id,
+                since_revision: 0,
+            })
             .await
             .map_err(|s| s.message().to_string())?
             .into_inner();

@@ -4,11 +4,14 @@
 //!
 //! All writes are conditional: a claim takes a PENDING row with `FOR UPDATE
 //! SKIP LOCKED`, progress and the end are written only while the row is
-//! RUNNING on this instance, and every write bumps a version. So a stale
-//! update can never overwrite a terminal state, and two instances never run
-//! one job. Changes are announced with `pg_notify` so that other instances
-//! follow them without polling (they poll too, in case a notification is
-//! lost). The store uses the async tokio-postgres client and a small
+//! RUNNING on this instance, and every write stamps the row with the next
+//! value of one store-wide sequence (`revision`). So a stale update can
+//! never overwrite a terminal state, two instances never run one job, and
+//! the rows changed after a revision are the change feed, read in revision
+//! order. Transitions are decided by [`super::lifecycle`] on a locked row,
+//! never by the SQL. A deletion leaves a tombstone with the next revision.
+//! Changes are announced with `pg_notify` so that other instances follow
+//! them without polling (they poll too, in case a notification is lost). The store uses the async tokio-postgres client and a small
 //! deadpool pool of its own: these are short bookkeeping statements, not
 //! procedure calls.
 
@@ -29,6 +32,8 @@ use tokio_util::task::TaskTracker;
 use tracing::warn;
 use uuid::Uuid;
 
+use super::feed::{self, Tombstone, WatchFilter};
+use super::lifecycle::{self, Cancel};
 use super::{JobSnapshot, JobState, ListFilter};
 use crate::error::{Error, Result};
 
@@ -37,26 +42,44 @@ use crate::error::{Error, Result};
 pub const CHANNEL: &str = "procgate_jobs";
 
 /// How a job's columns are read, in this order.
-const COLUMNS: &str = "id, seq, owner, request_id, call, state, progress, progress_message, \
+const COLUMNS: &str = "id, owner, request_id, call, state, progress, progress_message, \
                        messages, outputs, error, cancel_requested, create_time, start_time, \
-                       end_time, version";
+                       end_time, revision, create_revision";
 
-/// A stored job with its submission sequence and row version.
-#[derive(Debug, Clone)]
-pub struct StoredJob {
-    pub seq: i64,
-    pub version: i64,
-    pub job: JobSnapshot,
+/// The next revision, in statement text.
+const NEXT: &str = "nextval('{s}.procgate_revision')";
+
+/// The store's change feed after a revision.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Changed jobs, in revision order.
+    pub jobs: Vec<JobSnapshot>,
+    /// Deletions, in revision order.
+    pub deleted: Vec<Tombstone>,
+    /// The highest revision read (or the one asked from, when nothing changed).
+    pub through: u64,
+    /// Whether more changes wait beyond this batch.
+    pub more: bool,
 }
+
+/// What a WatchJobs stream starts from, read in one snapshot of the store.
+#[derive(Debug, Default)]
+pub struct Start {
+    pub jobs: Vec<JobSnapshot>,
+    pub deleted: Vec<Tombstone>,
+    /// The store's revision as of that snapshot.
+    pub revision: u64,
+}
+
+/// Most changes read at once.
+const CHANGES_BATCH: i64 = 1000;
 
 /// What a cancel did.
 pub enum CancelOutcome {
     /// It was PENDING: it is CANCELLED now.
-    Cancelled(StoredJob),
-    /// It is RUNNING: the instance running it was asked to stop it.
-    Requested(StoredJob),
-    /// It had already ended.
-    Ended(JobState),
+    Cancelled(JobSnapshot),
+    /// It is RUNNING: the instance running it is to stop it.
+    Requested(JobSnapshot),
     Missing,
 }
 
@@ -106,7 +129,7 @@ impl JobStore {
         let store = JobStore {
             pool,
             url: url.to_string(),
-            schema: schema::quote(schema),
+            schema: schema.to_string(),
         };
         let client = store.client().await?;
         schema::check(&client, schema).await?;
@@ -118,19 +141,21 @@ impl JobStore {
     }
 
     fn sql(&self, text: &str) -> String {
-        text.replace("{s}", &self.schema)
+        schema::in_schema(&text.replace("{next}", NEXT), &self.schema)
     }
 
     /// Inserts a PENDING job. With an (owner, request_id) already stored,
     /// returns that job instead and inserts nothing.
-    pub async fn insert(&self, job: &JobSnapshot) -> Result<StoredJob> {
+    pub async fn insert(&self, job: &JobSnapshot) -> Result<JobSnapshot> {
         let client = self.client().await?;
         let call = codec::call_to_json(&job.call);
         let inserted = client
             .query_opt(
                 &self.sql(
-                    "INSERT INTO {s}.procgate_jobs (id, owner, request_id, procedure, call, state, \
-                     progress_message, create_time) VALUES ($1, $2, $3, $4, $5, 'PENDING', $6, $7) \
+                    "WITH r AS (SELECT {next} AS v) \
+                     INSERT INTO {s}.procgate_jobs (id, owner, request_id, procedure, call, state, \
+                     progress_message, create_time, revision, create_revision) \
+                     SELECT $1, $2, $3, $4, $5, 'PENDING', $6, $7, r.v, r.v FROM r \
                      ON CONFLICT (owner, request_id) DO NOTHING RETURNING id",
                 ),
                 &[
@@ -165,7 +190,7 @@ impl JobStore {
             .ok_or_else(|| Error::Internal("an inserted job vanished".into()))
     }
 
-    pub async fn get(&self, id: &Uuid) -> Result<Option<StoredJob>> {
+    pub async fn get(&self, id: &Uuid) -> Result<Option<JobSnapshot>> {
         let client = self.client().await?;
         self.get_on(&client, id).await
     }
@@ -174,7 +199,7 @@ impl JobStore {
         &self,
         client: &tokio_postgres::Client,
         id: &Uuid,
-    ) -> Result<Option<StoredJob>> {
+    ) -> Result<Option<JobSnapshot>> {
         let row = client
             .query_opt(
                 &self.sql(&format!(
@@ -192,7 +217,7 @@ impl JobStore {
         &self,
         owner: &str,
         request_id: &str,
-    ) -> Result<Option<StoredJob>> {
+    ) -> Result<Option<JobSnapshot>> {
         let client = self.client().await?;
         let row = client
             .query_opt(
@@ -206,14 +231,14 @@ impl JobStore {
         row.as_ref().map(from_row).transpose()
     }
 
-    /// Jobs with `seq < before`, newest first, at most `limit`.
+    /// Jobs submitted before revision `before`, newest first, at most `limit`.
     pub async fn list(
         &self,
         filter: &ListFilter,
         owner: Option<&str>,
         before: i64,
         limit: i64,
-    ) -> Result<Vec<StoredJob>> {
+    ) -> Result<Vec<JobSnapshot>> {
         let states: Option<Vec<&str>> =
             (!filter.states.is_empty()).then(|| filter.states.iter().map(|s| s.name()).collect());
         let rows = self
@@ -221,10 +246,10 @@ impl JobStore {
             .await?
             .query(
                 &self.sql(&format!(
-                    "SELECT {COLUMNS} FROM {{s}}.procgate_jobs WHERE seq < $1 \
+                    "SELECT {COLUMNS} FROM {{s}}.procgate_jobs WHERE create_revision < $1 \
                      AND ($2::text[] IS NULL OR state = ANY($2)) \
                      AND ($3::text IS NULL OR lower(procedure) = lower($3)) \
-                     AND ($4::text IS NULL OR owner = $4) ORDER BY seq DESC LIMIT $5"
+                     AND ($4::text IS NULL OR owner = $4) ORDER BY create_revision DESC LIMIT $5"
                 )),
                 &[&before, &states, &filter.procedure, &owner, &limit],
             )
@@ -247,29 +272,67 @@ impl JobStore {
         Ok(row.get(0))
     }
 
-    /// Takes the oldest PENDING job for `instance`, if any.
-    pub async fn claim(&self, instance: &Uuid) -> Result<Option<StoredJob>> {
-        let row = self
-            .client()
-            .await?
+    /// Takes the oldest PENDING job for `instance`, if any, and starts it.
+    pub async fn claim(&self, instance: &Uuid) -> Result<Option<JobSnapshot>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let row = tx
             .query_opt(
                 &self.sql(&format!(
-                    "UPDATE {{s}}.procgate_jobs SET state = 'RUNNING', instance_id = $1, \
-                     start_time = now(), progress_message = 'waiting for a connection', \
-                     version = version + 1 \
-                     WHERE id = (SELECT id FROM {{s}}.procgate_jobs WHERE state = 'PENDING' \
-                                 ORDER BY seq FOR UPDATE SKIP LOCKED LIMIT 1) \
-                     RETURNING {COLUMNS}"
+                    "SELECT {COLUMNS} FROM {{s}}.procgate_jobs WHERE state = 'PENDING' \
+                     ORDER BY create_revision FOR UPDATE SKIP LOCKED LIMIT 1"
                 )),
-                &[instance],
+                &[],
             )
             .await
             .map_err(unavailable)?;
-        row.as_ref().map(from_row).transpose()
+        let Some(mut job) = row.as_ref().map(from_row).transpose()? else {
+            return Ok(None);
+        };
+        lifecycle::start(&mut job, SystemTime::now());
+        self.write(&tx, &mut job, Some(instance)).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Some(job))
     }
 
-    /// Writes a running job's progress; false when the row is no longer this
-    /// instance's running job.
+    /// Writes a transition decided by the lifecycle on a row this
+    /// transaction locked, with the next revision.
+    async fn write(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        job: &mut JobSnapshot,
+        instance: Option<&Uuid>,
+    ) -> Result<()> {
+        let row = tx
+            .query_one(
+                &self.sql(
+                    "UPDATE {s}.procgate_jobs SET state = $2, progress = $3, progress_message = $4, \
+                     messages = $5, outputs = $6, error = $7, cancel_requested = $8, \
+                     start_time = $9, end_time = $10, instance_id = coalesce($11, instance_id), \
+                     revision = {next} WHERE id = $1 RETURNING revision",
+                ),
+                &[
+                    &job.id,
+                    &job.state.name(),
+                    &(job.progress as i32),
+                    &job.progress_message.as_ref(),
+                    &codec::messages_to_json(&job.messages),
+                    &job.outputs.as_deref().map(codec::outputs_to_json),
+                    &job.error.as_deref().map(codec::error_to_json),
+                    &job.cancel_requested,
+                    &job.start_time.map(DateTime::<Utc>::from),
+                    &job.end_time.map(DateTime::<Utc>::from),
+                    &instance,
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        job.revision = row.get::<_, i64>(0) as u64;
+        Ok(())
+    }
+
+    /// Writes a running job's progress; false when the row is no longer
+    /// this instance's running job.
     pub async fn save_progress(&self, job: &JobSnapshot, instance: &Uuid) -> Result<bool> {
         let updated = self
             .client()
@@ -277,7 +340,7 @@ impl JobStore {
             .execute(
                 &self.sql(
                     "UPDATE {s}.procgate_jobs SET progress = $2, progress_message = $3, \
-                     messages = $4, version = version + 1 \
+                     messages = $4, revision = {next} \
                      WHERE id = $1 AND state = 'RUNNING' AND instance_id = $5",
                 ),
                 &[
@@ -303,7 +366,7 @@ impl JobStore {
                 &self.sql(
                     "UPDATE {s}.procgate_jobs SET state = $2, progress = $3, progress_message = $4, \
                      messages = $5, outputs = $6, error = $7, end_time = $8, \
-                     cancel_requested = cancel_requested OR $9, version = version + 1 \
+                     cancel_requested = cancel_requested OR $9, revision = {next} \
                      WHERE id = $1 AND state = 'RUNNING' AND instance_id = $10",
                 ),
                 &[
@@ -324,46 +387,31 @@ impl JobStore {
         Ok(updated == 1)
     }
 
-    /// Cancels a PENDING job at once, or flags a RUNNING one.
+    /// CancelJob on a locked row: the lifecycle ends a PENDING job at once
+    /// and flags a RUNNING one; a job that already ended refuses.
     pub async fn cancel(&self, id: &Uuid) -> Result<CancelOutcome> {
-        let client = self.client().await?;
-        let error = codec::error_to_json(&Error::Cancelled(
-            "cancelled while waiting to run; it never reached the database".into(),
-        ));
-        let cancelled = client
-            .execute(
-                &self.sql(
-                    "UPDATE {s}.procgate_jobs SET state = 'CANCELLED', cancel_requested = true, \
-                     end_time = now(), progress_message = 'cancelled before it started', \
-                     error = $2, version = version + 1 WHERE id = $1 AND state = 'PENDING'",
-                ),
-                &[id, &error],
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let row = tx
+            .query_opt(
+                &self.sql(&format!(
+                    "SELECT {COLUMNS} FROM {{s}}.procgate_jobs WHERE id = $1 FOR UPDATE"
+                )),
+                &[id],
             )
             .await
             .map_err(unavailable)?;
-        let requested = if cancelled == 0 {
-            client
-                .execute(
-                    &self.sql(
-                        "UPDATE {s}.procgate_jobs SET cancel_requested = true, \
-                         progress_message = 'cancelling', version = version + 1 \
-                         WHERE id = $1 AND state = 'RUNNING' AND NOT cancel_requested",
-                    ),
-                    &[id],
-                )
-                .await
-                .map_err(unavailable)?
-        } else {
-            0
-        };
-        let Some(stored) = self.get_on(&client, id).await? else {
+        let Some(mut job) = row.as_ref().map(from_row).transpose()? else {
             return Ok(CancelOutcome::Missing);
         };
-        Ok(match (cancelled, requested, stored.job.state) {
-            (1, _, _) => CancelOutcome::Cancelled(stored),
-            (_, _, JobState::Running) => CancelOutcome::Requested(stored),
-            (_, _, state) if state.is_terminal() => CancelOutcome::Ended(state),
-            _ => CancelOutcome::Requested(stored),
+        let outcome = lifecycle::cancel(&mut job, SystemTime::now())?;
+        if outcome != Cancel::AlreadyRequested {
+            self.write(&tx, &mut job, None).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(match outcome {
+            Cancel::Ended => CancelOutcome::Cancelled(job),
+            Cancel::Requested | Cancel::AlreadyRequested => CancelOutcome::Requested(job),
         })
     }
 
@@ -384,15 +432,19 @@ impl JobStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// Deletes an ended job; false when it is not there or still live.
+    /// Deletes an ended job, leaving a tombstone; false when it is not there
+    /// or still live.
     pub async fn delete(&self, id: &Uuid) -> Result<bool> {
         let deleted = self
             .client()
             .await?
             .execute(
                 &self.sql(
-                    "DELETE FROM {s}.procgate_jobs WHERE id = $1 \
-                     AND state IN ('COMPLETED', 'FAILED', 'CANCELLED')",
+                    "WITH gone AS (DELETE FROM {s}.procgate_jobs WHERE id = $1 \
+                     AND state IN ('COMPLETED', 'FAILED', 'CANCELLED') \
+                     RETURNING id, owner, procedure, state) \
+                     INSERT INTO {s}.procgate_tombstones (id, owner, procedure, state, revision) \
+                     SELECT id, owner, procedure, state, {next} FROM gone",
                 ),
                 &[id],
             )
@@ -401,8 +453,10 @@ impl JobStore {
         Ok(deleted == 1)
     }
 
-    /// Deletes jobs that ended before `now - retention`, 1,000 at a time.
-    pub async fn sweep(&self, retention: Duration) -> Result<u64> {
+    /// Deletes jobs that ended before `now - retention` (1,000 at a time),
+    /// leaving tombstones, and purges tombstones older than
+    /// `tombstone_retention`.
+    pub async fn sweep(&self, retention: Duration, tombstone_retention: Duration) -> Result<u64> {
         let client = self.client().await?;
         let cutoff = DateTime::<Utc>::from(SystemTime::now() - retention);
         let mut total = 0;
@@ -410,8 +464,11 @@ impl JobStore {
             let deleted = client
                 .execute(
                     &self.sql(
-                        "DELETE FROM {s}.procgate_jobs WHERE id IN (SELECT id FROM \
-                         {s}.procgate_jobs WHERE end_time < $1 LIMIT 1000)",
+                        "WITH gone AS (DELETE FROM {s}.procgate_jobs WHERE id IN (SELECT id FROM \
+                         {s}.procgate_jobs WHERE end_time < $1 LIMIT 1000) \
+                         RETURNING id, owner, procedure, state) \
+                         INSERT INTO {s}.procgate_tombstones (id, owner, procedure, state, revision) \
+                         SELECT id, owner, procedure, state, {next} FROM gone",
                     ),
                     &[&cutoff],
                 )
@@ -419,9 +476,168 @@ impl JobStore {
                 .map_err(unavailable)?;
             total += deleted;
             if deleted < 1000 {
-                return Ok(total);
+                break;
             }
         }
+        let purge_before = DateTime::<Utc>::from(SystemTime::now() - tombstone_retention);
+        client
+            .execute(
+                &self.sql(
+                    "WITH purged AS (DELETE FROM {s}.procgate_tombstones WHERE deleted_at < $1 \
+                     RETURNING revision) UPDATE {s}.procgate_feed \
+                     SET purged_through = greatest(purged_through, (SELECT max(revision) FROM purged))",
+                ),
+                &[&purge_before],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(total)
+    }
+
+    /// The change feed: jobs changed and deleted after revision `after`, in
+    /// revision order, at most a batch.
+    pub async fn changes(&self, after: u64) -> Result<Changes> {
+        let client = self.client().await?;
+        let after_i = after as i64;
+        let jobs_sql = self.sql(&format!(
+            "SELECT {COLUMNS} FROM {{s}}.procgate_jobs WHERE revision > $1 \
+             ORDER BY revision LIMIT {CHANGES_BATCH}"
+        ));
+        let deleted_sql = self.sql(&format!(
+            "SELECT id, owner, procedure, state, revision, deleted_at \
+             FROM {{s}}.procgate_tombstones WHERE revision > $1 \
+             ORDER BY revision LIMIT {CHANGES_BATCH}"
+        ));
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&after_i];
+        let jobs = client.query(&jobs_sql, &params);
+        let deleted = client.query(&deleted_sql, &params);
+        // Both on one connection, pipelined: one round trip.
+        let (jobs, deleted) = futures_util::future::try_join(jobs, deleted)
+            .await
+            .map_err(unavailable)?;
+        let more = jobs.len() as i64 == CHANGES_BATCH || deleted.len() as i64 == CHANGES_BATCH;
+        let mut changes = Changes {
+            jobs: jobs.iter().map(from_row).collect::<Result<_>>()?,
+            deleted: deleted
+                .iter()
+                .map(tombstone_from_row)
+                .collect::<Result<_>>()?,
+            through: after,
+            more,
+        };
+        if more {
+            // Read on from the lower of the two batches' ends, so that
+            // neither list skips what lies beyond the other's end.
+            let end = |last: Option<u64>| last.unwrap_or(u64::MAX);
+            let through = end(changes.jobs.last().map(|j| j.revision))
+                .min(end(changes.deleted.last().map(|t| t.revision)));
+            changes.jobs.retain(|j| j.revision <= through);
+            changes.deleted.retain(|t| t.revision <= through);
+            changes.through = through;
+        } else {
+            let last_job = changes.jobs.last().map_or(0, |j| j.revision);
+            let last_deleted = changes.deleted.last().map_or(0, |t| t.revision);
+            changes.through = after.max(last_job).max(last_deleted);
+        }
+        Ok(changes)
+    }
+
+    /// The store's current revision and the highest purged tombstone's.
+    async fn revisions(
+        client: &impl deadpool_postgres::GenericClient,
+        sql: &str,
+    ) -> Result<(u64, u64)> {
+        let row = client.query_one(sql, &[]).await.map_err(unavailable)?;
+        Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+    }
+
+    /// The store's current revision.
+    pub async fn revision(&self) -> Result<u64> {
+        let client = self.client().await?;
+        Ok(Self::revisions(&client, &self.sql(REVISIONS)).await?.0)
+    }
+
+    /// What a WatchJobs stream starts from, in one snapshot: the live jobs
+    /// that match (`since` None), or every job changed and deleted after
+    /// `since` whatever its state, after checking that the store can replay
+    /// from there.
+    pub async fn start_of_watch(&self, filter: &WatchFilter, since: Option<u64>) -> Result<Start> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(unavailable)?;
+        let (revision, purged_through) = Self::revisions(&tx, &self.sql(REVISIONS)).await?;
+        let owner = (!filter.caller.admin).then_some(filter.caller.name.as_ref());
+        let procedure = filter.procedure.as_deref();
+        let mut start = Start {
+            revision,
+            ..Start::default()
+        };
+        // A replay: every job changed after `since`, whatever its state;
+        // else the live jobs the states filter wants.
+        let (after, states): (Option<i64>, Option<Vec<&str>>) = match since {
+            Some(since) => {
+                feed::check_resumable(since, revision, purged_through)?;
+                (Some(since as i64), None)
+            }
+            None => {
+                let live = [JobState::Pending, JobState::Running]
+                    .into_iter()
+                    .filter(|s| filter.states.is_empty() || filter.states.contains(s));
+                (None, Some(live.map(JobState::name).collect()))
+            }
+        };
+        let rows = tx
+            .query(
+                &self.sql(&format!(
+                    "SELECT {COLUMNS} FROM {{s}}.procgate_jobs \
+                     WHERE ($1::bigint IS NULL OR revision > $1) \
+                     AND ($2::text[] IS NULL OR state = ANY($2)) \
+                     AND ($3::text IS NULL OR lower(procedure) = lower($3)) \
+                     AND ($4::text IS NULL OR owner = $4) ORDER BY revision"
+                )),
+                &[&after, &states, &procedure, &owner],
+            )
+            .await
+            .map_err(unavailable)?;
+        start.jobs = rows.iter().map(from_row).collect::<Result<_>>()?;
+        if let Some(after) = after {
+            let rows = tx
+                .query(
+                    &self.sql(
+                        "SELECT id, owner, procedure, state, revision, deleted_at \
+                         FROM {s}.procgate_tombstones WHERE revision > $1 \
+                         AND ($2::text IS NULL OR lower(procedure) = lower($2)) \
+                         AND ($3::text IS NULL OR owner = $3) ORDER BY revision",
+                    ),
+                    &[&after, &procedure, &owner],
+                )
+                .await
+                .map_err(unavailable)?;
+            start.deleted = rows.iter().map(tombstone_from_row).collect::<Result<_>>()?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(start)
+    }
+
+    /// The jobs with these ids, as stored now.
+    pub async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<JobSnapshot>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &self.sql(&format!(
+                    "SELECT {COLUMNS} FROM {{s}}.procgate_jobs WHERE id = ANY($1)"
+                )),
+                &[&ids],
+            )
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(from_row).collect()
     }
 
     /// Renews this instance's lease.
@@ -454,30 +670,47 @@ impl JobStore {
         Ok(())
     }
 
-    /// Instances whose lease expired: their RUNNING jobs end FAILED with
-    /// reason INTERRUPTED, and they are forgotten. Returns the jobs failed.
+    /// Instances whose lease expired: the lifecycle fails their RUNNING jobs
+    /// with reason INTERRUPTED, and they are forgotten. Returns the jobs
+    /// failed.
     pub async fn recover(&self) -> Result<Vec<Uuid>> {
-        let rows = self
-            .client()
-            .await?
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let dead = tx
             .query(
                 &self.sql(
-                    "WITH dead AS (DELETE FROM {s}.procgate_instances WHERE lease_until < now() \
-                                   RETURNING id, name, lease_until) \
-                     UPDATE {s}.procgate_jobs j SET state = 'FAILED', end_time = now(), \
-                       progress_message = 'interrupted', version = j.version + 1, \
-                       error = jsonb_build_object('interrupted', format( \
-                         'INTERRUPTED: instance %s (%s) stopped renewing its lease at %s while \
-                          running this job; whether the procedure finished is unknown', \
-                         dead.name, dead.id, dead.lease_until)) \
-                     FROM dead WHERE j.instance_id = dead.id AND j.state = 'RUNNING' \
-                     RETURNING j.id",
+                    "DELETE FROM {s}.procgate_instances WHERE lease_until < now() \
+                     RETURNING id, name, lease_until",
                 ),
                 &[],
             )
             .await
             .map_err(unavailable)?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        let mut failed = Vec::new();
+        for instance in &dead {
+            let (id, name): (Uuid, String) = (instance.get("id"), instance.get("name"));
+            let lease_until = SystemTime::from(instance.get::<_, DateTime<Utc>>("lease_until"));
+            let rows = tx
+                .query(
+                    &self.sql(&format!(
+                        "SELECT {COLUMNS} FROM {{s}}.procgate_jobs \
+                         WHERE instance_id = $1 AND state = 'RUNNING' FOR UPDATE"
+                    )),
+                    &[&id],
+                )
+                .await
+                .map_err(unavailable)?;
+            for row in &rows {
+                let mut job = from_row(row)?;
+                let who = format!("{name} ({id})");
+                if lifecycle::interrupt(&mut job, &who, lease_until, SystemTime::now()) {
+                    self.write(&tx, &mut job, None).await?;
+                    failed.push(job.id);
+                }
+            }
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(failed)
     }
 
     /// Announces a change to every instance.
@@ -556,7 +789,7 @@ async fn listen_once(
     drive.await
 }
 
-fn from_row(row: &Row) -> Result<StoredJob> {
+fn from_row(row: &Row) -> Result<JobSnapshot> {
     let state: &str = row.get("state");
     let state = JobState::parse(state).ok_or_else(|| corrupt(format!("unknown state {state}")))?;
     let call = codec::call_from_json(&row.get::<_, Json>("call")).map_err(corrupt)?;
@@ -588,10 +821,28 @@ fn from_row(row: &Row) -> Result<StoredJob> {
         messages: codec::messages_from_json(&messages).map_err(corrupt)?,
         request_id: row.get::<_, Option<String>>("request_id").map(Into::into),
         owner: row.get::<_, String>("owner").into(),
+        revision: row.get::<_, i64>("revision") as u64,
+        create_revision: row.get::<_, i64>("create_revision") as u64,
     };
-    Ok(StoredJob {
-        seq: row.get("seq"),
-        version: row.get("version"),
-        job,
+    Ok(job)
+}
+
+fn tombstone_from_row(row: &Row) -> Result<Tombstone> {
+    let state: &str = row.get("state");
+    Ok(Tombstone {
+        id: row.get("id"),
+        owner: row.get::<_, String>("owner").into(),
+        procedure: row.get("procedure"),
+        state: JobState::parse(state).ok_or_else(|| corrupt(format!("unknown state {state}")))?,
+        revision: row.get::<_, i64>("revision") as u64,
+        deleted_at: row.get::<_, DateTime<Utc>>("deleted_at").into(),
     })
 }
+
+/// The current revision (the highest stamped on a job or tombstone) and the
+/// highest purged one.
+const REVISIONS: &str = "SELECT greatest( \
+       (SELECT coalesce(max(revision), 0) FROM {s}.procgate_jobs), \
+       (SELECT coalesce(max(revision), 0) FROM {s}.procgate_tombstones), \
+       (SELECT purged_through FROM {s}.procgate_feed)), \
+     (SELECT purged_through FROM {s}.procgate_feed)";

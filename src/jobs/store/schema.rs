@@ -9,10 +9,10 @@
 use crate::error::{Error, Result};
 
 /// The schema version this binary reads and writes.
-pub const VERSION: i32 = 1;
+pub const VERSION: i32 = 2;
 
 /// PostgreSQL migrations, in order; `{s}` is the quoted schema.
-const MIGRATIONS: [&str; 1] = ["
+const MIGRATIONS: [&str; 2] = ["
 CREATE TABLE IF NOT EXISTS {s}.procgate_instances (
     id          uuid PRIMARY KEY,
     name        text NOT NULL,
@@ -43,6 +43,36 @@ CREATE TABLE IF NOT EXISTS {s}.procgate_jobs (
 CREATE INDEX IF NOT EXISTS procgate_jobs_pending ON {s}.procgate_jobs (seq) WHERE state = 'PENDING';
 CREATE INDEX IF NOT EXISTS procgate_jobs_running ON {s}.procgate_jobs (instance_id) WHERE state = 'RUNNING';
 CREATE INDEX IF NOT EXISTS procgate_jobs_ended ON {s}.procgate_jobs (end_time) WHERE end_time IS NOT NULL;
+", "
+-- Version 2: one store-wide revision for every change, the change feed and
+-- its tombstones. Existing jobs get revisions in their submission order.
+CREATE SEQUENCE {s}.procgate_revision;
+ALTER TABLE {s}.procgate_jobs ADD COLUMN revision bigint, ADD COLUMN create_revision bigint;
+UPDATE {s}.procgate_jobs j SET revision = o.r, create_revision = o.r
+  FROM (SELECT id, row_number() OVER (ORDER BY seq) AS r FROM {s}.procgate_jobs) o WHERE j.id = o.id;
+SELECT setval('{s}.procgate_revision', coalesce((SELECT max(revision) FROM {s}.procgate_jobs), 0) + 1, false);
+ALTER TABLE {s}.procgate_jobs ALTER COLUMN revision SET NOT NULL,
+  ALTER COLUMN revision SET DEFAULT nextval('{s}.procgate_revision'),
+  ALTER COLUMN create_revision SET NOT NULL,
+  ALTER COLUMN create_revision SET DEFAULT nextval('{s}.procgate_revision'),
+  ADD UNIQUE (create_revision),
+  DROP COLUMN seq, DROP COLUMN version;
+CREATE INDEX procgate_jobs_revision ON {s}.procgate_jobs (revision);
+CREATE INDEX procgate_jobs_pending_fifo ON {s}.procgate_jobs (create_revision) WHERE state = 'PENDING';
+CREATE TABLE {s}.procgate_tombstones (
+    id         uuid PRIMARY KEY,
+    owner      text NOT NULL,
+    procedure  text NOT NULL,
+    state      text NOT NULL,
+    revision   bigint NOT NULL UNIQUE,
+    deleted_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX procgate_tombstones_age ON {s}.procgate_tombstones (deleted_at);
+CREATE TABLE {s}.procgate_feed (
+    id             boolean PRIMARY KEY DEFAULT true CHECK (id),
+    purged_through bigint NOT NULL DEFAULT 0
+);
+INSERT INTO {s}.procgate_feed DEFAULT VALUES;
 "];
 
 const VERSION_TABLE: &str = "
@@ -56,12 +86,25 @@ pub fn quote(schema: &str) -> String {
     format!("\"{}\"", schema.replace('"', "\"\""))
 }
 
-fn in_schema(sql: &str, schema: &str) -> String {
-    sql.replace("{s}", &quote(schema))
+/// Puts the schema into statement text: `{s}` as an identifier, and `'{s}`
+/// (inside a string literal, as nextval's argument) with its quotes doubled.
+pub fn in_schema(sql: &str, schema: &str) -> String {
+    let quoted = quote(schema);
+    sql.replace("'{s}", &format!("'{}", quoted.replace('\'', "''")))
+        .replace("{s}", &quoted)
 }
 
 /// Applies the missing migrations; returns the versions applied.
 pub async fn migrate(client: &mut tokio_postgres::Client, schema: &str) -> Result<Vec<i32>> {
+    migrate_to(client, schema, VERSION).await
+}
+
+/// Applies the missing migrations up to version `target`.
+async fn migrate_to(
+    client: &mut tokio_postgres::Client,
+    schema: &str,
+    target: i32,
+) -> Result<Vec<i32>> {
     let db = |e: tokio_postgres::Error| Error::Unavailable(format!("migrating the job store: {e}"));
     let tx = client.transaction().await.map_err(db)?;
     tx.batch_execute("SELECT pg_advisory_xact_lock(7041990)")
@@ -87,7 +130,7 @@ pub async fn migrate(client: &mut tokio_postgres::Client, schema: &str) -> Resul
     let mut applied = Vec::new();
     for (index, migration) in MIGRATIONS.iter().enumerate() {
         let version = index as i32 + 1;
-        if version <= current {
+        if version <= current || version > target {
             continue;
         }
         tx.batch_execute(&in_schema(migration, schema))
@@ -125,10 +168,12 @@ pub async fn check(client: &tokio_postgres::Client, schema: &str) -> Result<()> 
         Some(VERSION) => Ok(()),
         None => Err(Error::Unavailable(format!(
             "the job store's tables are missing in schema {schema:?}: run \
-             `procgate migrate --database-url …` once, then start procgate again"
+             `procgate migrate --database-url … --job-store-schema {schema}` once, then start \
+             procgate again"
         ))),
         Some(v) if v < VERSION => Err(Error::Unavailable(format!(
-            "the job store is at version {v}, this procgate needs {VERSION}: run `procgate migrate`"
+            "the job store is at version {v}, this procgate needs {VERSION}: run `procgate migrate \
+             --database-url … --job-store-schema {schema}`"
         ))),
         Some(v) => Err(Error::Unavailable(format!(
             "the job store is at version {v}, newer than this procgate ({VERSION}): \
@@ -140,6 +185,62 @@ pub async fn check(client: &tokio_postgres::Client, schema: &str) -> Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::embedded::{EmbeddedOptions, EmbeddedPostgres};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn version_2_gives_existing_jobs_revisions_in_submission_order() {
+        let db = tokio::task::spawn_blocking(|| {
+            EmbeddedPostgres::start(&EmbeddedOptions {
+                load_examples: false,
+                port: None,
+                settings: Vec::new(),
+            })
+        })
+        .await
+        .unwrap()
+        .expect("a test PostgreSQL");
+        let (mut client, connection) = tokio_postgres::connect(&db.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        assert_eq!(migrate_to(&mut client, "ops", 1).await.unwrap(), [1]);
+        client
+            .batch_execute(
+                "INSERT INTO ops.procgate_jobs (id, procedure, call, state, create_time)
+                 SELECT gen_random_uuid(), 'p' || n, '{}', 'COMPLETED', now() - n * interval '1 s'
+                   FROM generate_series(1, 3) n",
+            )
+            .await
+            .unwrap();
+        let before: Vec<String> = client
+            .query("SELECT procedure FROM ops.procgate_jobs ORDER BY seq", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+
+        assert_eq!(migrate(&mut client, "ops").await.unwrap(), [2]);
+        let after = client
+            .query(
+                "SELECT procedure, create_revision, revision FROM ops.procgate_jobs \
+                 ORDER BY create_revision",
+                &[],
+            )
+            .await
+            .unwrap();
+        let order: Vec<String> = after.iter().map(|r| r.get(0)).collect();
+        assert_eq!(order, before, "submission order is kept");
+        let revisions: Vec<(i64, i64)> = after.iter().map(|r| (r.get(1), r.get(2))).collect();
+        assert_eq!(revisions, [(1, 1), (2, 2), (3, 3)]);
+        let next: i64 = client
+            .query_one("SELECT nextval('ops.procgate_revision')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(next, 4, "new changes come after the existing jobs");
+        check(&client, "ops").await.unwrap();
+    }
 
     #[test]
     fn schema_names_are_quoted_into_the_ddl() {
@@ -147,5 +248,8 @@ mod tests {
         assert!(ddl.contains(r#"CREATE TABLE IF NOT EXISTS "ops""x".procgate_jobs"#));
         assert!(!ddl.contains("{s}"));
         assert_eq!(MIGRATIONS.len() as i32, VERSION);
+        let v2 = in_schema(MIGRATIONS[1], "it's");
+        assert!(v2.contains(r#"setval('"it''s".procgate_revision'"#), "{v2}");
+        assert!(v2.contains(r#"ALTER TABLE "it's".procgate_jobs"#));
     }
 }

@@ -1,0 +1,312 @@
+//! A job's legal transitions, written once, as pure functions over a
+//! snapshot, with every message and error they produce.
+//!
+//! ```text
+//! PENDING ──start──▶ RUNNING ──finish──▶ COMPLETED | FAILED | CANCELLED
+//!    │                  └──interrupt──▶ FAILED (INTERRUPTED)
+//!    └──cancel_pending──────────────────▶ CANCELLED
+//! ```
+//!
+//! Both stores apply these functions: the memory registry inside a job's
+//! watch channel, the database store on a row it has locked. Neither the map
+//! nor the SQL decides a transition on its own, so both answer the same
+//! calls with the same states, messages and errors. Each function returns
+//! whether it changed the job; a refused transition changes nothing.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use uuid::Uuid;
+
+use super::{JobSnapshot, JobState};
+use crate::call::{Outputs, ProcedureCall};
+use crate::error::Error;
+
+/// A new PENDING job of `owner`.
+pub fn submit(call: ProcedureCall, request_id: Option<Arc<str>>, owner: Arc<str>) -> JobSnapshot {
+    JobSnapshot {
+        id: Uuid::new_v4(),
+        state: JobState::Pending,
+        progress: 0,
+        progress_message: "queued".into(),
+        create_time: SystemTime::now(),
+        start_time: None,
+        end_time: None,
+        outputs: None,
+        error: None,
+        cancel_requested: false,
+        call: Arc::new(call),
+        messages: Default::default(),
+        request_id,
+        owner,
+        revision: 0,
+        create_revision: 0,
+    }
+}
+
+/// PENDING → RUNNING, once a slot and a connection are there.
+pub fn start(job: &mut JobSnapshot, now: SystemTime) -> bool {
+    if job.state != JobState::Pending {
+        return false;
+    }
+    job.state = JobState::Running;
+    job.start_time = Some(now);
+    job.progress_message = "waiting for a connection".into();
+    true
+}
+
+/// Progress moves up, never down; the message follows the latest report.
+pub fn progress(job: &mut JobSnapshot, percent: u32, message: Option<Cow<'static, str>>) -> bool {
+    if job.state != JobState::Running {
+        return false;
+    }
+    let mut changed = false;
+    if percent > job.progress {
+        job.progress = percent.min(100);
+        changed = true;
+    }
+    if let Some(message) = message
+        && job.progress_message != message
+    {
+        job.progress_message = message;
+        changed = true;
+    }
+    changed
+}
+
+/// A line the procedure printed, keeping at most `max_messages`.
+pub fn message(job: &mut JobSnapshot, line: String, max_messages: usize) -> bool {
+    job.messages.push(line, max_messages);
+    true
+}
+
+/// What CancelJob does to a job in its current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// It was PENDING: it is CANCELLED now and never reaches the database.
+    Ended,
+    /// It is RUNNING: flagged, and its statement is to be interrupted.
+    Requested,
+    /// It is RUNNING and was already flagged: nothing more to do.
+    AlreadyRequested,
+}
+
+/// CancelJob: PENDING ends CANCELLED at once, RUNNING is flagged; a job that
+/// already ended refuses.
+pub fn cancel(job: &mut JobSnapshot, now: SystemTime) -> Result<Cancel, Error> {
+    match job.state {
+        JobState::Pending => {
+            cancel_pending(job, now);
+            Ok(Cancel::Ended)
+        }
+        JobState::Running if job.cancel_requested => Ok(Cancel::AlreadyRequested),
+        JobState::Running => {
+            job.cancel_requested = true;
+            job.progress_message = "cancelling".into();
+            Ok(Cancel::Requested)
+        }
+        JobState::Completed | JobState::Failed | JobState::Cancelled => {
+            Err(already_ended(&job.id, job.state))
+        }
+    }
+}
+
+/// PENDING → CANCELLED; false when the job is no longer pending.
+pub fn cancel_pending(job: &mut JobSnapshot, now: SystemTime) -> bool {
+    if job.state != JobState::Pending {
+        return false;
+    }
+    job.state = JobState::Cancelled;
+    job.cancel_requested = true;
+    job.end_time = Some(now);
+    job.progress_message = "cancelled before it started".into();
+    job.error = Some(Box::new(Error::Cancelled(
+        "cancelled while waiting to run; it never reached the database".into(),
+    )));
+    true
+}
+
+/// RUNNING → COMPLETED, FAILED or CANCELLED, from the call's result.
+/// `cancelled`: a cancel was requested, so a failure is the interruption.
+pub fn finish(
+    job: &mut JobSnapshot,
+    result: Result<Outputs, Error>,
+    cancelled: bool,
+    now: SystemTime,
+) -> bool {
+    if job.state != JobState::Running {
+        return false;
+    }
+    job.end_time = Some(now);
+    match result {
+        Ok(outputs) => {
+            job.state = JobState::Completed;
+            job.progress = 100;
+            job.progress_message = "done".into();
+            // A job without outputs keeps no allocation for them.
+            job.outputs = (outputs != Outputs::default()).then(|| Arc::new(outputs));
+        }
+        Err(_) if cancelled => {
+            job.state = JobState::Cancelled;
+            job.progress_message = "cancelled".into();
+            job.error = Some(Box::new(Error::Cancelled(
+                "cancelled while running; its statement was interrupted in the database \
+                 (work the procedure committed before the cancel stays committed)"
+                    .into(),
+            )));
+        }
+        Err(error) => {
+            job.state = JobState::Failed;
+            job.progress_message = "failed".into();
+            job.error = Some(Box::new(error));
+        }
+    }
+    true
+}
+
+/// RUNNING → FAILED with reason INTERRUPTED: the instance running it
+/// stopped renewing its lease, so whether the procedure finished is unknown.
+pub fn interrupt(
+    job: &mut JobSnapshot,
+    instance: &str,
+    lease_until: SystemTime,
+    now: SystemTime,
+) -> bool {
+    if job.state != JobState::Running {
+        return false;
+    }
+    job.state = JobState::Failed;
+    job.end_time = Some(now);
+    job.progress_message = "interrupted".into();
+    let lease_until = chrono::DateTime::<chrono::Utc>::from(lease_until);
+    job.error = Some(Box::new(Error::Interrupted(format!(
+        "INTERRUPTED: instance {instance} stopped renewing its lease at {} while running this \
+         job; whether the procedure finished is unknown",
+        lease_until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    ))));
+    true
+}
+
+/// Whether a finished job is past its retention at `now`.
+pub fn expired(job: &JobSnapshot, retention: std::time::Duration, now: SystemTime) -> bool {
+    job.end_time
+        .is_some_and(|end| now.duration_since(end).unwrap_or_default() >= retention)
+}
+
+/// DeleteJob: only a job that ended may be forgotten.
+pub fn delete(job: &JobSnapshot) -> Result<(), Error> {
+    if job.state.is_terminal() {
+        Ok(())
+    } else {
+        Err(Error::WrongJobState(format!(
+            "job {} is {}; cancel it first, or delete it once it has ended",
+            job.id,
+            job.state.name()
+        )))
+    }
+}
+
+/// The refusal to cancel a job that already ended.
+pub fn already_ended(id: &Uuid, state: JobState) -> Error {
+    Error::WrongJobState(format!(
+        "job {id} is already {}; only PENDING or RUNNING jobs can be cancelled",
+        state.name()
+    ))
+}
+
+/// A request_id reused for another call (AIP-155).
+pub fn request_id_taken(existing: &JobSnapshot) -> Error {
+    Error::AlreadyExists(format!(
+        "request_id {:?} already names job {}, a call of {} with other parameters or another \
+         procedure; send a new request_id for a different call",
+        existing.request_id.as_deref().unwrap_or_default(),
+        existing.id,
+        existing.call.display_name
+    ))
+}
+
+/// The refusal of a submit past `--max-pending-jobs`.
+pub fn queue_full(max_pending: usize) -> Error {
+    Error::Exhausted(format!(
+        "{max_pending} jobs are already waiting (--max-pending-jobs); retry later"
+    ))
+}
+
+/// The refusal of a submit during shutdown.
+pub fn shutting_down() -> Error {
+    Error::Unavailable("procgate is shutting down and accepts no new jobs".into())
+}
+
+/// A request_id names one call: a retry of that call gets its job back, and
+/// another call (another procedure, other parameters) is refused rather
+/// than silently answered with the first one's job (AIP-155).
+pub fn same_call(existing: JobSnapshot, call: &ProcedureCall) -> Result<JobSnapshot, Error> {
+    if *existing.call == *call {
+        Ok(existing)
+    } else {
+        Err(request_id_taken(&existing))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::name::ProcedureName;
+
+    fn job() -> JobSnapshot {
+        let call = ProcedureCall {
+            name: ProcedureName::parse("pkg.p").unwrap(),
+            display_name: "pkg.p".into(),
+            params: Vec::new(),
+            returns: None,
+        };
+        submit(call, None, "".into())
+    }
+
+    #[test]
+    fn a_job_moves_only_forward() {
+        let now = SystemTime::now();
+        let mut job = job();
+        assert!(!finish(&mut job, Ok(Outputs::default()), false, now));
+        assert!(!progress(&mut job, 50, None), "no progress before it runs");
+        assert!(start(&mut job, now));
+        assert!(!start(&mut job, now), "started once");
+        assert!(progress(&mut job, 40, None));
+        assert!(!progress(&mut job, 30, None), "never backwards");
+        assert_eq!(job.progress, 40);
+        assert!(finish(&mut job, Ok(Outputs::default()), false, now));
+        assert_eq!((job.state, job.progress), (JobState::Completed, 100));
+        assert!(!interrupt(&mut job, "a", now, now), "an end is final");
+        assert!(cancel(&mut job, now).is_err());
+        assert!(delete(&job).is_ok());
+    }
+
+    #[test]
+    fn cancel_ends_a_pending_job_and_flags_a_running_one() {
+        let now = SystemTime::now();
+        let mut pending = job();
+        assert_eq!(cancel(&mut pending, now).unwrap(), Cancel::Ended);
+        assert_eq!(pending.state, JobState::Cancelled);
+        assert!(!start(&mut pending, now), "a cancelled job never starts");
+
+        let mut running = job();
+        start(&mut running, now);
+        assert!(delete(&running).is_err(), "a live job cannot be deleted");
+        assert_eq!(cancel(&mut running, now).unwrap(), Cancel::Requested);
+        assert_eq!(cancel(&mut running, now).unwrap(), Cancel::AlreadyRequested);
+        finish(&mut running, Err(Error::Internal("x".into())), true, now);
+        assert_eq!(running.state, JobState::Cancelled);
+    }
+
+    #[test]
+    fn an_interrupted_job_says_which_instance_and_that_its_end_is_unknown() {
+        let now = SystemTime::now();
+        let mut job = job();
+        start(&mut job, now);
+        assert!(interrupt(&mut job, "b (3f0c)", now, now));
+        let error = job.error.unwrap().to_string();
+        assert!(error.contains("INTERRUPTED: instance b (3f0c)"), "{error}");
+        assert!(error.contains("unknown"), "{error}");
+    }
+}
