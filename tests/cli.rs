@@ -282,3 +282,71 @@ async fn demo_serve_stays_up_until_ctrl_c_then_cleans_up() {
     );
     assert!(!processes_mentioning(&data_dir));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_watch_prints_one_line_per_event() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let gw = Gateway::start(&[]).await;
+    let server = format!("http://{}", gw.addr);
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_procgate"))
+        .args(["jobs", "--watch", "--procedure", "pkg_etl.sumar", "--json"])
+        .env("PROCGATE_SERVER", &server)
+        .env_remove("PROCGATE_TOKEN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = watcher.stdout.take().unwrap();
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines_tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut submitted = None;
+    while std::time::Instant::now() < deadline {
+        match lines.try_recv().ok() {
+            Some(line) => {
+                let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+                if event["event"] == "SYNCED" && submitted.is_none() {
+                    let (code, out, err) =
+                        run(&server, &["submit", "pkg_etl.sumar", "a=1", "b=2"]).await;
+                    assert_eq!(code, Some(0), "{err}");
+                    submitted = Some(out.trim().to_string());
+                }
+                let done = event["event"] == "CHANGED" && event["job"]["state"] == "COMPLETED";
+                seen.push(event);
+                if done {
+                    break;
+                }
+            }
+            None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+    watcher.kill().unwrap();
+    let _ = watcher.wait();
+    let id = submitted.expect("a SYNCED line came");
+    let events: Vec<(&str, &str)> = seen
+        .iter()
+        .filter(|e| e["event"] != "SYNCED")
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap(),
+                e["job"]["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(events.first(), Some(&("CHANGED", "PENDING")), "{seen:?}");
+    assert_eq!(events.last(), Some(&("CHANGED", "COMPLETED")), "{seen:?}");
+    assert!(seen.iter().skip(1).all(|e| e["job"]["id"] == id.as_str()));
+    let revisions: Vec<u64> = seen
+        .iter()
+        .map(|e| e["revision"].as_u64().unwrap())
+        .collect();
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+}

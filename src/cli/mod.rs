@@ -78,7 +78,8 @@ pub enum ClientCommand {
         #[arg(required = true)]
         ids: Vec<String>,
     },
-    /// List jobs, newest first (ListJobs).
+    /// List jobs, newest first (ListJobs); with --watch, follow every
+    /// change of the jobs that match, one line per event (WatchJobs).
     Jobs {
         #[command(flatten)]
         server: ServerArgs,
@@ -91,6 +92,14 @@ pub enum ClientCommand {
         /// At most this many jobs.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Follow the matching jobs live (until interrupted) instead of
+        /// listing them.
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: resume after this revision (the one a SYNCED line
+        /// showed) instead of starting with the live jobs.
+        #[arg(long, requires = "watch")]
+        since_revision: Option<u64>,
         #[arg(long)]
         json: bool,
     },
@@ -290,6 +299,29 @@ async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome,
         ClientCommand::Jobs {
             state,
             procedure,
+            watch: true,
+            since_revision,
+            json,
+            ..
+        } => {
+            let request = pb::WatchJobsRequest {
+                states: parse_states(&state)?,
+                procedure: procedure.unwrap_or_default(),
+                since_revision: since_revision.unwrap_or_default(),
+            };
+            let mut events = client.watch_jobs(request).await?.into_inner();
+            while let Some(event) = events.message().await? {
+                if json {
+                    println!("{}", render::event_json(&event));
+                } else {
+                    println!("{}", render::event_line(&event));
+                }
+            }
+            Ok(Outcome::Done)
+        }
+        ClientCommand::Jobs {
+            state,
+            procedure,
             limit,
             json,
             ..
@@ -424,6 +456,23 @@ pub async fn follow_and_report(client: &Client, ids: &[String]) -> Result<Outcom
     Ok(outcome)
 }
 
+/// `--state` values as protobuf states.
+fn parse_states(states: &[String]) -> Result<Vec<i32>, Status> {
+    states
+        .iter()
+        .map(|s| {
+            pb::JobState::from_str_name(&format!("JOB_STATE_{}", s.to_ascii_uppercase()))
+                .map(|s| s as i32)
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "--state {s:?} is not a job state \
+                         (pending, running, completed, failed, cancelled)"
+                    ))
+                })
+        })
+        .collect()
+}
+
 /// Up to `limit` jobs, following pages.
 pub async fn list(
     client: &mut Client,
@@ -431,16 +480,7 @@ pub async fn list(
     procedure: Option<String>,
     limit: usize,
 ) -> Result<Vec<pb::Job>, Status> {
-    let states = states
-        .iter()
-        .map(|s| {
-            pb::JobState::from_str_name(&format!("JOB_STATE_{}", s.to_ascii_uppercase()))
-                .map(|s| s as i32)
-                .ok_or_else(|| {
-                    Status::invalid_argument(format!("--state {s:?} is not a job state"))
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let states = parse_states(states)?;
     let mut jobs = Vec::new();
     let mut page_token = String::new();
     while jobs.len() < limit {

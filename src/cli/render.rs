@@ -201,6 +201,49 @@ pub fn jobs_table(jobs: &[pb::Job]) -> String {
     t.to_string()
 }
 
+/// A WatchJobs event's name: EXISTING, SYNCED, CHANGED or DELETED.
+pub fn event_name(kind: i32) -> &'static str {
+    match pb::JobEventType::try_from(kind) {
+        Ok(pb::JobEventType::Existing) => "EXISTING",
+        Ok(pb::JobEventType::Synced) => "SYNCED",
+        Ok(pb::JobEventType::Changed) => "CHANGED",
+        Ok(pb::JobEventType::Deleted) => "DELETED",
+        Ok(pb::JobEventType::Unspecified) | Err(_) => "UNKNOWN",
+    }
+}
+
+/// One WatchJobs event on one line:
+/// `CHANGED  rev 12  3f0c…  RUNNING  40%  pkg_etl.load  loading rows`.
+pub fn event_line(event: &pb::JobEvent) -> String {
+    let head = format!("{:<8} rev {}", event_name(event.r#type), event.revision);
+    match &event.job {
+        None => format!("{head}  (all current jobs sent; live changes follow)"),
+        Some(job) if event.r#type == pb::JobEventType::Deleted as i32 => format!(
+            "{head}  {}  {}  {}",
+            job.id,
+            state_name(job.state),
+            job.procedure
+        ),
+        Some(job) => format!(
+            "{head}  {}  {}  {}  {}  {}",
+            job.id,
+            state_name(job.state),
+            progress_text(job),
+            job.procedure,
+            job.progress_message
+        ),
+    }
+}
+
+/// One WatchJobs event as one line of JSON.
+pub fn event_json(event: &pb::JobEvent) -> Json {
+    json!({
+        "event": event_name(event.r#type),
+        "revision": event.revision,
+        "job": event.job.as_ref().map(job_json),
+    })
+}
+
 /// One job in full.
 pub fn job_text(job: &pb::Job) -> String {
     let mut text = String::new();
@@ -290,6 +333,7 @@ pub fn job_json(job: &pb::Job) -> Json {
             "value": p.value.as_ref().map(|v| value_json(Some(v))),
         })).collect::<Vec<_>>(),
         "owner": job.owner,
+        "revision": job.revision,
         "cancel_requested": job.cancel_requested,
     })
 }
