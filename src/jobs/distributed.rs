@@ -333,7 +333,8 @@ impl DatabaseJobs {
         self.visible(&id, caller).await?;
         match self.store.cancel(&id).await? {
             CancelOutcome::Cancelled(job) => {
-                self.store.notify(&id.to_string()).await;
+                // An instance may hold it, claimed, waiting for a connection.
+                self.store.notify(&format!("cancel:{id}")).await;
                 Ok(job)
             }
             CancelOutcome::Requested(job) => {
@@ -425,11 +426,15 @@ impl DatabaseJobs {
         }
     }
 
-    /// Writes a running job's changes, coalesced, then its end.
+    /// Writes a claimed job's changes, coalesced, then its end; or gives it
+    /// back when it never got a connection.
     async fn persist(self: Arc<Self>, id: Uuid, mut changes: watch::Receiver<JobSnapshot>) {
         loop {
             let closed = changes.changed().await.is_err();
             let job = changes.borrow_and_update().clone();
+            if closed && job.state == JobState::Pending {
+                return self.give_back(job).await;
+            }
             if job.state.is_terminal() || closed {
                 return self.save_end(job).await;
             }
@@ -464,13 +469,33 @@ impl DatabaseJobs {
         }
         match saved {
             Ok(true) => {}
-            Ok(false) => {
-                warn!(%id, "the job's end was not saved: another instance failed it as INTERRUPTED")
-            }
+            Ok(false) => warn!(
+                %id,
+                "the job's end was not saved: the store already has one (cancelled while \
+                 pending, or failed as INTERRUPTED by another instance)"
+            ),
             Err(e) => warn!(%id, error = %e, "the job's end could not be saved"),
         }
         self.store.notify(&id.to_string()).await;
         self.local.forget(&id);
+    }
+
+    /// Gives a claimed job back to the queue, retrying a while when the
+    /// store is unreachable; past that, the lease's expiry gives it back.
+    async fn give_back(&self, job: JobSnapshot) {
+        let mut released = self.store.release(&job, &self.instance).await;
+        for _ in 0..10 {
+            if released.is_ok() {
+                break;
+            }
+            tokio::time::sleep(self.settings.poll_interval).await;
+            released = self.store.release(&job, &self.instance).await;
+        }
+        match released {
+            Ok(()) => self.store.notify("pending").await,
+            Err(e) => warn!(id = %job.id, error = %e, "could not give the job back to the queue; \
+                            it goes back when this instance's lease expires"),
+        }
     }
 
     /// Renews the lease and fails the jobs of instances that stopped
@@ -518,7 +543,8 @@ impl DatabaseJobs {
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = tokio::time::sleep(self.settings.poll_interval) => {
-                    self.store.cancel_requests(&self.instance).await.unwrap_or_default()
+                    let live = self.local.live_ids();
+                    self.store.cancel_requests(&live).await.unwrap_or_default()
                 }
             };
             for id in to_cancel {

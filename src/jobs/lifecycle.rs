@@ -45,6 +45,26 @@ pub fn submit(call: ProcedureCall, request_id: Option<Arc<str>>, owner: Arc<str>
     }
 }
 
+/// An instance took a PENDING job to run (database store): it stays
+/// PENDING until that instance has a connection for it.
+pub fn claim(job: &mut JobSnapshot) -> bool {
+    if job.state != JobState::Pending {
+        return false;
+    }
+    job.progress_message = "waiting for a connection".into();
+    true
+}
+
+/// A claimed job goes back to the queue: the database was gone before it
+/// got a connection.
+pub fn release(job: &mut JobSnapshot) -> bool {
+    if job.state != JobState::Pending {
+        return false;
+    }
+    job.progress_message = "queued; the database was unreachable".into();
+    true
+}
+
 /// PENDING → RUNNING, once a slot and a connection are there.
 pub fn start(job: &mut JobSnapshot, now: SystemTime) -> bool {
     if job.state != JobState::Pending {
@@ -52,7 +72,6 @@ pub fn start(job: &mut JobSnapshot, now: SystemTime) -> bool {
     }
     job.state = JobState::Running;
     job.start_time = Some(now);
-    job.progress_message = "waiting for a connection".into();
     true
 }
 

@@ -386,6 +386,7 @@ impl JobRegistry {
             let Some((_, job)) = self.lock().queue.pop_first() else {
                 continue; // cancelled meanwhile
             };
+            job.change(lifecycle::claim);
             self.tasks.spawn(self.clone().run(job, permit));
         }
     }
@@ -402,9 +403,15 @@ impl JobRegistry {
             Ran::NoConnection => {
                 self.report_database_down();
                 drop(permit);
+                job.change(lifecycle::release);
                 let order = job.with(|j| j.create_revision);
                 let mut jobs = self.lock();
-                if job.with(|j| j.state == JobState::Pending) && jobs.by_id.contains_key(&id) {
+                if self.feed.is_none() {
+                    // Database mode: its writer gives the claim back to the
+                    // store once this last handle is gone.
+                    jobs.remove(&id);
+                } else if job.with(|j| j.state == JobState::Pending) && jobs.by_id.contains_key(&id)
+                {
                     // Back at its place: jobs start in submission order.
                     jobs.queue.insert(order, job);
                     drop(jobs);
@@ -445,6 +452,16 @@ impl JobRegistry {
     /// Drops a job this instance no longer needs to hold (the store has it).
     pub(super) fn forget(&self, id: &Uuid) {
         self.lock().remove(id);
+    }
+
+    /// The jobs live on this instance.
+    pub(super) fn live_ids(&self) -> Vec<Uuid> {
+        self.lock()
+            .by_id
+            .iter()
+            .filter(|(_, e)| matches!(e.slot, Slot::Live(_)))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Whether the job is live on this instance.
@@ -549,15 +566,7 @@ impl JobRegistry {
     /// the registry runs.
     pub async fn shutdown(&self) {
         self.accepting.store(false, Ordering::SeqCst);
-        let live: Vec<Uuid> = {
-            let jobs = self.lock();
-            jobs.by_id
-                .iter()
-                .filter(|(_, e)| matches!(e.slot, Slot::Live(_)))
-                .map(|(id, _)| *id)
-                .collect()
-        };
-        for id in live {
+        for id in self.live_ids() {
             // A job that ended meanwhile refuses the cancel; nothing to do.
             let _ = self.cancel(&id.to_string(), &Caller::anonymous());
         }

@@ -272,7 +272,9 @@ impl JobStore {
         Ok(row.get(0))
     }
 
-    /// Takes the oldest PENDING job for `instance`, if any, and starts it.
+    /// Takes the oldest PENDING job nobody took for `instance`, if any. It
+    /// stays PENDING, at its place in the queue, until the instance has a
+    /// connection for it: one that finds the database gone gives it back.
     pub async fn claim(&self, instance: &Uuid) -> Result<Option<JobSnapshot>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(unavailable)?;
@@ -280,7 +282,7 @@ impl JobStore {
             .query_opt(
                 &self.sql(&format!(
                     "SELECT {COLUMNS} FROM {{s}}.procgate_jobs WHERE state = 'PENDING' \
-                     ORDER BY create_revision FOR UPDATE SKIP LOCKED LIMIT 1"
+                     AND instance_id IS NULL ORDER BY create_revision FOR UPDATE SKIP LOCKED LIMIT 1"
                 )),
                 &[],
             )
@@ -289,7 +291,7 @@ impl JobStore {
         let Some(mut job) = row.as_ref().map(from_row).transpose()? else {
             return Ok(None);
         };
-        lifecycle::start(&mut job, SystemTime::now());
+        lifecycle::claim(&mut job);
         self.write(&tx, &mut job, Some(instance)).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(Some(job))
@@ -331,20 +333,22 @@ impl JobStore {
         Ok(())
     }
 
-    /// Writes a running job's progress; false when the row is no longer
-    /// this instance's running job.
+    /// Writes a claimed job's start and progress; false when the row is no
+    /// longer this instance's live job.
     pub async fn save_progress(&self, job: &JobSnapshot, instance: &Uuid) -> Result<bool> {
         let updated = self
             .client()
             .await?
             .execute(
                 &self.sql(
-                    "UPDATE {s}.procgate_jobs SET progress = $2, progress_message = $3, \
-                     messages = $4, revision = {next} \
-                     WHERE id = $1 AND state = 'RUNNING' AND instance_id = $5",
+                    "UPDATE {s}.procgate_jobs SET state = $2, start_time = $3, progress = $4, \
+                     progress_message = $5, messages = $6, revision = {next} \
+                     WHERE id = $1 AND state IN ('PENDING', 'RUNNING') AND instance_id = $7",
                 ),
                 &[
                     &job.id,
+                    &job.state.name(),
+                    &job.start_time.map(DateTime::<Utc>::from),
                     &(job.progress as i32),
                     &job.progress_message.as_ref(),
                     &codec::messages_to_json(&job.messages),
@@ -356,8 +360,8 @@ impl JobStore {
         Ok(updated == 1)
     }
 
-    /// Writes a job's end; false when it was not this instance's running
-    /// job any more (a recovery already failed it).
+    /// Writes a job's end; false when the row already has one (it was
+    /// cancelled while pending, or a recovery failed it as INTERRUPTED).
     pub async fn save_end(&self, job: &JobSnapshot, instance: &Uuid) -> Result<bool> {
         let updated = self
             .client()
@@ -365,9 +369,9 @@ impl JobStore {
             .execute(
                 &self.sql(
                     "UPDATE {s}.procgate_jobs SET state = $2, progress = $3, progress_message = $4, \
-                     messages = $5, outputs = $6, error = $7, end_time = $8, \
+                     messages = $5, outputs = $6, error = $7, end_time = $8, start_time = $11, \
                      cancel_requested = cancel_requested OR $9, revision = {next} \
-                     WHERE id = $1 AND state = 'RUNNING' AND instance_id = $10",
+                     WHERE id = $1 AND state IN ('PENDING', 'RUNNING') AND instance_id = $10",
                 ),
                 &[
                     &job.id,
@@ -380,11 +384,29 @@ impl JobStore {
                     &job.end_time.map(DateTime::<Utc>::from),
                     &job.cancel_requested,
                     instance,
+                    &job.start_time.map(DateTime::<Utc>::from),
                 ],
             )
             .await
             .map_err(unavailable)?;
         Ok(updated == 1)
+    }
+
+    /// Gives back a claimed job that could not get a connection: it waits,
+    /// PENDING at its place, for any instance to claim it again.
+    pub async fn release(&self, job: &JobSnapshot, instance: &Uuid) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                &self.sql(
+                    "UPDATE {s}.procgate_jobs SET instance_id = NULL, progress_message = $2, \
+                     revision = {next} WHERE id = $1 AND state = 'PENDING' AND instance_id = $3",
+                ),
+                &[&job.id, &job.progress_message.as_ref(), instance],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     /// CancelJob on a locked row: the lifecycle ends a PENDING job at once
@@ -415,17 +437,17 @@ impl JobStore {
         })
     }
 
-    /// Running jobs of `instance` that someone asked to cancel.
-    pub async fn cancel_requests(&self, instance: &Uuid) -> Result<Vec<Uuid>> {
+    /// Which of these live jobs someone asked to cancel.
+    pub async fn cancel_requests(&self, live: &[Uuid]) -> Result<Vec<Uuid>> {
+        if live.is_empty() {
+            return Ok(Vec::new());
+        }
         let rows = self
             .client()
             .await?
             .query(
-                &self.sql(
-                    "SELECT id FROM {s}.procgate_jobs WHERE instance_id = $1 \
-                     AND state = 'RUNNING' AND cancel_requested",
-                ),
-                &[instance],
+                &self.sql("SELECT id FROM {s}.procgate_jobs WHERE id = ANY($1) AND cancel_requested"),
+                &[&live],
             )
             .await
             .map_err(unavailable)?;
@@ -689,6 +711,17 @@ impl JobStore {
         let mut failed = Vec::new();
         for instance in &dead {
             let (id, name): (Uuid, String) = (instance.get("id"), instance.get("name"));
+            // What it claimed but never started goes back to the queue, at
+            // its place: no transition, the job stays PENDING.
+            tx.execute(
+                &self.sql(
+                    "UPDATE {s}.procgate_jobs SET instance_id = NULL, revision = {next} \
+                     WHERE instance_id = $1 AND state = 'PENDING'",
+                ),
+                &[&id],
+            )
+            .await
+            .map_err(unavailable)?;
             let lease_until = SystemTime::from(instance.get::<_, DateTime<Utc>>("lease_until"));
             let rows = tx
                 .query(
