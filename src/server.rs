@@ -50,6 +50,20 @@ pub async fn run(
     database_url: &str,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    let backend = backend::connect(database_url, &config.backend_settings())?;
+    run_with(listener, config, backend, database_url, shutdown).await
+}
+
+/// Serves procedure calls through `backend`; `database_url` holds the job
+/// store in database mode. [`run`] connects the backend from the URL; tests
+/// pass a scripted one.
+pub async fn run_with(
+    listener: TcpListener,
+    config: ServeConfig,
+    backend: Arc<dyn Backend>,
+    database_url: &str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let local_addr = listener
         .local_addr()
         .map_err(|e| Error::Internal(format!("listener has no address: {e}")))?;
@@ -57,7 +71,6 @@ pub async fn run(
     // Checked before anything starts, so a bad flag leaves nothing running.
     let cors = cors_layer(&config.cors_origins)?;
     let dashboard = config.serves_dashboard(local_addr);
-    let backend = backend::connect(database_url, &config.backend_settings())?;
     let limits = config.job_limits();
     let feed = Feed::new(limits.tombstone_retention);
     let registry = JobRegistry::new(

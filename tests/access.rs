@@ -11,26 +11,7 @@ use common::*;
 use procgate::proto::value::Kind;
 use procgate::proto::{self as pb};
 use tonic::Code;
-use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
-
-const TOKENS: &str =
-    "# name:secret[:admin]\nalice:alice-secret-1\nbob:bob-secret-22\nroot:root-secret-333:admin\n";
-
-fn as_user<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    let value = MetadataValue::try_from(format!("Bearer {token}")).unwrap();
-    request.metadata_mut().insert("authorization", value);
-    request
-}
-
-fn token_file(content: &str) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens");
-    std::fs::write(&path, content).unwrap();
-    let path = path.to_string_lossy().into_owned();
-    (dir, path)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_see_only_their_own_jobs_unless_admin() {

@@ -11,58 +11,6 @@ use procgate::proto::value::Kind;
 use procgate::proto::{self as pb, JobEventType as E, JobState as S};
 use tokio_stream::StreamExt;
 use tonic::Code;
-use tonic::metadata::MetadataValue;
-
-#[derive(Clone, Copy, Debug)]
-enum Store {
-    Memory,
-    Database,
-}
-
-/// A gateway on `store`, with `extra` serve flags.
-async fn gateway(store: Store, extra: &[&str]) -> Gateway {
-    match store {
-        Store::Memory => Gateway::start(extra).await,
-        Store::Database => {
-            let db = start_db().await;
-            procgate::jobs::store::migrate(&db.url(), "public")
-                .await
-                .expect("migrating the job store");
-            let mut args = vec![
-                "--job-store",
-                "database",
-                "--job-store-poll-interval",
-                "200ms",
-                "--job-store-progress-interval",
-                "50ms",
-            ];
-            args.extend_from_slice(extra);
-            Gateway::start_on(db, &args).await
-        }
-    }
-}
-
-/// Runs one test body against each store.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Store::Memory).await
-                }
-            )*
-        }
-        mod database {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Store::Database).await
-                }
-            )*
-        }
-    };
-}
 
 on_both_stores!(
     a_stream_starts_with_live_jobs_then_synced_then_follows_every_change,
@@ -339,20 +287,9 @@ async fn filters_apply_and_a_watcher_sees_jobs_leave_its_states(store: Store) {
     assert!(ended.contains(&staged.id));
 }
 
-const TOKENS: &str = "alice:alice-secret-1\nbob:bob-secret-22\nroot:root-secret-333:admin\n";
-
-fn as_user<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    let value = MetadataValue::try_from(format!("Bearer {token}")).unwrap();
-    request.metadata_mut().insert("authorization", value);
-    request
-}
-
 async fn callers_see_only_their_own_jobs_events(store: Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokens");
-    std::fs::write(&path, TOKENS).unwrap();
-    let gw = gateway(store, &["--token-file", path.to_str().unwrap()]).await;
+    let (_dir, path) = token_file(TOKENS);
+    let gw = gateway(store, &["--token-file", &path]).await;
     let mut client = gw.client().await;
     let open = |token: &'static str| {
         let mut client = client.clone();

@@ -19,6 +19,8 @@ use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+pub mod fake;
+
 pub type Client = ProcedureServiceClient<Channel>;
 
 const FIXTURES: &str = include_str!("../fixtures/types.sql");
@@ -71,6 +73,24 @@ impl Gateway {
 
     /// A gateway in front of a database the test does not own.
     pub async fn start_url(db_url: &str, args: &[&str]) -> Gateway {
+        Self::serve(db_url, args, None).await
+    }
+
+    /// A gateway whose calls go to `backend`; `db_url` is only for the
+    /// database job store.
+    pub async fn start_with(
+        backend: std::sync::Arc<dyn procgate::backend::Backend>,
+        db_url: &str,
+        args: &[&str],
+    ) -> Gateway {
+        Self::serve(db_url, args, Some(backend)).await
+    }
+
+    async fn serve(
+        db_url: &str,
+        args: &[&str],
+        backend: Option<std::sync::Arc<dyn procgate::backend::Backend>>,
+    ) -> Gateway {
         let db_url = db_url.to_string();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -80,10 +100,13 @@ impl Gateway {
         let (stop, stopped) = oneshot::channel::<()>();
         let url = db_url.clone();
         let server = tokio::spawn(async move {
-            server::run(listener, config, &url, async {
+            let stopped = async {
                 let _ = stopped.await;
-            })
-            .await
+            };
+            match backend {
+                Some(backend) => server::run_with(listener, config, backend, &url, stopped).await,
+                None => server::run(listener, config, &url, stopped).await,
+            }
         });
         Gateway {
             db: None,
@@ -341,4 +364,103 @@ pub fn state_of(job: &pb::Job) -> pb::JobState {
 
 pub fn kind_of(value: Option<&pb::Value>) -> Option<&Kind> {
     value.and_then(|v| v.kind.as_ref())
+}
+
+/// Which job store a test of the shared suite runs against.
+#[derive(Clone, Copy, Debug)]
+pub enum Store {
+    Memory,
+    Database,
+}
+
+/// The serve flags of the database store, made quick for tests.
+const DATABASE_STORE: [&str; 6] = [
+    "--job-store",
+    "database",
+    "--job-store-poll-interval",
+    "200ms",
+    "--job-store-progress-interval",
+    "50ms",
+];
+
+/// A fresh database with the job store's tables.
+pub async fn migrated_db() -> EmbeddedPostgres {
+    let db = start_db().await;
+    procgate::jobs::store::migrate(&db.url(), "public")
+        .await
+        .expect("migrating the job store");
+    db
+}
+
+/// A gateway on `store` in front of a real PostgreSQL, with `extra` flags.
+pub async fn gateway(store: Store, extra: &[&str]) -> Gateway {
+    match store {
+        Store::Memory => Gateway::start(extra).await,
+        Store::Database => {
+            let args: Vec<&str> = DATABASE_STORE.iter().chain(extra).copied().collect();
+            Gateway::start_on(migrated_db().await, &args).await
+        }
+    }
+}
+
+/// A gateway on `store` whose calls go to the scripted [`fake::FakeBackend`]
+/// (the database store still lives in a real PostgreSQL).
+pub async fn fake_gateway(store: Store, extra: &[&str]) -> Gateway {
+    let backend = std::sync::Arc::new(fake::FakeBackend);
+    match store {
+        Store::Memory => {
+            Gateway::start_with(backend, "postgres://unused@127.0.0.1:9/none", extra).await
+        }
+        Store::Database => {
+            let db = migrated_db().await;
+            let args: Vec<&str> = DATABASE_STORE.iter().chain(extra).copied().collect();
+            let mut gateway = Gateway::start_with(backend, &db.url(), &args).await;
+            gateway.db = Some(db);
+            gateway
+        }
+    }
+}
+
+/// Runs each named `async fn(Store)` of the test file once per store.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Store::Memory).await
+                }
+            )*
+        }
+        mod database {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Store::Database).await
+                }
+            )*
+        }
+    };
+}
+
+/// Named tokens for ownership tests: two users and an admin.
+pub const TOKENS: &str =
+    "# name:secret[:admin]\nalice:alice-secret-1\nbob:bob-secret-22\nroot:root-secret-333:admin\n";
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn as_user<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value = tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).unwrap();
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+/// A token file holding `content`, and the directory that keeps it alive.
+pub fn token_file(content: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens");
+    std::fs::write(&path, content).unwrap();
+    let path = path.to_string_lossy().into_owned();
+    (dir, path)
 }

@@ -446,7 +446,9 @@ impl JobStore {
             .client()
             .await?
             .query(
-                &self.sql("SELECT id FROM {s}.procgate_jobs WHERE id = ANY($1) AND cancel_requested"),
+                &self.sql(
+                    "SELECT id FROM {s}.procgate_jobs WHERE id = ANY($1) AND cancel_requested",
+                ),
                 &[&live],
             )
             .await
