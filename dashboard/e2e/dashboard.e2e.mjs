@@ -65,6 +65,12 @@ try {
   });
   const pageErrors = [];
   page.on("pageerror", (e) => pageErrors.push(e.message));
+  // Which RPCs the page makes, to prove one stream and no polling.
+  const rpcs = [];
+  page.on("request", (r) => {
+    const rpc = r.url().match(/ProcedureService\/(\w+)$/);
+    if (rpc) rpcs.push(rpc[1]);
+  });
 
   // An existing job, submitted before the page opens.
   const existing = procgate("submit", "pkg_etl.sumar", "a=40", "b=2");
@@ -87,6 +93,12 @@ try {
     opts.token,
     "the token is kept in sessionStorage",
   );
+
+  step("one WatchJobs stream keeps the table live, with no polling");
+  const before = rpcs.length;
+  await page.waitForTimeout(4000);
+  assert.deepEqual(rpcs.slice(before), [], `no request while idle: ${rpcs.slice(before)}`);
+  assert.equal(rpcs.filter((r) => r === "WatchJob").length, 0, "no stream per row");
 
   step("a job submitted from outside appears and its progress bar advances");
   // Record every value the row's bar shows, as the page redraws it.
@@ -112,6 +124,7 @@ try {
   await page.locator(`${row(long)}[data-state="RUNNING"]`).waitFor({ timeout: 10_000 });
   await shot(page, "jobs-running");
   await page.locator(`${row(long)}[data-state="COMPLETED"]`).waitFor({ timeout: 20_000 });
+  assert.equal(rpcs.filter((r) => r === "WatchJobs").length, 1, `one stream for the whole table: ${rpcs}`);
   const seen = await page.evaluate((id) => window.seenProgress[id], long);
   console.log(`dashboard e2e: the bar showed ${seen.join(" → ")}`);
   // The procedure's `progress: N cargando paso i de 5` notices.
@@ -187,8 +200,13 @@ try {
   await page.locator(`${row(existing)}`).waitFor({ state: "detached" });
   assert.equal(await page.locator(`${row(doomed)}`).count(), 1, "every matching job is listed");
 
+  step("a deleted job leaves the table at once");
+  procgate("delete", report);
+  await page.locator(row(report)).waitFor({ state: "detached", timeout: 10_000 });
+
   step("a server that cannot be reached is said so");
   await page.route("**/procgate.v1.ProcedureService/**", (route) => route.abort("connectionrefused"));
+  await page.fill("#procedure-filter", ""); // reloading finds no server
   await page.locator("#banner").filter({ hasText: "Cannot reach procgate" }).waitFor({ timeout: 10_000 });
   await shot(page, "server-down");
   await page.unroute("**/procgate.v1.ProcedureService/**");

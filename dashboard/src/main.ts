@@ -1,6 +1,9 @@
-// The procgate jobs dashboard: ListJobs for the table, one WatchJob stream
-// per live job so rows move as the procedures report, a detail panel with
-// Cancel, and a form to submit calls. Everything is gRPC-Web through
+// The procgate jobs dashboard: one ListJobs page for the table, then one
+// WatchJobs stream that keeps it live (new jobs appear, rows move as the
+// procedures report, deleted jobs go) with no polling and one connection
+// whatever the number of rows; a detail panel with Cancel, and a form to
+// submit calls. A stream that drops resumes from the last revision it saw,
+// so nothing is missed. Everything is gRPC-Web through
 // @connectrpc/connect-web, with the stubs generated from proto/ by
 // protoc-gen-es; the bearer token is kept in sessionStorage.
 
@@ -11,6 +14,8 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import {
   Direction,
   type Job,
+  type JobEvent,
+  JobEventType,
   JobState,
   type Param,
   ParamSchema,
@@ -22,7 +27,8 @@ import {
 } from "./gen/procgate/v1/procgate_pb";
 
 const TOKEN_KEY = "procgate-token";
-const REFRESH_MS = 2000;
+/** How long to wait before reopening a stream that ended or failed. */
+const RECONNECT_MS = 2000;
 
 const withToken: Interceptor = (next) => async (req) => {
   const token = sessionStorage.getItem(TOKEN_KEY);
@@ -36,7 +42,6 @@ const client = createClient(
 );
 
 const jobs = new Map<string, Job>();
-const watching = new Map<string, AbortController>();
 let selected: string | undefined;
 
 const $ = <T extends HTMLElement>(selector: string) => document.querySelector(selector) as T;
@@ -186,9 +191,9 @@ function renderRow(job: Job): HTMLTableRowElement {
   return row;
 }
 
+// The revision taken at submit orders jobs strictly, as ListJobs does.
 function newestFirst(a: Job, b: Job): number {
-  const t = (j: Job) => (j.createTime ? timestampDate(j.createTime).getTime() : 0);
-  return t(b) - t(a);
+  return a.createRevision === b.createRevision ? 0 : a.createRevision < b.createRevision ? 1 : -1;
 }
 
 function render() {
@@ -199,6 +204,9 @@ function render() {
 }
 
 function upsert(job: Job) {
+  const known = jobs.get(job.id);
+  // The stream may have shown a newer snapshot than a late answer.
+  if (known && known.revision > job.revision) return;
   jobs.set(job.id, job);
   const existing = tbody.querySelector(`tr[data-job-id="${job.id}"]`);
   if (existing) {
@@ -211,46 +219,99 @@ function upsert(job: Job) {
 
 // ---- live updates ----
 
-async function follow(id: string) {
-  if (watching.has(id)) return;
-  const abort = new AbortController();
-  watching.set(id, abort);
-  try {
-    for await (const job of client.watchJob({ id }, { signal: abort.signal })) upsert(job);
-  } catch (err) {
-    if (!abort.signal.aborted) showError(err);
-  } finally {
-    watching.delete(id);
+type Filter = { states: JobState[]; procedure: string };
+
+function currentFilter(): Filter {
+  const state = Number(($("#state-filter") as HTMLSelectElement).value);
+  const procedure = ($("#procedure-filter") as HTMLInputElement).value.trim();
+  return { states: state ? [state] : [], procedure };
+}
+
+function matches(job: Job, filter: Filter): boolean {
+  return (
+    (filter.states.length === 0 || filter.states.includes(job.state)) &&
+    (filter.procedure === "" || job.procedure.toLowerCase() === filter.procedure.toLowerCase())
+  );
+}
+
+function remove(id: string) {
+  if (jobs.delete(id)) render();
+}
+
+function apply(event: JobEvent, filter: Filter) {
+  const job = event.job;
+  switch (event.type) {
+    case JobEventType.EXISTING:
+    case JobEventType.CHANGED:
+      // A job that left the filter (a RUNNING one that ended) leaves the table.
+      if (job && matches(job, filter)) upsert(job);
+      else if (job) remove(job.id);
+      break;
+    case JobEventType.DELETED:
+      if (job) remove(job.id);
+      break;
+    default:
+      break; // SYNCED: everything before it has been applied
   }
 }
 
-// Refreshes overlap (the timer, a filter change); an answer older than one
-// already shown is dropped, so a slow page never undoes a newer filter.
-let refreshesStarted = 0;
-let refreshShown = 0;
+const pause = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 
-async function refresh() {
-  const generation = ++refreshesStarted;
-  const state = Number(($("#state-filter") as HTMLSelectElement).value);
-  const procedure = ($("#procedure-filter") as HTMLInputElement).value.trim();
+// The one live view: aborted and replaced when the filter or token changes.
+let view: AbortController | undefined;
+
+/** Fills the table from one ListJobs page, then keeps it live: from the
+ * page's newest revision, or, when the server can no longer resume from
+ * there, from now (its live jobs, then what changes). */
+async function reload(resume = true) {
+  view?.abort();
+  const abort = new AbortController();
+  view = abort;
+  const filter = currentFilter();
   try {
-    const page = await client.listJobs({ states: state ? [state] : [], procedure, pageSize: 200 });
-    if (generation < refreshShown) return;
-    refreshShown = generation;
+    const page = await client.listJobs({ ...filter, pageSize: 200 }, { signal: abort.signal });
+    if (abort.signal.aborted) return;
     clearError();
-    const listed = new Set(page.jobs.map((j) => j.id));
-    for (const id of [...jobs.keys()]) if (!listed.has(id)) jobs.delete(id);
-    for (const job of page.jobs) {
-      const known = jobs.get(job.id);
-      // A watched job's stream is fresher than this page, and an ended job
-      // stays as it ended.
-      const keepKnown = known !== undefined && (watching.has(job.id) || !isLive(known));
-      if (!keepKnown) jobs.set(job.id, job);
-      if (isLive(jobs.get(job.id)!)) void follow(job.id);
-    }
+    jobs.clear();
+    for (const job of page.jobs) jobs.set(job.id, job);
     render();
+    // Resume after the newest change the page shows: every later one is
+    // replayed, so nothing falls between the page and the stream.
+    const newest = page.jobs.reduce((max, j) => (j.revision > max ? j.revision : max), 0n);
+    await follow(filter, resume ? newest : 0n, abort.signal);
   } catch (err) {
-    showError(err);
+    if (!abort.signal.aborted) showError(err);
+  }
+}
+
+/** Applies WatchJobs events, reopening the stream from the last revision
+ * seen whenever it drops; a revision the server can no longer resume from
+ * reloads the table. */
+async function follow(filter: Filter, since: bigint, signal: AbortSignal) {
+  let resumeFrom = since;
+  while (!signal.aborted) {
+    try {
+      for await (const event of client.watchJobs({ ...filter, sinceRevision: resumeFrom }, { signal })) {
+        clearError();
+        apply(event, filter);
+        if (event.revision > resumeFrom) resumeFrom = event.revision;
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      if (ConnectError.from(err).code === Code.FailedPrecondition) {
+        void reload(false);
+        return;
+      }
+      showError(err);
+    }
+    await pause(RECONNECT_MS, signal);
   }
 }
 
@@ -365,8 +426,7 @@ async function submit(event: Event) {
     });
     clearError();
     selected = job.id;
-    upsert(job);
-    void follow(job.id);
+    upsert(job); // the stream brings its changes
   } catch (err) {
     showError(err);
   }
@@ -379,18 +439,17 @@ $("#token-form").addEventListener("submit", (event) => {
   const token = ($("#token") as HTMLInputElement).value.trim();
   if (token) sessionStorage.setItem(TOKEN_KEY, token);
   else sessionStorage.removeItem(TOKEN_KEY);
-  for (const abort of watching.values()) abort.abort();
   jobs.clear();
-  void refresh();
+  render();
+  void reload();
 });
-$("#state-filter").addEventListener("change", () => void refresh());
-$("#procedure-filter").addEventListener("input", () => void refresh());
+$("#state-filter").addEventListener("change", () => void reload());
+$("#procedure-filter").addEventListener("input", () => void reload());
 $("#add-param").addEventListener("click", addParamRow);
 $("#submit-form").addEventListener("submit", (e) => void submit(e));
 ($("#token") as HTMLInputElement).value = sessionStorage.getItem(TOKEN_KEY) ?? "";
 addParamRow();
-void refresh();
-setInterval(() => void refresh(), REFRESH_MS);
+void reload();
 setInterval(() => {
   for (const cell of tbody.querySelectorAll<HTMLElement>("tr[data-state=RUNNING] .elapsed")) {
     const job = jobs.get(cell.parentElement!.dataset.jobId!);

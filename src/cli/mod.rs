@@ -1,5 +1,5 @@
 //! The terminal client: `procgate call | submit | watch | jobs | job |
-//! cancel | describe`, talking gRPC to a procgate server.
+//! cancel | delete | describe`, talking gRPC to a procgate server.
 //!
 //! Exit codes say how things went, so scripts can branch on them:
 //! 0 done (a job COMPLETED), 1 the RPC failed, 2 bad command line,
@@ -117,6 +117,12 @@ pub enum ClientCommand {
         server: ServerArgs,
         id: String,
     },
+    /// Forget a job that ended (DeleteJob).
+    Delete {
+        #[command(flatten)]
+        server: ServerArgs,
+        id: String,
+    },
     /// Show a procedure's parameters (DescribeProcedure).
     Describe {
         #[command(flatten)]
@@ -135,6 +141,7 @@ impl ClientCommand {
             | ClientCommand::Jobs { server, .. }
             | ClientCommand::Job { server, .. }
             | ClientCommand::Cancel { server, .. }
+            | ClientCommand::Delete { server, .. }
             | ClientCommand::Describe { server, .. } => server,
         }
     }
@@ -345,6 +352,13 @@ async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome,
             } else {
                 print!("{}", job_text(&job));
             }
+            Ok(Outcome::Done)
+        }
+        ClientCommand::Delete { id, .. } => {
+            client
+                .delete_job(pb::DeleteJobRequest { id: id.clone() })
+                .await?;
+            println!("{id} deleted");
             Ok(Outcome::Done)
         }
         ClientCommand::Cancel { id, .. } => {

@@ -25,7 +25,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file procgate/v1/procgate.proto.
  */
 export const file_procgate_v1_procgate: GenFile = /*@__PURE__*/
-  fileDesc("Chpwcm9jZ2F0ZS92MS9wcm9jZ2F0ZS5wcm90bxILcHJvY2dhdGUudjEibwoNUHJvY2VkdXJlQ2FsbBIRCglwcm9jZWR1cmUYASABKAkSIgoGcGFyYW1zGAIgAygLMhIucHJvY2dhdGUudjEuUGFyYW0SJwoHcmV0dXJucxgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZSKXAQoFUGFyYW0SDAoEbmFtZRgBIAEoCRIpCglkaXJlY3Rpb24YAiABKA4yFi5wcm9jZ2F0ZS52MS5EaXJlY3Rpb24SJAoEdHlwZRgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZRIhCgV2YWx1ZRgEIAEoCzISLnByb2NnYXRlLnYxLlZhbHVlEgwKBHNpemUYBSABKA0i3wIKBVZhbHVlEjAKCm51bGxfdmFsdWUYASABKA4yGi5nb29nbGUucHJvdG9idWYuTnVsbFZhbHVlSAASFgoMc3RyaW5nX3ZhbHVlGAIgASgJSAASFwoNaW50ZWdlcl92YWx1ZRgDIAEoA0gAEhYKDG51bWJlcl92YWx1ZRgEIAEoCUgAEhUKC2Zsb2F0X3ZhbHVlGAUgASgBSAASFAoKYm9vbF92YWx1ZRgGIAEoCEgAEhQKCmRhdGVfdmFsdWUYByABKAlIABI1Cg90aW1lc3RhbXBfdmFsdWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAASFQoLYnl0ZXNfdmFsdWUYCSABKAxIABIUCgpqc29uX3ZhbHVlGAogASgJSAASLAoKcm93c192YWx1ZRgLIAEoCzIWLnByb2NnYXRlLnYxLlJlc3VsdFNldEgAQgYKBGtpbmQiZAoJUmVzdWx0U2V0EiQKB2NvbHVtbnMYASADKAsyEy5wcm9jZ2F0ZS52MS5Db2x1bW4SHgoEcm93cxgCIAMoCzIQLnByb2NnYXRlLnYxLlJvdxIRCgl0cnVuY2F0ZWQYAyABKAgiPAoGQ29sdW1uEgwKBG5hbWUYASABKAkSJAoEdHlwZRgCIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZSIpCgNSb3cSIgoGdmFsdWVzGAEgAygLMhIucHJvY2dhdGUudjEuVmFsdWUiPgoSRXhlY3V0ZVN5bmNSZXF1ZXN0EigKBGNhbGwYASABKAsyGi5wcm9jZ2F0ZS52MS5Qcm9jZWR1cmVDYWxsIrMCChNFeGVjdXRlU3luY1Jlc3BvbnNlEj4KB291dHB1dHMYASADKAsyLS5wcm9jZ2F0ZS52MS5FeGVjdXRlU3luY1Jlc3BvbnNlLk91dHB1dHNFbnRyeRIoCgxyZXR1cm5fdmFsdWUYAiABKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZRIQCghtZXNzYWdlcxgDIAMoCRIqCgdlbGFwc2VkGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKEGltcGxpY2l0X3Jlc3VsdHMYBSADKAsyFi5wcm9jZ2F0ZS52MS5SZXN1bHRTZXQaQgoMT3V0cHV0c0VudHJ5EgsKA2tleRgBIAEoCRIhCgV2YWx1ZRgCIAEoCzISLnByb2NnYXRlLnYxLlZhbHVlOgI4ASJSChJTdWJtaXRBc3luY1JlcXVlc3QSKAoEY2FsbBgBIAEoCzIaLnByb2NnYXRlLnYxLlByb2NlZHVyZUNhbGwSEgoKcmVxdWVzdF9pZBgCIAEoCSK1BQoDSm9iEgoKAmlkGAEgASgJEiQKBXN0YXRlGAIgASgOMhUucHJvY2dhdGUudjEuSm9iU3RhdGUSEQoJcHJvY2VkdXJlGAMgASgJEhAKCHByb2dyZXNzGAQgASgNEhgKEHByb2dyZXNzX21lc3NhZ2UYBSABKAkSLwoLY3JlYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCghkdXJhdGlvbhgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgdvdXRwdXRzGAogAygLMh0ucHJvY2dhdGUudjEuSm9iLk91dHB1dHNFbnRyeRIoCgxyZXR1cm5fdmFsdWUYCyABKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZRIkCgVlcnJvchgMIAEoCzIVLnByb2NnYXRlLnYxLkpvYkVycm9yEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYDSABKAgSIgoGcGFyYW1zGA4gAygLMhIucHJvY2dhdGUudjEuUGFyYW0SEAoIbWVzc2FnZXMYDyADKAkSGAoQbWVzc2FnZXNfZHJvcHBlZBgQIAEoBBISCgpyZXF1ZXN0X2lkGBEgASgJEjAKEGltcGxpY2l0X3Jlc3VsdHMYEiADKAsyFi5wcm9jZ2F0ZS52MS5SZXN1bHRTZXQSDQoFb3duZXIYEyABKAkaQgoMT3V0cHV0c0VudHJ5EgsKA2tleRgBIAEoCRIhCgV2YWx1ZRgCIAEoCzISLnByb2NnYXRlLnYxLlZhbHVlOgI4ASJKCghKb2JFcnJvchIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkSDwoHZGJfY29kZRgDIAEoCRIOCgZyZWFzb24YBCABKAkiGwoNR2V0Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCSIdCg9XYXRjaEpvYlJlcXVlc3QSCgoCaWQYASABKAkiHgoQQ2FuY2VsSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSIeChBEZWxldGVKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIhMKEURlbGV0ZUpvYlJlc3BvbnNlInIKD0xpc3RKb2JzUmVxdWVzdBIlCgZzdGF0ZXMYASADKA4yFS5wcm9jZ2F0ZS52MS5Kb2JTdGF0ZRIRCglwcm9jZWR1cmUYAiABKAkSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkiSwoQTGlzdEpvYnNSZXNwb25zZRIeCgRqb2JzGAEgAygLMhAucHJvY2dhdGUudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSItChhEZXNjcmliZVByb2NlZHVyZVJlcXVlc3QSEQoJcHJvY2VkdXJlGAEgASgJIr8BChRQcm9jZWR1cmVEZXNjcmlwdGlvbhIRCglwcm9jZWR1cmUYASABKAkSLQoGcGFyYW1zGAIgAygLMh0ucHJvY2dhdGUudjEuUGFyYW1EZXNjcmlwdGlvbhInCgdyZXR1cm5zGAMgASgOMhYucHJvY2dhdGUudjEuVmFsdWVUeXBlEhcKD3JldHVybnNfZGJfdHlwZRgEIAEoCRIRCglvdmVybG9hZHMYBSABKA0SEAoIb3ZlcmxvYWQYBiABKAkilwEKEFBhcmFtRGVzY3JpcHRpb24SDAoEbmFtZRgBIAEoCRIpCglkaXJlY3Rpb24YAiABKA4yFi5wcm9jZ2F0ZS52MS5EaXJlY3Rpb24SJAoEdHlwZRgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZRIPCgdkYl90eXBlGAQgASgJEhMKC2hhc19kZWZhdWx0GAUgASgIKmEKCURpcmVjdGlvbhIZChVESVJFQ1RJT05fVU5TUEVDSUZJRUQQABIQCgxESVJFQ1RJT05fSU4QARIRCg1ESVJFQ1RJT05fT1VUEAISFAoQRElSRUNUSU9OX0lOX09VVBADKqECCglWYWx1ZVR5cGUSGgoWVkFMVUVfVFlQRV9VTlNQRUNJRklFRBAAEhUKEVZBTFVFX1RZUEVfU1RSSU5HEAESFgoSVkFMVUVfVFlQRV9JTlRFR0VSEAISFQoRVkFMVUVfVFlQRV9OVU1CRVIQAxIUChBWQUxVRV9UWVBFX0ZMT0FUEAQSFgoSVkFMVUVfVFlQRV9CT09MRUFOEAUSEwoPVkFMVUVfVFlQRV9EQVRFEAYSGAoUVkFMVUVfVFlQRV9USU1FU1RBTVAQBxIUChBWQUxVRV9UWVBFX0JZVEVTEAgSEwoPVkFMVUVfVFlQRV9DTE9CEAkSEwoPVkFMVUVfVFlQRV9KU09OEAoSFQoRVkFMVUVfVFlQRV9DVVJTT1IQCyqbAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRSk9CX1NUQVRFX1BFTkRJTkcQARIVChFKT0JfU1RBVEVfUlVOTklORxACEhcKE0pPQl9TVEFURV9DT01QTEVURUQQAxIUChBKT0JfU1RBVEVfRkFJTEVEEAQSFwoTSk9CX1NUQVRFX0NBTkNFTExFRBAFMs4EChBQcm9jZWR1cmVTZXJ2aWNlElAKC0V4ZWN1dGVTeW5jEh8ucHJvY2dhdGUudjEuRXhlY3V0ZVN5bmNSZXF1ZXN0GiAucHJvY2dhdGUudjEuRXhlY3V0ZVN5bmNSZXNwb25zZRJACgtTdWJtaXRBc3luYxIfLnByb2NnYXRlLnYxLlN1Ym1pdEFzeW5jUmVxdWVzdBoQLnByb2NnYXRlLnYxLkpvYhI2CgZHZXRKb2ISGi5wcm9jZ2F0ZS52MS5HZXRKb2JSZXF1ZXN0GhAucHJvY2dhdGUudjEuSm9iEkcKCExpc3RKb2JzEhwucHJvY2dhdGUudjEuTGlzdEpvYnNSZXF1ZXN0Gh0ucHJvY2dhdGUudjEuTGlzdEpvYnNSZXNwb25zZRI8CghXYXRjaEpvYhIcLnByb2NnYXRlLnYxLldhdGNoSm9iUmVxdWVzdBoQLnByb2NnYXRlLnYxLkpvYjABEjwKCUNhbmNlbEpvYhIdLnByb2NnYXRlLnYxLkNhbmNlbEpvYlJlcXVlc3QaEC5wcm9jZ2F0ZS52MS5Kb2ISSgoJRGVsZXRlSm9iEh0ucHJvY2dhdGUudjEuRGVsZXRlSm9iUmVxdWVzdBoeLnByb2NnYXRlLnYxLkRlbGV0ZUpvYlJlc3BvbnNlEl0KEURlc2NyaWJlUHJvY2VkdXJlEiUucHJvY2dhdGUudjEuRGVzY3JpYmVQcm9jZWR1cmVSZXF1ZXN0GiEucHJvY2dhdGUudjEuUHJvY2VkdXJlRGVzY3JpcHRpb25iBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chpwcm9jZ2F0ZS92MS9wcm9jZ2F0ZS5wcm90bxILcHJvY2dhdGUudjEibwoNUHJvY2VkdXJlQ2FsbBIRCglwcm9jZWR1cmUYASABKAkSIgoGcGFyYW1zGAIgAygLMhIucHJvY2dhdGUudjEuUGFyYW0SJwoHcmV0dXJucxgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZSKXAQoFUGFyYW0SDAoEbmFtZRgBIAEoCRIpCglkaXJlY3Rpb24YAiABKA4yFi5wcm9jZ2F0ZS52MS5EaXJlY3Rpb24SJAoEdHlwZRgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZRIhCgV2YWx1ZRgEIAEoCzISLnByb2NnYXRlLnYxLlZhbHVlEgwKBHNpemUYBSABKA0i3wIKBVZhbHVlEjAKCm51bGxfdmFsdWUYASABKA4yGi5nb29nbGUucHJvdG9idWYuTnVsbFZhbHVlSAASFgoMc3RyaW5nX3ZhbHVlGAIgASgJSAASFwoNaW50ZWdlcl92YWx1ZRgDIAEoA0gAEhYKDG51bWJlcl92YWx1ZRgEIAEoCUgAEhUKC2Zsb2F0X3ZhbHVlGAUgASgBSAASFAoKYm9vbF92YWx1ZRgGIAEoCEgAEhQKCmRhdGVfdmFsdWUYByABKAlIABI1Cg90aW1lc3RhbXBfdmFsdWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAASFQoLYnl0ZXNfdmFsdWUYCSABKAxIABIUCgpqc29uX3ZhbHVlGAogASgJSAASLAoKcm93c192YWx1ZRgLIAEoCzIWLnByb2NnYXRlLnYxLlJlc3VsdFNldEgAQgYKBGtpbmQiZAoJUmVzdWx0U2V0EiQKB2NvbHVtbnMYASADKAsyEy5wcm9jZ2F0ZS52MS5Db2x1bW4SHgoEcm93cxgCIAMoCzIQLnByb2NnYXRlLnYxLlJvdxIRCgl0cnVuY2F0ZWQYAyABKAgiPAoGQ29sdW1uEgwKBG5hbWUYASABKAkSJAoEdHlwZRgCIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZSIpCgNSb3cSIgoGdmFsdWVzGAEgAygLMhIucHJvY2dhdGUudjEuVmFsdWUiPgoSRXhlY3V0ZVN5bmNSZXF1ZXN0EigKBGNhbGwYASABKAsyGi5wcm9jZ2F0ZS52MS5Qcm9jZWR1cmVDYWxsIrMCChNFeGVjdXRlU3luY1Jlc3BvbnNlEj4KB291dHB1dHMYASADKAsyLS5wcm9jZ2F0ZS52MS5FeGVjdXRlU3luY1Jlc3BvbnNlLk91dHB1dHNFbnRyeRIoCgxyZXR1cm5fdmFsdWUYAiABKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZRIQCghtZXNzYWdlcxgDIAMoCRIqCgdlbGFwc2VkGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKEGltcGxpY2l0X3Jlc3VsdHMYBSADKAsyFi5wcm9jZ2F0ZS52MS5SZXN1bHRTZXQaQgoMT3V0cHV0c0VudHJ5EgsKA2tleRgBIAEoCRIhCgV2YWx1ZRgCIAEoCzISLnByb2NnYXRlLnYxLlZhbHVlOgI4ASJSChJTdWJtaXRBc3luY1JlcXVlc3QSKAoEY2FsbBgBIAEoCzIaLnByb2NnYXRlLnYxLlByb2NlZHVyZUNhbGwSEgoKcmVxdWVzdF9pZBgCIAEoCSLgBQoDSm9iEgoKAmlkGAEgASgJEiQKBXN0YXRlGAIgASgOMhUucHJvY2dhdGUudjEuSm9iU3RhdGUSEQoJcHJvY2VkdXJlGAMgASgJEhAKCHByb2dyZXNzGAQgASgNEhgKEHByb2dyZXNzX21lc3NhZ2UYBSABKAkSLwoLY3JlYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCghkdXJhdGlvbhgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgdvdXRwdXRzGAogAygLMh0ucHJvY2dhdGUudjEuSm9iLk91dHB1dHNFbnRyeRIoCgxyZXR1cm5fdmFsdWUYCyABKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZRIkCgVlcnJvchgMIAEoCzIVLnByb2NnYXRlLnYxLkpvYkVycm9yEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYDSABKAgSIgoGcGFyYW1zGA4gAygLMhIucHJvY2dhdGUudjEuUGFyYW0SEAoIbWVzc2FnZXMYDyADKAkSGAoQbWVzc2FnZXNfZHJvcHBlZBgQIAEoBBISCgpyZXF1ZXN0X2lkGBEgASgJEjAKEGltcGxpY2l0X3Jlc3VsdHMYEiADKAsyFi5wcm9jZ2F0ZS52MS5SZXN1bHRTZXQSDQoFb3duZXIYEyABKAkSEAoIcmV2aXNpb24YFCABKAQSFwoPY3JlYXRlX3JldmlzaW9uGBUgASgEGkIKDE91dHB1dHNFbnRyeRILCgNrZXkYASABKAkSIQoFdmFsdWUYAiABKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZToCOAEiSgoISm9iRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJEg8KB2RiX2NvZGUYAyABKAkSDgoGcmVhc29uGAQgASgJIhsKDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAkiNQoPV2F0Y2hKb2JSZXF1ZXN0EgoKAmlkGAEgASgJEhYKDnNpbmNlX3JldmlzaW9uGAIgASgEImQKEFdhdGNoSm9ic1JlcXVlc3QSJQoGc3RhdGVzGAEgAygOMhUucHJvY2dhdGUudjEuSm9iU3RhdGUSEQoJcHJvY2VkdXJlGAIgASgJEhYKDnNpbmNlX3JldmlzaW9uGAMgASgEImQKCEpvYkV2ZW50EicKBHR5cGUYASABKA4yGS5wcm9jZ2F0ZS52MS5Kb2JFdmVudFR5cGUSHQoDam9iGAIgASgLMhAucHJvY2dhdGUudjEuSm9iEhAKCHJldmlzaW9uGAMgASgEIh4KEENhbmNlbEpvYlJlcXVlc3QSCgoCaWQYASABKAkiHgoQRGVsZXRlSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSITChFEZWxldGVKb2JSZXNwb25zZSJyCg9MaXN0Sm9ic1JlcXVlc3QSJQoGc3RhdGVzGAEgAygOMhUucHJvY2dhdGUudjEuSm9iU3RhdGUSEQoJcHJvY2VkdXJlGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJIksKEExpc3RKb2JzUmVzcG9uc2USHgoEam9icxgBIAMoCzIQLnByb2NnYXRlLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiLQoYRGVzY3JpYmVQcm9jZWR1cmVSZXF1ZXN0EhEKCXByb2NlZHVyZRgBIAEoCSK/AQoUUHJvY2VkdXJlRGVzY3JpcHRpb24SEQoJcHJvY2VkdXJlGAEgASgJEi0KBnBhcmFtcxgCIAMoCzIdLnByb2NnYXRlLnYxLlBhcmFtRGVzY3JpcHRpb24SJwoHcmV0dXJucxgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZRIXCg9yZXR1cm5zX2RiX3R5cGUYBCABKAkSEQoJb3ZlcmxvYWRzGAUgASgNEhAKCG92ZXJsb2FkGAYgASgJIpcBChBQYXJhbURlc2NyaXB0aW9uEgwKBG5hbWUYASABKAkSKQoJZGlyZWN0aW9uGAIgASgOMhYucHJvY2dhdGUudjEuRGlyZWN0aW9uEiQKBHR5cGUYAyABKA4yFi5wcm9jZ2F0ZS52MS5WYWx1ZVR5cGUSDwoHZGJfdHlwZRgEIAEoCRITCgtoYXNfZGVmYXVsdBgFIAEoCCphCglEaXJlY3Rpb24SGQoVRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASEAoMRElSRUNUSU9OX0lOEAESEQoNRElSRUNUSU9OX09VVBACEhQKEERJUkVDVElPTl9JTl9PVVQQAyqhAgoJVmFsdWVUeXBlEhoKFlZBTFVFX1RZUEVfVU5TUEVDSUZJRUQQABIVChFWQUxVRV9UWVBFX1NUUklORxABEhYKElZBTFVFX1RZUEVfSU5URUdFUhACEhUKEVZBTFVFX1RZUEVfTlVNQkVSEAMSFAoQVkFMVUVfVFlQRV9GTE9BVBAEEhYKElZBTFVFX1RZUEVfQk9PTEVBThAFEhMKD1ZBTFVFX1RZUEVfREFURRAGEhgKFFZBTFVFX1RZUEVfVElNRVNUQU1QEAcSFAoQVkFMVUVfVFlQRV9CWVRFUxAIEhMKD1ZBTFVFX1RZUEVfQ0xPQhAJEhMKD1ZBTFVFX1RZUEVfSlNPThAKEhUKEVZBTFVFX1RZUEVfQ1VSU09SEAsqmwEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhUKEUpPQl9TVEFURV9QRU5ESU5HEAESFQoRSk9CX1NUQVRFX1JVTk5JTkcQAhIXChNKT0JfU1RBVEVfQ09NUExFVEVEEAMSFAoQSk9CX1NUQVRFX0ZBSUxFRBAEEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBSqeAQoMSm9iRXZlbnRUeXBlEh4KGkpPQl9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGwoXSk9CX0VWRU5UX1RZUEVfRVhJU1RJTkcQARIZChVKT0JfRVZFTlRfVFlQRV9TWU5DRUQQAhIaChZKT0JfRVZFTlRfVFlQRV9DSEFOR0VEEAMSGgoWSk9CX0VWRU5UX1RZUEVfREVMRVRFRBAEMpMFChBQcm9jZWR1cmVTZXJ2aWNlElAKC0V4ZWN1dGVTeW5jEh8ucHJvY2dhdGUudjEuRXhlY3V0ZVN5bmNSZXF1ZXN0GiAucHJvY2dhdGUudjEuRXhlY3V0ZVN5bmNSZXNwb25zZRJACgtTdWJtaXRBc3luYxIfLnByb2NnYXRlLnYxLlN1Ym1pdEFzeW5jUmVxdWVzdBoQLnByb2NnYXRlLnYxLkpvYhI2CgZHZXRKb2ISGi5wcm9jZ2F0ZS52MS5HZXRKb2JSZXF1ZXN0GhAucHJvY2dhdGUudjEuSm9iEkcKCExpc3RKb2JzEhwucHJvY2dhdGUudjEuTGlzdEpvYnNSZXF1ZXN0Gh0ucHJvY2dhdGUudjEuTGlzdEpvYnNSZXNwb25zZRI8CghXYXRjaEpvYhIcLnByb2NnYXRlLnYxLldhdGNoSm9iUmVxdWVzdBoQLnByb2NnYXRlLnYxLkpvYjABEkMKCVdhdGNoSm9icxIdLnByb2NnYXRlLnYxLldhdGNoSm9ic1JlcXVlc3QaFS5wcm9jZ2F0ZS52MS5Kb2JFdmVudDABEjwKCUNhbmNlbEpvYhIdLnByb2NnYXRlLnYxLkNhbmNlbEpvYlJlcXVlc3QaEC5wcm9jZ2F0ZS52MS5Kb2ISSgoJRGVsZXRlSm9iEh0ucHJvY2dhdGUudjEuRGVsZXRlSm9iUmVxdWVzdBoeLnByb2NnYXRlLnYxLkRlbGV0ZUpvYlJlc3BvbnNlEl0KEURlc2NyaWJlUHJvY2VkdXJlEiUucHJvY2dhdGUudjEuRGVzY3JpYmVQcm9jZWR1cmVSZXF1ZXN0GiEucHJvY2dhdGUudjEuUHJvY2VkdXJlRGVzY3JpcHRpb25iBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * What to call, and with what.
@@ -505,6 +505,22 @@ export type Job = Message<"procgate.v1.Job"> & {
    * @generated from field: string owner = 19;
    */
   owner: string;
+
+  /**
+   * The value of one store-wide sequence at the job's last change: a
+   * WatchJobs or WatchJob stream can resume after it (since_revision).
+   *
+   * @generated from field: uint64 revision = 20;
+   */
+  revision: bigint;
+
+  /**
+   * The value of that sequence when the job was submitted; ListJobs is
+   * newest first by it. It never changes.
+   *
+   * @generated from field: uint64 create_revision = 21;
+   */
+  createRevision: bigint;
 };
 
 /**
@@ -581,6 +597,14 @@ export type WatchJobRequest = Message<"procgate.v1.WatchJobRequest"> & {
    * @generated from field: string id = 1;
    */
   id: string;
+
+  /**
+   * When set: send nothing until the job changes after this revision (a
+   * terminal job unchanged since then ends the stream at once).
+   *
+   * @generated from field: uint64 since_revision = 2;
+   */
+  sinceRevision: bigint;
 };
 
 /**
@@ -589,6 +613,76 @@ export type WatchJobRequest = Message<"procgate.v1.WatchJobRequest"> & {
  */
 export const WatchJobRequestSchema: GenMessage<WatchJobRequest> = /*@__PURE__*/
   messageDesc(file_procgate_v1_procgate, 12);
+
+/**
+ * @generated from message procgate.v1.WatchJobsRequest
+ */
+export type WatchJobsRequest = Message<"procgate.v1.WatchJobsRequest"> & {
+  /**
+   * As in ListJobs; all when empty. EXISTING events are sent only for
+   * PENDING and RUNNING jobs, whatever this says.
+   *
+   * @generated from field: repeated procgate.v1.JobState states = 1;
+   */
+  states: JobState[];
+
+  /**
+   * As in ListJobs (case-insensitive); all when empty.
+   *
+   * @generated from field: string procedure = 2;
+   */
+  procedure: string;
+
+  /**
+   * Resume after this revision: instead of EXISTING events, a CHANGED event
+   * for every job changed after it (terminal ones included) and a DELETED
+   * event for each job deleted after it, then SYNCED. On that replay the
+   * procedure filter applies and the states filter does not. 0: from now.
+   * Deletions are remembered for --tombstone-retention (default 1h).
+   *
+   * @generated from field: uint64 since_revision = 3;
+   */
+  sinceRevision: bigint;
+};
+
+/**
+ * Describes the message procgate.v1.WatchJobsRequest.
+ * Use `create(WatchJobsRequestSchema)` to create a new message.
+ */
+export const WatchJobsRequestSchema: GenMessage<WatchJobsRequest> = /*@__PURE__*/
+  messageDesc(file_procgate_v1_procgate, 13);
+
+/**
+ * @generated from message procgate.v1.JobEvent
+ */
+export type JobEvent = Message<"procgate.v1.JobEvent"> & {
+  /**
+   * @generated from field: procgate.v1.JobEventType type = 1;
+   */
+  type: JobEventType;
+
+  /**
+   * Unset for SYNCED; for DELETED: id, owner, procedure, last state and the
+   * revision of the deletion.
+   *
+   * @generated from field: procgate.v1.Job job = 2;
+   */
+  job?: Job | undefined;
+
+  /**
+   * The event's revision; for SYNCED the store's current one, to resume from.
+   *
+   * @generated from field: uint64 revision = 3;
+   */
+  revision: bigint;
+};
+
+/**
+ * Describes the message procgate.v1.JobEvent.
+ * Use `create(JobEventSchema)` to create a new message.
+ */
+export const JobEventSchema: GenMessage<JobEvent> = /*@__PURE__*/
+  messageDesc(file_procgate_v1_procgate, 14);
 
 /**
  * @generated from message procgate.v1.CancelJobRequest
@@ -605,7 +699,7 @@ export type CancelJobRequest = Message<"procgate.v1.CancelJobRequest"> & {
  * Use `create(CancelJobRequestSchema)` to create a new message.
  */
 export const CancelJobRequestSchema: GenMessage<CancelJobRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 13);
+  messageDesc(file_procgate_v1_procgate, 15);
 
 /**
  * @generated from message procgate.v1.DeleteJobRequest
@@ -622,7 +716,7 @@ export type DeleteJobRequest = Message<"procgate.v1.DeleteJobRequest"> & {
  * Use `create(DeleteJobRequestSchema)` to create a new message.
  */
 export const DeleteJobRequestSchema: GenMessage<DeleteJobRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 14);
+  messageDesc(file_procgate_v1_procgate, 16);
 
 /**
  * @generated from message procgate.v1.DeleteJobResponse
@@ -635,7 +729,7 @@ export type DeleteJobResponse = Message<"procgate.v1.DeleteJobResponse"> & {
  * Use `create(DeleteJobResponseSchema)` to create a new message.
  */
 export const DeleteJobResponseSchema: GenMessage<DeleteJobResponse> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 15);
+  messageDesc(file_procgate_v1_procgate, 17);
 
 /**
  * @generated from message procgate.v1.ListJobsRequest
@@ -675,7 +769,7 @@ export type ListJobsRequest = Message<"procgate.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 16);
+  messageDesc(file_procgate_v1_procgate, 18);
 
 /**
  * @generated from message procgate.v1.ListJobsResponse
@@ -699,7 +793,7 @@ export type ListJobsResponse = Message<"procgate.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 17);
+  messageDesc(file_procgate_v1_procgate, 19);
 
 /**
  * @generated from message procgate.v1.DescribeProcedureRequest
@@ -718,7 +812,7 @@ export type DescribeProcedureRequest = Message<"procgate.v1.DescribeProcedureReq
  * Use `create(DescribeProcedureRequestSchema)` to create a new message.
  */
 export const DescribeProcedureRequestSchema: GenMessage<DescribeProcedureRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 18);
+  messageDesc(file_procgate_v1_procgate, 20);
 
 /**
  * @generated from message procgate.v1.ProcedureDescription
@@ -771,7 +865,7 @@ export type ProcedureDescription = Message<"procgate.v1.ProcedureDescription"> &
  * Use `create(ProcedureDescriptionSchema)` to create a new message.
  */
 export const ProcedureDescriptionSchema: GenMessage<ProcedureDescription> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 19);
+  messageDesc(file_procgate_v1_procgate, 21);
 
 /**
  * @generated from message procgate.v1.ParamDescription
@@ -814,7 +908,7 @@ export type ParamDescription = Message<"procgate.v1.ParamDescription"> & {
  * Use `create(ParamDescriptionSchema)` to create a new message.
  */
 export const ParamDescriptionSchema: GenMessage<ParamDescription> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 20);
+  messageDesc(file_procgate_v1_procgate, 22);
 
 /**
  * @generated from enum procgate.v1.Direction
@@ -982,6 +1076,46 @@ export const JobStateSchema: GenEnum<JobState> = /*@__PURE__*/
   enumDesc(file_procgate_v1_procgate, 2);
 
 /**
+ * @generated from enum procgate.v1.JobEventType
+ */
+export enum JobEventType {
+  /**
+   * @generated from enum value: JOB_EVENT_TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A PENDING or RUNNING job as the stream starts.
+   *
+   * @generated from enum value: JOB_EVENT_TYPE_EXISTING = 1;
+   */
+  EXISTING = 1,
+
+  /**
+   * Every EXISTING (or replayed) event has been sent; live changes follow.
+   *
+   * @generated from enum value: JOB_EVENT_TYPE_SYNCED = 2;
+   */
+  SYNCED = 2,
+
+  /**
+   * @generated from enum value: JOB_EVENT_TYPE_CHANGED = 3;
+   */
+  CHANGED = 3,
+
+  /**
+   * @generated from enum value: JOB_EVENT_TYPE_DELETED = 4;
+   */
+  DELETED = 4,
+}
+
+/**
+ * Describes the enum procgate.v1.JobEventType.
+ */
+export const JobEventTypeSchema: GenEnum<JobEventType> = /*@__PURE__*/
+  enumDesc(file_procgate_v1_procgate, 3);
+
+/**
  * Runs stored procedures and functions, directly or as background jobs.
  *
  * @generated from service procgate.v1.ProcedureService
@@ -1038,7 +1172,8 @@ export const ProcedureService: GenService<{
    * (state, progress, progress message, messages); the stream ends after the
    * terminal snapshot (COMPLETED, FAILED or CANCELLED). A slow reader may
    * skip intermediate progress, never the terminal snapshot. NOT_FOUND for an
-   * unknown id.
+   * unknown id. With since_revision, a job unchanged since then sends nothing
+   * until it changes, and one that ended before it ends the stream at once.
    *
    * @generated from rpc procgate.v1.ProcedureService.WatchJob
    */
@@ -1046,6 +1181,24 @@ export const ProcedureService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchJobRequestSchema;
     output: typeof JobSchema;
+  },
+  /**
+   * Streams changes of every job the caller may see that matches the filter:
+   * first one EXISTING event per matching PENDING or RUNNING job, then SYNCED,
+   * then a CHANGED event for each submit, progress, message or state change,
+   * and DELETED when a job is deleted or expires. A change is sent when the
+   * job matches the filter before or after it, so a watcher of RUNNING jobs
+   * sees them leave. A slow reader may miss intermediate progress of a job,
+   * but never a job's state change, its terminal snapshot or a DELETED.
+   * Events come in revision order. FAILED_PRECONDITION "revision too old:
+   * resync without since_revision" when since_revision cannot be resumed from.
+   *
+   * @generated from rpc procgate.v1.ProcedureService.WatchJobs
+   */
+  watchJobs: {
+    methodKind: "server_streaming";
+    input: typeof WatchJobsRequestSchema;
+    output: typeof JobEventSchema;
   },
   /**
    * Cancels a job. A PENDING job becomes CANCELLED at once; a RUNNING one gets
