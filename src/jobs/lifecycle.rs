@@ -45,13 +45,16 @@ pub fn submit(call: ProcedureCall, request_id: Option<Arc<str>>, owner: Arc<str>
     }
 }
 
-/// An instance took a PENDING job to run (database store): it stays
-/// PENDING until that instance has a connection for it.
+/// What a claimed job says while it waits for its connection.
+pub const CLAIMED: &str = "waiting for a connection";
+
+/// A slot (memory) or an instance (database store) took a PENDING job to
+/// run: it stays PENDING until it has a connection.
 pub fn claim(job: &mut JobSnapshot) -> bool {
     if job.state != JobState::Pending {
         return false;
     }
-    job.progress_message = "waiting for a connection".into();
+    job.progress_message = CLAIMED.into();
     true
 }
 

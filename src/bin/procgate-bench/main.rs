@@ -13,6 +13,7 @@
 //! ```
 
 mod baselines;
+mod feeds;
 mod gateway;
 mod h2load;
 mod load;

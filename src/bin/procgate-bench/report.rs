@@ -129,6 +129,27 @@ fn headlines(r: &Results) -> Vec<Headline> {
             at_least: false,
         },
         Headline {
+            key: "watch_jobs_p99_ms",
+            what: "job end → its event at every WatchJobs stream, p99 (ms)",
+            value: r.feed.p99_ms,
+            target: Some(250.0),
+            at_least: false,
+        },
+        Headline {
+            key: "watch_jobs_rss_kib_per_watcher",
+            what: "gateway RSS per WatchJobs stream (KiB)",
+            value: r.feed.rss_kib_per_watcher,
+            target: Some(16.0),
+            at_least: false,
+        },
+        Headline {
+            key: "remote_watchers_db_work_ratio",
+            what: "database transactions, many remote watchers ÷ one",
+            value: r.remote.ratio,
+            target: Some(1.5),
+            at_least: false,
+        },
+        Headline {
             key: "startup_ms",
             what: "process start → health SERVING (ms)",
             value: r.startup_ms,
@@ -168,6 +189,20 @@ pub fn write(out: &Path, machine: &Machine, quick: bool, r: &Results) -> Result<
         r.async_c32.per_second,
         r.store.cross_watch_p50_ms,
         r.store.cross_watch_p99_ms
+    );
+
+    println!(
+        "Scenario 7: {} WatchJobs streams, {} jobs: end → event p50 {:.1} ms, p99 {:.1} ms, {:.2} KiB RSS per stream",
+        r.feed.watchers, r.feed.jobs, r.feed.p50_ms, r.feed.p99_ms, r.feed.rss_kib_per_watcher
+    );
+    println!(
+        "Scenario 8: a job on A followed from B over {:.0} ms: {} transactions with 1 watcher, {} with {}, {} idle; ratio {:.2}",
+        r.remote.window_ms,
+        r.remote.one_watcher_xacts,
+        r.remote.many_watchers_xacts,
+        r.remote.many_watchers,
+        r.remote.idle_xacts,
+        r.remote.ratio
     );
 
     let headlines = headlines(r);

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::Options;
 use crate::baselines;
+use crate::feeds::{self, FeedFanOut, RemoteWatchers};
 use crate::gateway::Gateway;
 use crate::h2load::{self, Target};
 use crate::load::{self, Stats, channels, percentile};
@@ -43,6 +44,11 @@ struct Profile {
     watched_job_ms: u64,
     retained_jobs: usize,
     cross_watches: usize,
+    /// Scenario 7: WatchJobs streams, and jobs run while they watch.
+    feed_watchers: usize,
+    feed_jobs: usize,
+    /// Scenario 8: remote watchers of one job, against one.
+    remote_watchers: usize,
 }
 
 impl Profile {
@@ -56,6 +62,9 @@ impl Profile {
                 watched_job_ms: 3_000,
                 retained_jobs: 10_000,
                 cross_watches: 30,
+                feed_watchers: 200,
+                feed_jobs: 50,
+                remote_watchers: 100,
             }
         } else {
             Profile {
@@ -66,6 +75,9 @@ impl Profile {
                 watched_job_ms: 5_000,
                 retained_jobs: 100_000,
                 cross_watches: 200,
+                feed_watchers: 1_000,
+                feed_jobs: 200,
+                remote_watchers: 500,
             }
         }
     }
@@ -121,6 +133,8 @@ pub struct Results {
     pub startup_ms: f64,
     pub idle_rss_kib: u64,
     pub store: StoreFigures,
+    pub feed: FeedFanOut,
+    pub remote: RemoteWatchers,
 }
 
 /// Scenario 6: the database job store.
@@ -175,7 +189,15 @@ pub async fn run_all(options: &Options) -> Result<(), String> {
 
     drop(gateway);
 
-    // A fresh gateway, so that its RSS growth is the jobs' alone.
+    // Fresh gateways from here, so that RSS growth is the scenario's alone.
+    println!(
+        "scenario 7: {} WatchJobs streams while {} jobs run",
+        profile.feed_watchers, profile.feed_jobs
+    );
+    let fresh = Gateway::start(&url, GATEWAY_FLAGS).await?;
+    let feed = feeds::feed_fan_out(&fresh, profile.feed_watchers, profile.feed_jobs).await?;
+    drop(fresh);
+
     println!("scenario 4: {} retained jobs", profile.retained_jobs);
     let fresh = Gateway::start(&url, GATEWAY_FLAGS).await?;
     let retained = retained_jobs(&fresh, profile.retained_jobs).await?;
@@ -190,6 +212,12 @@ pub async fn run_all(options: &Options) -> Result<(), String> {
     println!("scenario 6: the database job store, and watching across instances");
     let store = database_store(&url, profile.window, profile.cross_watches).await?;
 
+    println!(
+        "scenario 8: 1 and {} watchers on instance B of a job on instance A",
+        profile.remote_watchers
+    );
+    let remote = feeds::remote_watchers(&url, profile.remote_watchers).await?;
+
     let results = Results {
         sync,
         floor,
@@ -200,6 +228,8 @@ pub async fn run_all(options: &Options) -> Result<(), String> {
         startup_ms,
         idle_rss_kib,
         store,
+        feed,
+        remote,
     };
     report::write(&options.out, &machine, options.quick, &results)
 }

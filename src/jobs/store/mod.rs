@@ -276,25 +276,25 @@ impl JobStore {
     /// stays PENDING, at its place in the queue, until the instance has a
     /// connection for it: one that finds the database gone gives it back.
     pub async fn claim(&self, instance: &Uuid) -> Result<Option<JobSnapshot>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        let row = tx
+        // One statement: a claim changes only the message, the lifecycle's,
+        // on a row that `lifecycle::claim` accepts (PENDING).
+        let row = self
+            .client()
+            .await?
             .query_opt(
                 &self.sql(&format!(
-                    "SELECT {COLUMNS} FROM {{s}}.procgate_jobs WHERE state = 'PENDING' \
-                     AND instance_id IS NULL ORDER BY create_revision FOR UPDATE SKIP LOCKED LIMIT 1"
+                    "UPDATE {{s}}.procgate_jobs SET instance_id = $1, progress_message = $2, \
+                     revision = {{next}} \
+                     WHERE id = (SELECT id FROM {{s}}.procgate_jobs WHERE state = 'PENDING' \
+                                 AND instance_id IS NULL ORDER BY create_revision \
+                                 FOR UPDATE SKIP LOCKED LIMIT 1) \
+                     RETURNING {COLUMNS}"
                 )),
-                &[],
+                &[instance, &lifecycle::CLAIMED],
             )
             .await
             .map_err(unavailable)?;
-        let Some(mut job) = row.as_ref().map(from_row).transpose()? else {
-            return Ok(None);
-        };
-        lifecycle::claim(&mut job);
-        self.write(&tx, &mut job, Some(instance)).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(Some(job))
+        row.as_ref().map(from_row).transpose()
     }
 
     /// Writes a transition decided by the lifecycle on a row this
