@@ -1,16 +1,19 @@
-//! The job store's statements for Oracle (12c or later), for the Oracle
-//! integration suite to run. They mirror the PostgreSQL store: identity
-//! sequence for order, JSON in CLOB columns checked IS JSON, conditional
-//! updates on state and instance, claims with FOR UPDATE SKIP LOCKED (in a
-//! PL/SQL block, since Oracle locks rows as a cursor fetches them), sweeps
-//! in batches. `{s}` is the schema, quoted.
+//! The job store's statements for Oracle (12c or later), mirroring the
+//! PostgreSQL store's schema version 2 statement for statement: one
+//! sequence for revisions, JSON in CLOB columns checked IS JSON, claims
+//! with FOR UPDATE SKIP LOCKED (in a PL/SQL block, since Oracle locks rows
+//! as a cursor fetches them) that leave the job PENDING, transitions
+//! written on rows locked FOR UPDATE after `lifecycle` decided them,
+//! conditional writes of the instance that runs a job, tombstones for
+//! deletions, and the change feed by revision. `{s}` is the quoted schema.
 //!
-//! Not wired to a running store yet: see docs/scaling.md.
+//! Not wired to a running store: `--job-store database` on an Oracle
+//! backend is refused at start (see docs/scaling.md), because no Oracle
+//! server can be had to prove these statements end to end.
 
-/// The table of version 1.
+/// The tables of version 2.
 pub const CREATE_JOBS: &str = "CREATE TABLE {s}.PROCGATE_JOBS (
     ID               RAW(16) PRIMARY KEY,
-    SEQ              NUMBER GENERATED ALWAYS AS IDENTITY UNIQUE,
     OWNER            VARCHAR2(128),
     REQUEST_ID       VARCHAR2(128),
     PROCEDURE_NAME   VARCHAR2(400) NOT NULL,
@@ -26,9 +29,12 @@ pub const CREATE_JOBS: &str = "CREATE TABLE {s}.PROCGATE_JOBS (
     CREATE_TIME      TIMESTAMP WITH TIME ZONE NOT NULL,
     START_TIME       TIMESTAMP WITH TIME ZONE,
     END_TIME         TIMESTAMP WITH TIME ZONE,
-    VERSION          NUMBER DEFAULT 0 NOT NULL,
+    REVISION         NUMBER(19) NOT NULL,
+    CREATE_REVISION  NUMBER(19) NOT NULL UNIQUE,
     CONSTRAINT PROCGATE_JOBS_REQUEST UNIQUE (OWNER, REQUEST_ID)
 )";
+
+pub const CREATE_REVISION: &str = "CREATE SEQUENCE {s}.PROCGATE_REVISION NOCACHE ORDER";
 
 pub const CREATE_INSTANCES: &str = "CREATE TABLE {s}.PROCGATE_INSTANCES (
     ID          RAW(16) PRIMARY KEY,
@@ -37,20 +43,70 @@ pub const CREATE_INSTANCES: &str = "CREATE TABLE {s}.PROCGATE_INSTANCES (
     LEASE_UNTIL TIMESTAMP WITH TIME ZONE NOT NULL
 )";
 
-/// Claims the oldest PENDING job for :instance; :claimed gets its id (NULL
-/// when there is none).
+pub const CREATE_TOMBSTONES: &str = "CREATE TABLE {s}.PROCGATE_TOMBSTONES (
+    ID             RAW(16) PRIMARY KEY,
+    OWNER          VARCHAR2(128),
+    PROCEDURE_NAME VARCHAR2(400) NOT NULL,
+    STATE          VARCHAR2(16) NOT NULL,
+    REVISION       NUMBER(19) NOT NULL UNIQUE,
+    DELETED_AT     TIMESTAMP WITH TIME ZONE DEFAULT SYSTIMESTAMP NOT NULL
+)";
+
+pub const CREATE_FEED: &str = "CREATE TABLE {s}.PROCGATE_FEED (
+    ID             NUMBER(1) DEFAULT 1 PRIMARY KEY CHECK (ID = 1),
+    PURGED_THROUGH NUMBER(19) DEFAULT 0 NOT NULL
+)";
+
+/// A job's columns, in the order the PostgreSQL store reads them.
+pub const COLUMNS: &str = "ID, OWNER, REQUEST_ID, CALL, STATE, PROGRESS, PROGRESS_MESSAGE, \
+    MESSAGES, OUTPUTS, ERROR, CANCEL_REQUESTED, CREATE_TIME, START_TIME, END_TIME, REVISION, \
+    CREATE_REVISION";
+
+/// Insert-or-get: a PENDING job whose submit takes one revision for both
+/// its revision and its place in submission order; with its (owner,
+/// request_id) already stored, nothing (then FIND_BY_REQUEST_ID).
+pub const INSERT: &str = "DECLARE
+    r NUMBER := {s}.PROCGATE_REVISION.NEXTVAL;
+BEGIN
+    INSERT INTO {s}.PROCGATE_JOBS (ID, OWNER, REQUEST_ID, PROCEDURE_NAME, CALL, STATE,
+        PROGRESS_MESSAGE, CREATE_TIME, REVISION, CREATE_REVISION)
+    VALUES (:id, :owner, :request_id, :procedure, :call, 'PENDING', :message, :create_time, r, r);
+    :inserted := 1;
+EXCEPTION
+    WHEN DUP_VAL_ON_INDEX THEN :inserted := 0;
+END;";
+
+pub const GET: &str = "SELECT {columns} FROM {s}.PROCGATE_JOBS WHERE ID = :id";
+
+pub const FIND_BY_REQUEST_ID: &str =
+    "SELECT {columns} FROM {s}.PROCGATE_JOBS WHERE OWNER = :owner AND REQUEST_ID = :request_id";
+
+/// One ListJobs page, newest first by submission; :states is a
+/// comma-separated list (empty: every state).
+pub const LIST_PAGE: &str = "SELECT {columns} FROM {s}.PROCGATE_JOBS
+ WHERE CREATE_REVISION < :before
+   AND (:states IS NULL OR INSTR(',' || :states || ',', ',' || STATE || ',') > 0)
+   AND (:procedure IS NULL OR LOWER(PROCEDURE_NAME) = LOWER(:procedure))
+   AND (:owner IS NULL OR OWNER = :owner)
+ ORDER BY CREATE_REVISION DESC FETCH FIRST :limit ROWS ONLY";
+
+pub const PENDING_COUNT: &str = "SELECT COUNT(*) FROM {s}.PROCGATE_JOBS WHERE STATE = 'PENDING'";
+
+/// Claims the oldest unclaimed PENDING job for :instance; it stays PENDING
+/// with `lifecycle::CLAIMED` as its message (:message). :claimed gets its
+/// id, NULL when there is none.
 pub const CLAIM: &str = "DECLARE
     CURSOR pending IS
-        SELECT ID FROM {s}.PROCGATE_JOBS WHERE STATE = 'PENDING'
-         ORDER BY SEQ FOR UPDATE SKIP LOCKED;
+        SELECT ID FROM {s}.PROCGATE_JOBS WHERE STATE = 'PENDING' AND INSTANCE_ID IS NULL
+         ORDER BY CREATE_REVISION FOR UPDATE SKIP LOCKED;
     l_id RAW(16);
 BEGIN
     OPEN pending;
     FETCH pending INTO l_id;
     IF pending%FOUND THEN
         UPDATE {s}.PROCGATE_JOBS
-           SET STATE = 'RUNNING', INSTANCE_ID = :instance, START_TIME = SYSTIMESTAMP,
-               PROGRESS_MESSAGE = 'waiting for a connection', VERSION = VERSION + 1
+           SET INSTANCE_ID = :instance, PROGRESS_MESSAGE = :message,
+               REVISION = {s}.PROCGATE_REVISION.NEXTVAL
          WHERE CURRENT OF pending;
     ELSE
         l_id := NULL;
@@ -60,74 +116,276 @@ BEGIN
     :claimed := l_id;
 END;";
 
-/// A running job's progress, only while it is this instance's.
-pub const SAVE_PROGRESS: &str = "UPDATE {s}.PROCGATE_JOBS
-   SET PROGRESS = :progress, PROGRESS_MESSAGE = :message, MESSAGES = :messages,
-       VERSION = VERSION + 1
- WHERE ID = :id AND STATE = 'RUNNING' AND INSTANCE_ID = :instance";
+/// Locks a job's row for a transition that `lifecycle` decides (cancel,
+/// recovery); WRITE then stores the result in the same transaction.
+pub const LOCK: &str = "SELECT {columns} FROM {s}.PROCGATE_JOBS WHERE ID = :id FOR UPDATE";
 
-/// A job's end, only while it is this instance's running job.
+pub const WRITE: &str = "UPDATE {s}.PROCGATE_JOBS
+   SET STATE = :state, PROGRESS = :progress, PROGRESS_MESSAGE = :message, MESSAGES = :messages,
+       OUTPUTS = :outputs, ERROR = :error, CANCEL_REQUESTED = :cancel_requested,
+       START_TIME = :start_time, END_TIME = :end_time,
+       INSTANCE_ID = NVL(:instance, INSTANCE_ID), REVISION = {s}.PROCGATE_REVISION.NEXTVAL
+ WHERE ID = :id
+ RETURNING REVISION INTO :revision";
+
+/// A claimed job's start and progress, only while it is this instance's
+/// live job.
+pub const SAVE_PROGRESS: &str = "UPDATE {s}.PROCGATE_JOBS
+   SET STATE = :state, START_TIME = :start_time, PROGRESS = :progress,
+       PROGRESS_MESSAGE = :message, MESSAGES = :messages,
+       REVISION = {s}.PROCGATE_REVISION.NEXTVAL
+ WHERE ID = :id AND STATE IN ('PENDING', 'RUNNING') AND INSTANCE_ID = :instance";
+
+/// A job's end, only while it is this instance's live job.
 pub const SAVE_END: &str = "UPDATE {s}.PROCGATE_JOBS
    SET STATE = :state, PROGRESS = :progress, PROGRESS_MESSAGE = :message,
        MESSAGES = :messages, OUTPUTS = :outputs, ERROR = :error, END_TIME = :end_time,
-       VERSION = VERSION + 1
- WHERE ID = :id AND STATE = 'RUNNING' AND INSTANCE_ID = :instance";
+       START_TIME = :start_time, CANCEL_REQUESTED = GREATEST(CANCEL_REQUESTED, :cancel_requested),
+       REVISION = {s}.PROCGATE_REVISION.NEXTVAL
+ WHERE ID = :id AND STATE IN ('PENDING', 'RUNNING') AND INSTANCE_ID = :instance";
 
-/// Expired jobs, 1,000 rows per statement (repeat until it deletes fewer).
-pub const SWEEP: &str = "DELETE FROM {s}.PROCGATE_JOBS WHERE END_TIME < :cutoff AND ROWNUM <= 1000";
+/// A claimed job that never got a connection goes back to the queue.
+pub const RELEASE: &str = "UPDATE {s}.PROCGATE_JOBS
+   SET INSTANCE_ID = NULL, PROGRESS_MESSAGE = :message, REVISION = {s}.PROCGATE_REVISION.NEXTVAL
+ WHERE ID = :id AND STATE = 'PENDING' AND INSTANCE_ID = :instance";
 
-/// Fails the RUNNING jobs of instances whose lease expired, then forgets them.
-pub const RECOVER: &str = "BEGIN
-    FOR dead IN (SELECT ID, NAME, LEASE_UNTIL FROM {s}.PROCGATE_INSTANCES
-                  WHERE LEASE_UNTIL < SYSTIMESTAMP FOR UPDATE SKIP LOCKED) LOOP
-        UPDATE {s}.PROCGATE_JOBS
-           SET STATE = 'FAILED', END_TIME = SYSTIMESTAMP, PROGRESS_MESSAGE = 'interrupted',
-               VERSION = VERSION + 1,
-               ERROR = JSON_OBJECT('interrupted' VALUE 'INTERRUPTED: instance ' || dead.NAME
-                       || ' (' || RAWTOHEX(dead.ID) || ') stopped renewing its lease at '
-                       || TO_CHAR(dead.LEASE_UNTIL) || ' while running this job')
-         WHERE INSTANCE_ID = dead.ID AND STATE = 'RUNNING';
-        DELETE FROM {s}.PROCGATE_INSTANCES WHERE ID = dead.ID;
-    END LOOP;
-    COMMIT;
+/// Which of the live jobs (:ids, comma-separated hex) someone asked to cancel.
+pub const CANCEL_REQUESTS: &str = "SELECT ID FROM {s}.PROCGATE_JOBS
+ WHERE INSTR(',' || :ids || ',', ',' || RAWTOHEX(ID) || ',') > 0 AND CANCEL_REQUESTED = 1";
+
+/// Deletes an ended job and leaves its tombstone; :deleted is 1 or 0.
+pub const DELETE: &str = "DECLARE
+    l_owner VARCHAR2(128);
+    l_procedure VARCHAR2(400);
+    l_state VARCHAR2(16);
+BEGIN
+    DELETE FROM {s}.PROCGATE_JOBS
+     WHERE ID = :id AND STATE IN ('COMPLETED', 'FAILED', 'CANCELLED')
+     RETURNING OWNER, PROCEDURE_NAME, STATE INTO l_owner, l_procedure, l_state;
+    :deleted := SQL%ROWCOUNT;
+    IF SQL%ROWCOUNT = 1 THEN
+        INSERT INTO {s}.PROCGATE_TOMBSTONES (ID, OWNER, PROCEDURE_NAME, STATE, REVISION)
+        VALUES (:id, l_owner, l_procedure, l_state, {s}.PROCGATE_REVISION.NEXTVAL);
+    END IF;
 END;";
 
-/// Renders a statement for a schema.
+/// Expired jobs, 1,000 at a time (repeat until :deleted < 1000), each
+/// leaving a tombstone.
+pub const SWEEP: &str = "DECLARE
+    TYPE ids_t IS TABLE OF RAW(16);
+    TYPE texts_t IS TABLE OF VARCHAR2(400);
+    l_ids ids_t; l_owners texts_t; l_procedures texts_t; l_states texts_t;
+BEGIN
+    DELETE FROM {s}.PROCGATE_JOBS
+     WHERE ID IN (SELECT ID FROM {s}.PROCGATE_JOBS WHERE END_TIME < :cutoff
+                   FETCH FIRST 1000 ROWS ONLY)
+     RETURNING ID, OWNER, PROCEDURE_NAME, STATE
+     BULK COLLECT INTO l_ids, l_owners, l_procedures, l_states;
+    FORALL i IN 1 .. l_ids.COUNT
+        INSERT INTO {s}.PROCGATE_TOMBSTONES (ID, OWNER, PROCEDURE_NAME, STATE, REVISION)
+        VALUES (l_ids(i), l_owners(i), l_procedures(i), l_states(i),
+                {s}.PROCGATE_REVISION.NEXTVAL);
+    :deleted := l_ids.COUNT;
+END;";
+
+/// Forgets tombstones older than :cutoff, keeping the highest purged
+/// revision so that a resume from before it is refused.
+pub const PURGE_TOMBSTONES: &str = "BEGIN
+    UPDATE {s}.PROCGATE_FEED SET PURGED_THROUGH = GREATEST(PURGED_THROUGH,
+        NVL((SELECT MAX(REVISION) FROM {s}.PROCGATE_TOMBSTONES WHERE DELETED_AT < :cutoff), 0));
+    DELETE FROM {s}.PROCGATE_TOMBSTONES WHERE DELETED_AT < :cutoff;
+END;";
+
+/// The change feed: jobs and tombstones stamped after :after.
+pub const CHANGED_JOBS: &str = "SELECT {columns} FROM {s}.PROCGATE_JOBS WHERE REVISION > :after
+ ORDER BY REVISION FETCH FIRST 1000 ROWS ONLY";
+
+pub const CHANGED_TOMBSTONES: &str = "SELECT ID, OWNER, PROCEDURE_NAME, STATE, REVISION, DELETED_AT
+  FROM {s}.PROCGATE_TOMBSTONES WHERE REVISION > :after ORDER BY REVISION FETCH FIRST 1000 ROWS ONLY";
+
+/// The current revision and the highest purged one.
+pub const REVISIONS: &str = "SELECT GREATEST(
+       NVL((SELECT MAX(REVISION) FROM {s}.PROCGATE_JOBS), 0),
+       NVL((SELECT MAX(REVISION) FROM {s}.PROCGATE_TOMBSTONES), 0),
+       f.PURGED_THROUGH), f.PURGED_THROUGH
+  FROM {s}.PROCGATE_FEED f";
+
+pub const HEARTBEAT: &str = "MERGE INTO {s}.PROCGATE_INSTANCES i
+USING (SELECT :id AS ID, :name AS NAME, :lease_until AS LEASE_UNTIL FROM DUAL) n
+   ON (i.ID = n.ID)
+ WHEN MATCHED THEN UPDATE SET i.LEASE_UNTIL = n.LEASE_UNTIL
+ WHEN NOT MATCHED THEN INSERT (ID, NAME, LEASE_UNTIL) VALUES (n.ID, n.NAME, n.LEASE_UNTIL)";
+
+/// Instances whose lease expired, locked for the recovery that follows:
+/// RELEASE_CLAIMS_OF, then `lifecycle::interrupt` on each of RUNNING_OF
+/// (LOCK + WRITE), then LEAVE.
+pub const EXPIRED_INSTANCES: &str = "SELECT ID, NAME, LEASE_UNTIL FROM {s}.PROCGATE_INSTANCES
+ WHERE LEASE_UNTIL < SYSTIMESTAMP FOR UPDATE SKIP LOCKED";
+
+/// What a dead instance claimed but never started goes back to the queue.
+pub const RELEASE_CLAIMS_OF: &str = "UPDATE {s}.PROCGATE_JOBS
+   SET INSTANCE_ID = NULL, REVISION = {s}.PROCGATE_REVISION.NEXTVAL
+ WHERE INSTANCE_ID = :instance AND STATE = 'PENDING'";
+
+pub const RUNNING_OF: &str = "SELECT {columns} FROM {s}.PROCGATE_JOBS
+ WHERE INSTANCE_ID = :instance AND STATE = 'RUNNING' FOR UPDATE";
+
+pub const LEAVE: &str = "DELETE FROM {s}.PROCGATE_INSTANCES WHERE ID = :instance";
+
+/// Every statement, for checks that hold of all of them.
+pub const ALL: [&str; 27] = [
+    CREATE_JOBS,
+    CREATE_REVISION,
+    CREATE_INSTANCES,
+    CREATE_TOMBSTONES,
+    CREATE_FEED,
+    INSERT,
+    GET,
+    FIND_BY_REQUEST_ID,
+    LIST_PAGE,
+    PENDING_COUNT,
+    CLAIM,
+    LOCK,
+    WRITE,
+    SAVE_PROGRESS,
+    SAVE_END,
+    RELEASE,
+    CANCEL_REQUESTS,
+    DELETE,
+    SWEEP,
+    PURGE_TOMBSTONES,
+    CHANGED_JOBS,
+    CHANGED_TOMBSTONES,
+    REVISIONS,
+    HEARTBEAT,
+    EXPIRED_INSTANCES,
+    RELEASE_CLAIMS_OF,
+    RUNNING_OF,
+];
+
+/// Renders a statement for a schema: `{s}` quoted, `{columns}` expanded.
 pub fn in_schema(sql: &str, schema: &str) -> String {
-    sql.replace("{s}", &format!("\"{}\"", schema.replace('"', "\"\"")))
+    sql.replace("{columns}", COLUMNS)
+        .replace("{s}", &format!("\"{}\"", schema.replace('"', "\"\"")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn statements_name_the_schema_and_keep_their_guards() {
-        let claim = in_schema(CLAIM, "APP");
-        assert!(claim.contains(r#""APP".PROCGATE_JOBS WHERE STATE = 'PENDING'"#));
-        assert!(claim.contains("FOR UPDATE SKIP LOCKED"));
-        assert!(claim.contains("WHERE CURRENT OF pending"));
-        for guarded in [SAVE_PROGRESS, SAVE_END] {
-            assert!(guarded.contains("STATE = 'RUNNING' AND INSTANCE_ID = :instance"));
-            assert!(guarded.contains("VERSION = VERSION + 1"));
+    /// The bind names of a statement, in order of first use.
+    fn binds(sql: &str) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        let mut rest = sql;
+        while let Some(at) = rest.find(':') {
+            let tail = &rest[at + 1..];
+            let name: String = tail
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let is_bind = !name.is_empty() && !rest[..at].ends_with(':');
+            if is_bind && !tail.starts_with('=') && !names.contains(&name) {
+                names.push(name.clone());
+            }
+            rest = &tail[name.len()..];
         }
-        assert!(SWEEP.contains("ROWNUM <= 1000"));
-        assert!(RECOVER.contains("LEASE_UNTIL < SYSTIMESTAMP"));
-        assert!(RECOVER.contains("'INTERRUPTED: instance '"));
-        let ddl = in_schema(CREATE_JOBS, r#"we"ird"#);
-        assert!(ddl.starts_with(r#"CREATE TABLE "we""ird".PROCGATE_JOBS"#));
-        assert!(ddl.contains("CHECK (OUTPUTS IS JSON)"));
-        assert!(ddl.contains("UNIQUE (OWNER, REQUEST_ID)"));
-        for sql in [
-            CREATE_JOBS,
-            CREATE_INSTANCES,
+        names
+    }
+
+    #[test]
+    fn every_statement_is_schema_qualified_and_renders_completely() {
+        for sql in ALL.iter().chain([&LEAVE]) {
+            assert!(sql.contains("{s}."), "schema-qualified: {sql}");
+            let rendered = in_schema(sql, r#"we"ird"#);
+            assert!(!rendered.contains('{'), "fully rendered: {rendered}");
+            assert!(rendered.contains(r#""we""ird"."#));
+        }
+    }
+
+    #[test]
+    fn changes_stamp_the_next_revision_and_writes_keep_their_guards() {
+        for write in [
             CLAIM,
+            WRITE,
             SAVE_PROGRESS,
             SAVE_END,
-            SWEEP,
-            RECOVER,
+            RELEASE,
+            RELEASE_CLAIMS_OF,
         ] {
-            assert!(sql.contains("{s}."), "every statement is schema-qualified");
+            assert!(
+                write.contains("REVISION = {s}.PROCGATE_REVISION.NEXTVAL"),
+                "{write}"
+            );
         }
+        for guarded in [SAVE_PROGRESS, SAVE_END] {
+            assert!(
+                guarded.contains("STATE IN ('PENDING', 'RUNNING') AND INSTANCE_ID = :instance"),
+                "{guarded}"
+            );
+        }
+        assert!(RELEASE.contains("STATE = 'PENDING' AND INSTANCE_ID = :instance"));
+        assert!(INSERT.contains("VALUES (:id, :owner, :request_id, :procedure, :call, 'PENDING', :message, :create_time, r, r)"));
+        for deletion in [DELETE, SWEEP] {
+            assert!(
+                deletion.contains("INSERT INTO {s}.PROCGATE_TOMBSTONES"),
+                "{deletion}"
+            );
+        }
+    }
+
+    #[test]
+    fn claims_take_the_oldest_unclaimed_job_and_leave_it_pending() {
+        let claim = in_schema(CLAIM, "APP");
+        assert!(
+            claim
+                .contains(r#""APP".PROCGATE_JOBS WHERE STATE = 'PENDING' AND INSTANCE_ID IS NULL"#)
+        );
+        assert!(claim.contains("ORDER BY CREATE_REVISION FOR UPDATE SKIP LOCKED"));
+        assert!(claim.contains("WHERE CURRENT OF pending"));
+        assert!(
+            !claim.contains("'RUNNING'"),
+            "the start comes with a connection"
+        );
+        assert_eq!(binds(CLAIM), ["instance", "message", "claimed"]);
+    }
+
+    #[test]
+    fn pages_and_the_feed_follow_the_revisions() {
+        assert!(LIST_PAGE.contains("ORDER BY CREATE_REVISION DESC"));
+        assert!(LIST_PAGE.contains("LOWER(PROCEDURE_NAME) = LOWER(:procedure)"));
+        assert_eq!(
+            binds(LIST_PAGE),
+            ["before", "states", "procedure", "owner", "limit"]
+        );
+        for feed in [CHANGED_JOBS, CHANGED_TOMBSTONES] {
+            assert!(
+                feed.contains("REVISION > :after ORDER BY REVISION"),
+                "{feed}"
+            );
+        }
+        assert!(PURGE_TOMBSTONES.contains("PURGED_THROUGH = GREATEST(PURGED_THROUGH"));
+        assert_eq!(binds(WRITE).last().map(String::as_str), Some("revision"));
+    }
+
+    #[test]
+    fn the_tables_are_those_of_version_2() {
+        let jobs = in_schema(CREATE_JOBS, "APP");
+        for column in [
+            "REVISION         NUMBER(19) NOT NULL",
+            "CREATE_REVISION  NUMBER(19) NOT NULL UNIQUE",
+        ] {
+            assert!(jobs.contains(column), "{column}");
+        }
+        assert!(
+            !jobs.contains("VERSION          NUMBER"),
+            "version 1's column is gone"
+        );
+        assert!(!jobs.contains(" SEQ "), "version 1's column is gone");
+        assert!(jobs.contains("CHECK (OUTPUTS IS JSON)"));
+        assert!(jobs.contains("UNIQUE (OWNER, REQUEST_ID)"));
+        assert!(
+            CREATE_REVISION.contains("ORDER"),
+            "revisions in commit order across RAC nodes"
+        );
     }
 }
