@@ -240,13 +240,20 @@ impl DatabaseJobs {
         if let Some(watch) = self.already_followed(&id, caller)? {
             return Ok(watch);
         }
-        let _reading = self.interest().await?;
+        // Held until the follower is registered: concurrent first watchers
+        // wait here, then find it followed, and the reader cannot read past
+        // a change before the follower hears of it.
+        let mut reader = self.reader.lock().await;
         if let Some(watch) = self.already_followed(&id, caller)? {
             return Ok(watch);
         }
         let job = self.visible(&id, caller).await?;
         if job.state.is_terminal() {
             return Ok(JobWatch::Ended(Box::new(job)));
+        }
+        if reader.idle {
+            // Every later change of the job is stamped above this.
+            self.resume_reading(&mut reader, job.revision);
         }
         let tx = watch::Sender::new(job);
         let rx = tx.subscribe();
@@ -276,7 +283,11 @@ impl DatabaseJobs {
         since: Option<u64>,
     ) -> Result<(Subscription, Vec<FeedEvent>)> {
         let subscription = {
-            let _reading = self.interest().await?;
+            let mut reader = self.reader.lock().await;
+            if reader.idle {
+                let now = self.store.revision().await?;
+                self.resume_reading(&mut reader, now);
+            }
             self.feed.subscribe(filter)
         };
         let start = self
@@ -299,20 +310,15 @@ impl DatabaseJobs {
         Ok((subscription, events))
     }
 
-    /// Wakes the change reader if it was idle (nobody watched), from the
-    /// store's current revision. Hold the guard while registering the new
-    /// interest, so that the reader cannot go idle again in between.
-    async fn interest(&self) -> Result<tokio::sync::MutexGuard<'_, Reader>> {
-        let mut reader = self.reader.lock().await;
-        if reader.idle {
-            let now = self.store.revision().await?;
-            reader.cursor = reader.cursor.max(now);
-            reader.idle = false;
-            reader.states.clear();
-            self.feed.advance(reader.cursor);
-            self.read_through.send_replace(reader.cursor);
-        }
-        Ok(reader)
+    /// Wakes the change reader, idle while nobody watched, to read the
+    /// changes after `revision`. Called with the reader held while the new
+    /// interest is registered, so that it cannot go idle again in between.
+    fn resume_reading(&self, reader: &mut Reader, revision: u64) {
+        reader.cursor = reader.cursor.max(revision);
+        reader.idle = false;
+        reader.states.clear();
+        self.feed.advance(reader.cursor);
+        self.read_through.send_replace(reader.cursor);
     }
 
     /// Waits until the change reader has published through `revision`.
