@@ -104,6 +104,23 @@ struct Reader {
     /// The last state read of each live job, so that a change is matched
     /// against the filters before and after it.
     states: HashMap<Uuid, JobState>,
+    /// The cursor at the previous poll: each poll reads again from there,
+    /// in case a write committed after a later revision had been read.
+    horizon: u64,
+    /// What was published since the horizon, by job: a row read again is
+    /// not published twice.
+    published: HashMap<Uuid, u64>,
+}
+
+impl Reader {
+    /// Whether this change of a job is new to the reader; records it.
+    fn first_time(&mut self, id: Uuid, revision: u64) -> bool {
+        let seen = self.published.get(&id).is_some_and(|&r| r >= revision);
+        if !seen {
+            self.published.insert(id, revision);
+        }
+        !seen
+    }
 }
 
 impl DatabaseJobs {
@@ -315,8 +332,10 @@ impl DatabaseJobs {
     /// interest is registered, so that it cannot go idle again in between.
     fn resume_reading(&self, reader: &mut Reader, revision: u64) {
         reader.cursor = reader.cursor.max(revision);
+        reader.horizon = reader.cursor;
         reader.idle = false;
         reader.states.clear();
+        reader.published.clear();
         self.feed.advance(reader.cursor);
         self.read_through.send_replace(reader.cursor);
     }
@@ -602,10 +621,21 @@ impl DatabaseJobs {
         if reader.idle {
             return;
         }
+        // A sequence value is taken before its transaction commits, so a
+        // write can become visible after one stamped later was read: each
+        // poll reads again from the previous poll's cursor.
+        let from = if polled {
+            reader.horizon
+        } else {
+            reader.cursor
+        };
+        let horizon = reader.cursor;
+        let mut after = from;
         loop {
-            match self.store.changes(reader.cursor).await {
+            match self.store.changes(after).await {
                 Ok(changes) => {
                     let more = changes.more;
+                    after = changes.through;
                     self.fan_out(&mut reader, changes);
                     if !more {
                         break;
@@ -618,7 +648,9 @@ impl DatabaseJobs {
             }
         }
         if polled {
-            // In case a change committed after a later revision was read.
+            reader.horizon = horizon;
+            reader.published.retain(|_, revision| *revision > horizon);
+            // The same for followed jobs, in one query.
             self.refresh_followed().await;
         }
     }
@@ -650,6 +682,9 @@ impl DatabaseJobs {
     }
 
     fn changed(&self, reader: &mut Reader, job: JobSnapshot) {
+        if !reader.first_time(job.id, job.revision) {
+            return;
+        }
         let before = if job.state.is_terminal() {
             reader.states.remove(&job.id)
         } else {
@@ -661,6 +696,9 @@ impl DatabaseJobs {
     }
 
     fn deleted(&self, reader: &mut Reader, tombstone: Tombstone) {
+        if !reader.first_time(tombstone.id, tombstone.revision) {
+            return;
+        }
         reader.states.remove(&tombstone.id);
         self.followed
             .lock()
