@@ -25,6 +25,7 @@ on_both_stores!(
     only_ended_jobs_can_be_deleted_and_then_they_are_gone,
     ended_jobs_expire_and_their_watchers_hear_of_it,
     every_watcher_of_a_job_sees_its_end,
+    a_job_that_finds_the_database_gone_waits_at_the_head_of_the_queue,
 );
 
 fn fake(name: &str) -> pb::ProcedureCall {
@@ -411,4 +412,36 @@ async fn every_watcher_of_a_job_sees_its_end(store: Store) {
     }
     let revisions: HashSet<u64> = ends.iter().map(|(_, r)| *r).collect();
     assert_eq!(revisions.len(), 1, "every watcher saw the same end");
+}
+
+async fn a_job_that_finds_the_database_gone_waits_at_the_head_of_the_queue(store: Store) {
+    let gw = fake_gateway(store, &["--max-running-jobs", "1"]).await;
+    let mut client = gw.client().await;
+    let blocker = submit(&mut client, fake("block")).await;
+    wait_state(&client, &blocker.id, S::Running).await;
+    // Queued behind it, in this order; the first will find the database
+    // gone before it gets a connection.
+    let mut queued = vec![submit(&mut client, fake("unreachable_once")).await];
+    for _ in 0..3 {
+        queued.push(submit(&mut client, fake("ok")).await);
+    }
+    client
+        .cancel_job(pb::CancelJobRequest { id: blocker.id })
+        .await
+        .unwrap();
+    let mut ended = Vec::new();
+    for job in &queued {
+        let done = wait_state(&client, &job.id, S::Completed).await;
+        assert!(done.error.is_none(), "{done:?}");
+        ended.push(done);
+    }
+    // It never failed: it stayed PENDING and still started first.
+    let starts: Vec<std::time::SystemTime> = ended
+        .iter()
+        .map(|j| j.start_time.clone().unwrap().try_into().unwrap())
+        .collect();
+    assert!(
+        starts.windows(2).all(|w| w[0] <= w[1]),
+        "jobs did not start in submission order: {starts:?}"
+    );
 }

@@ -6,9 +6,12 @@
 //! - `fake.progress`: reports 10, 30, 50, 70, 90 % with a message each,
 //!   prints a line, then answers;
 //! - `fake.fail`: fails as a procedure's RAISE would (P0001);
-//! - `fake.block`: runs until it is cancelled.
+//! - `fake.block`: runs until it is cancelled;
+//! - `fake.unreachable_once`: the first call finds the database gone before
+//!   it gets a connection (UNAVAILABLE, nothing ran); later calls answer.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use procgate::backend::{Backend, Interrupt, Phase, ProcedureDescription, Progress};
@@ -16,7 +19,11 @@ use procgate::call::{Outputs, ProcedureCall, Value};
 use procgate::error::{DbError, DbErrorKind, Error, Result};
 use procgate::name::ProcedureName;
 
-pub struct FakeBackend;
+#[derive(Default)]
+pub struct FakeBackend {
+    /// Whether `fake.unreachable_once` has failed its once.
+    unreachable_done: AtomicBool,
+}
 
 #[async_trait::async_trait]
 impl Backend for FakeBackend {
@@ -26,6 +33,13 @@ impl Backend for FakeBackend {
         progress: &Arc<dyn Progress>,
         interrupt: &Interrupt,
     ) -> Result<Outputs> {
+        if call.display_name == "fake.unreachable_once"
+            && !self.unreachable_done.swap(true, Ordering::SeqCst)
+        {
+            return Err(Error::Unavailable(
+                "the database is unreachable: connection refused".into(),
+            ));
+        }
         progress.phase(Phase::ConnectionAcquired);
         if interrupt.is_requested() {
             return Err(cancelled());
@@ -37,7 +51,7 @@ impl Backend for FakeBackend {
             Ok(outputs)
         };
         match call.display_name.as_str() {
-            "fake.ok" => done(),
+            "fake.ok" | "fake.unreachable_once" => done(),
             "fake.progress" => {
                 for percent in [10, 30, 50, 70, 90] {
                     tokio::time::sleep(Duration::from_millis(20)).await;

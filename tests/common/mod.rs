@@ -406,7 +406,7 @@ pub async fn gateway(store: Store, extra: &[&str]) -> Gateway {
 /// A gateway on `store` whose calls go to the scripted [`fake::FakeBackend`]
 /// (the database store still lives in a real PostgreSQL).
 pub async fn fake_gateway(store: Store, extra: &[&str]) -> Gateway {
-    let backend = std::sync::Arc::new(fake::FakeBackend);
+    let backend = std::sync::Arc::new(fake::FakeBackend::default());
     match store {
         Store::Memory => {
             Gateway::start_with(backend, "postgres://unused@127.0.0.1:9/none", extra).await
