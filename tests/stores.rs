@@ -438,7 +438,7 @@ async fn a_job_that_finds_the_database_gone_waits_at_the_head_of_the_queue(store
     // It never failed: it stayed PENDING and still started first.
     let starts: Vec<std::time::SystemTime> = ended
         .iter()
-        .map(|j| j.start_time.clone().unwrap().try_into().unwrap())
+        .map(|j| j.start_time.unwrap().try_into().unwrap())
         .collect();
     assert!(
         starts.windows(2).all(|w| w[0] <= w[1]),
