@@ -126,6 +126,35 @@ async fn a_request_id_reused_for_another_call_is_already_exists(store: Store) {
         .await
         .unwrap()
         .into_inner();
+    // The same call, written differently: names fold, parameters bind by
+    // name in any order.
+    let params = |order: [(&str, i64); 2]| {
+        order
+            .iter()
+            .map(|(name, n)| p_in(name, pb::value::Kind::IntegerValue(*n)))
+            .collect::<Vec<_>>()
+    };
+    let with_params = |procedure: &str, order, key: &str| pb::SubmitAsyncRequest {
+        call: Some(call(procedure, params(order))),
+        request_id: key.into(),
+    };
+    let sum = client
+        .submit_async(with_params("fake.ok", [("a", 1), ("b", 2)], "sum-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let same = client
+        .submit_async(with_params("FAKE.OK", [("B", 2), ("a", 1)], "sum-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(same.id, sum.id);
+    let changed = client
+        .submit_async(with_params("fake.ok", [("a", 1), ("b", 3)], "sum-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(changed.code(), Code::AlreadyExists, "{changed:?}");
+
     let other = client
         .submit_async(submit_request("progress", "load-2026-12-01"))
         .await
@@ -194,6 +223,29 @@ async fn pages_are_newest_first_without_gaps_and_filters_apply(store: Store) {
         .await
         .unwrap_err();
     assert_eq!(bad_token.code(), Code::InvalidArgument);
+    // A filter no procedure name can match is refused, not kept.
+    let huge = "p".repeat(1 << 20);
+    let listed = client
+        .list_jobs(pb::ListJobsRequest {
+            procedure: huge.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let watched = client
+        .watch_jobs(pb::WatchJobsRequest {
+            procedure: huge,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    for refused in [listed, watched] {
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(
+            refused.message().contains("procedure filter"),
+            "{refused:?}"
+        );
+    }
 }
 
 async fn another_owners_job_does_not_exist_for_a_caller(store: Store) {

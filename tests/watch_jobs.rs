@@ -381,8 +381,17 @@ async fn watch_job_since_a_revision_sends_only_what_is_newer(store: Store) {
     .await;
     let running = wait_state(&client, &staged.id, S::Running).await;
     let mut stream = watch(staged.id.clone(), running.revision).await;
+    let mut future = watch(staged.id.clone(), u64::MAX).await;
     let next = stream.next().await.unwrap().unwrap();
     assert!(next.revision > running.revision, "{next:?}");
+    while let Some(job) = stream.next().await {
+        assert!(job.unwrap().revision > running.revision);
+    }
+    // From a revision it will never reach: nothing, then the end.
+    let nothing = tokio::time::timeout(Duration::from_secs(10), future.next())
+        .await
+        .expect("the stream ends with the job");
+    assert!(nothing.is_none(), "{nothing:?}");
 }
 
 async fn list_jobs_is_strictly_newest_first_by_submission(store: Store) {

@@ -134,7 +134,7 @@ impl ProcedureService for ProcedureApi {
         let request = request.into_inner();
         let filter = ListFilter {
             states: job_states(&request.states)?,
-            procedure: (!request.procedure.is_empty()).then_some(request.procedure),
+            procedure: procedure_filter(request.procedure)?,
         };
         let page = self
             .jobs
@@ -173,7 +173,7 @@ impl ProcedureService for ProcedureApi {
         let request = request.into_inner();
         let filter = WatchFilter {
             states: job_states(&request.states)?,
-            procedure: (!request.procedure.is_empty()).then_some(request.procedure),
+            procedure: procedure_filter(request.procedure)?,
             caller,
         };
         let since = (request.since_revision > 0).then_some(request.since_revision);
@@ -217,6 +217,21 @@ fn job_states(raw: &[i32]) -> Result<HashSet<JobState>, Error> {
     raw.iter()
         .filter_map(|raw| convert::job_state_from_proto(*raw).transpose())
         .collect()
+}
+
+/// A ListJobs or WatchJobs procedure filter (empty: every procedure). It is
+/// compared with the names as submitted, so one longer than any valid name
+/// (three parts of 128 characters, quoted) can match nothing and is refused
+/// rather than kept by every stream that asks for it.
+fn procedure_filter(procedure: String) -> Result<Option<String>, Error> {
+    const LONGEST_NAME: usize = 3 * (2 * crate::name::MAX_IDENTIFIER_LEN + 2) + 2;
+    if procedure.chars().count() > LONGEST_NAME {
+        return Err(Error::InvalidArgument(format!(
+            "the procedure filter is {} characters long; a procedure name has at most {LONGEST_NAME}",
+            procedure.chars().count()
+        )));
+    }
+    Ok((!procedure.is_empty()).then_some(procedure))
 }
 
 /// The caller's deadline, from the `grpc-timeout` header: 1 to 8 ASCII

@@ -1,9 +1,9 @@
 //! The watch streams as protobuf messages.
 //!
 //! WatchJob is built like tonic-health's watch: a named stream type over a
-//! `WatchStream` of the job's channel. It yields the current snapshot first
-//! (unless it is no newer than `since_revision`), then the latest one after
-//! each change; a reader that falls behind skips intermediate snapshots but
+//! `WatchStream` of the job's channel. It yields the current snapshot first,
+//! then the latest one after each change (skipping those no newer than
+//! `since_revision`); a reader that falls behind skips intermediate snapshots but
 //! never the last. WatchJobs yields the first events of its subscription,
 //! then what the feed queues for it. Dropping either stream (the client went
 //! away) drops its receiver or subscription and nothing else is held.
@@ -20,8 +20,8 @@ use crate::jobs::{FeedEvent, JobSnapshot, JobWatch, Subscription};
 use crate::proto as pb;
 
 pub enum JobStream {
-    /// Following a live job; its current snapshot is skipped when it is no
-    /// newer than `since`.
+    /// Following a live job; snapshots no newer than `since` are skipped
+    /// (the client has them), and a skipped terminal one ends the stream.
     Live {
         changes: WatchStream<JobSnapshot>,
         since: Option<u64>,
@@ -59,8 +59,6 @@ impl Stream for JobStream {
                 }
                 JobStream::Live { changes, since } => {
                     let job = ready!(Pin::new(&mut *changes).poll_next(cx));
-                    // Only the current snapshot can be one the client has.
-                    let since = since.take();
                     match job {
                         Some(job) if since.is_some_and(|s| job.revision <= s) => {
                             if job.state.is_terminal() {

@@ -333,7 +333,12 @@ pub fn job_json(job: &pb::Job) -> Json {
             "value": p.value.as_ref().map(|v| value_json(Some(v))),
         })).collect::<Vec<_>>(),
         "owner": job.owner,
+        "request_id": job.request_id,
         "revision": job.revision,
+        "create_revision": job.create_revision,
+        "duration_seconds": job.duration.and_then(|d| std::time::Duration::try_from(d).ok())
+            .map(|d| d.as_secs_f64()),
+        "messages_dropped": job.messages_dropped,
         "cancel_requested": job.cancel_requested,
     })
 }

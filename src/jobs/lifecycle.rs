@@ -263,8 +263,27 @@ pub fn shutting_down() -> Error {
 /// A request_id names one call: a retry of that call gets its job back, and
 /// another call (another procedure, other parameters) is refused rather
 /// than silently answered with the first one's job (AIP-155).
+/// The same call means the same procedure (plain names compared as the
+/// database folds them) and the same parameters in any order, since they
+/// bind by name.
 pub fn same_call(existing: JobSnapshot, call: &ProcedureCall) -> Result<JobSnapshot, Error> {
-    if *existing.call == *call {
+    fn by_name(call: &ProcedureCall) -> Vec<&crate::call::Param> {
+        let mut params: Vec<_> = call.params.iter().collect();
+        params.sort_by_key(|p| p.name.folded_lower());
+        params
+    }
+    let same = existing.call.name.normalised() == call.name.normalised()
+        && existing.call.returns == call.returns
+        && existing.call.params.len() == call.params.len()
+        && by_name(&existing.call)
+            .into_iter()
+            .zip(by_name(call))
+            .all(|(a, b)| {
+                a.name.folded_lower() == b.name.folded_lower()
+                    && (a.direction, a.value_type, &a.value, a.size)
+                        == (b.direction, b.value_type, &b.value, b.size)
+            });
+    if same {
         Ok(existing)
     } else {
         Err(request_id_taken(&existing))
