@@ -26,6 +26,7 @@ on_both_stores!(
     ended_jobs_expire_and_their_watchers_hear_of_it,
     every_watcher_of_a_job_sees_its_end,
     a_job_that_finds_the_database_gone_waits_at_the_head_of_the_queue,
+    a_watcher_sees_every_state_change_of_jobs_that_end_at_once,
 );
 
 fn fake(name: &str) -> pb::ProcedureCall {
@@ -496,4 +497,47 @@ async fn a_job_that_finds_the_database_gone_waits_at_the_head_of_the_queue(store
         starts.windows(2).all(|w| w[0] <= w[1]),
         "jobs did not start in submission order: {starts:?}"
     );
+}
+
+async fn a_watcher_sees_every_state_change_of_jobs_that_end_at_once(store: Store) {
+    let gw = fake_gateway(store, &[]).await;
+    let mut client = gw.client().await;
+    let mut events = client
+        .watch_jobs(pb::WatchJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let synced = events.next().await.unwrap().unwrap();
+    assert_eq!(synced.r#type, E::Synced as i32);
+    let mut ids = HashSet::new();
+    for _ in 0..20 {
+        ids.insert(submit(&mut client, fake("ok")).await.id);
+    }
+    let mut states: std::collections::HashMap<String, Vec<S>> = Default::default();
+    let mut revisions = vec![synced.revision];
+    let mut ended = 0;
+    while ended < ids.len() {
+        let event = tokio::time::timeout(Duration::from_secs(15), events.next())
+            .await
+            .expect("an event")
+            .unwrap()
+            .unwrap();
+        revisions.push(event.revision);
+        let job = event.job.unwrap();
+        let seen = states.entry(job.id.clone()).or_default();
+        if seen.last() != Some(&state_of(&job)) {
+            seen.push(state_of(&job));
+        }
+        if state_of(&job) == S::Completed {
+            ended += 1;
+        }
+    }
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+    for id in &ids {
+        assert_eq!(
+            states[id],
+            [S::Pending, S::Running, S::Completed],
+            "job {id} ({store:?})"
+        );
+    }
 }

@@ -41,7 +41,7 @@ use uuid::Uuid;
 use super::feed::{Feed, FeedEvent, Subscription, Tombstone, WatchFilter};
 use super::lifecycle;
 use super::registry::{page_size_for, page_token_for, parse_id, parse_page_token};
-use super::store::{CancelOutcome, Changes, JobStore};
+use super::store::{CancelOutcome, ChangedJob, Changes, JobStore};
 use super::{JobRegistry, JobSnapshot, JobState, JobWatch, ListFilter, Page};
 use crate::auth::Caller;
 use crate::call::ProcedureCall;
@@ -635,8 +635,9 @@ impl DatabaseJobs {
             match self.store.changes(after).await {
                 Ok(changes) => {
                     let more = changes.more;
+                    let read_from = after;
                     after = changes.through;
-                    self.fan_out(&mut reader, changes);
+                    self.fan_out(&mut reader, changes, read_from);
                     if !more {
                         break;
                     }
@@ -655,25 +656,54 @@ impl DatabaseJobs {
         }
     }
 
-    /// Publishes a batch of changes, in revision order, to the feed and the
-    /// hub.
-    fn fan_out(&self, reader: &mut Reader, changes: Changes) {
+    /// Publishes a batch of changes read after revision `from`, in
+    /// revision order, to the feed and the hub. The table keeps a job's
+    /// latest state only, so a state the reader did not see (a job
+    /// submitted and started between two reads, or started and ended) is
+    /// replayed from the revisions the row keeps: `create_revision` for its
+    /// submit, `start_revision` for its start. A watcher never misses a
+    /// state change.
+    fn fan_out(&self, reader: &mut Reader, changes: Changes, from: u64) {
+        enum Step {
+            Changed(JobSnapshot),
+            Deleted(Tombstone),
+        }
+        let revision = |step: &Step| match step {
+            Step::Changed(job) => job.revision,
+            Step::Deleted(tombstone) => tombstone.revision,
+        };
         let Changes {
             jobs,
             deleted,
             through,
             ..
         } = changes;
-        let mut jobs = jobs.into_iter().peekable();
-        let mut deleted = deleted.into_iter().peekable();
-        loop {
-            let next_job = jobs.peek().map(|j| j.revision);
-            let next_deleted = deleted.peek().map(|t| t.revision);
-            match (next_job, next_deleted) {
-                (None, None) => break,
-                (Some(j), Some(d)) if d < j => self.deleted(reader, deleted.next().unwrap()),
-                (Some(_), _) => self.changed(reader, jobs.next().unwrap()),
-                (None, Some(_)) => self.deleted(reader, deleted.next().unwrap()),
+        let mut steps: Vec<Step> = deleted.into_iter().map(Step::Deleted).collect();
+        for ChangedJob {
+            job,
+            start_revision,
+        } in jobs
+        {
+            let known = reader.states.get(&job.id).copied();
+            let last = reader.published.get(&job.id).copied().unwrap_or(0);
+            let unseen = |r: u64| r > from && r > last && r < job.revision;
+            if job.state != JobState::Pending && known.is_none() && unseen(job.create_revision) {
+                steps.push(Step::Changed(lifecycle::as_submitted(&job)));
+            }
+            if let Some(started) = start_revision
+                && job.state.is_terminal()
+                && known != Some(JobState::Running)
+                && unseen(started)
+            {
+                steps.push(Step::Changed(lifecycle::as_started(&job, started)));
+            }
+            steps.push(Step::Changed(job));
+        }
+        steps.sort_by_key(revision);
+        for step in steps {
+            match step {
+                Step::Changed(job) => self.changed(reader, job),
+                Step::Deleted(tombstone) => self.deleted(reader, tombstone),
             }
         }
         reader.cursor = reader.cursor.max(through);

@@ -210,6 +210,39 @@ pub fn interrupt(
     true
 }
 
+/// The job as it was when submitted (revision `create_revision`), for a
+/// feed reader that first sees it later, so that its submit is not lost.
+pub fn as_submitted(job: &JobSnapshot) -> JobSnapshot {
+    JobSnapshot {
+        state: JobState::Pending,
+        progress: 0,
+        progress_message: "queued".into(),
+        start_time: None,
+        end_time: None,
+        outputs: None,
+        error: None,
+        cancel_requested: false,
+        messages: Default::default(),
+        revision: job.create_revision,
+        ..job.clone()
+    }
+}
+
+/// The job as it was when it started (revision `start_revision`), for a
+/// feed reader that first sees it ended.
+pub fn as_started(job: &JobSnapshot, start_revision: u64) -> JobSnapshot {
+    JobSnapshot {
+        state: JobState::Running,
+        progress: job.progress.min(crate::backend::INDETERMINATE_MAX),
+        progress_message: "connection acquired".into(),
+        end_time: None,
+        outputs: None,
+        error: None,
+        revision: start_revision,
+        ..job.clone()
+    }
+}
+
 /// Whether a finished job is past its retention at `now`.
 pub fn expired(job: &JobSnapshot, retention: std::time::Duration, now: SystemTime) -> bool {
     job.end_time

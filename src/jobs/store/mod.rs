@@ -49,11 +49,19 @@ const COLUMNS: &str = "id, owner, request_id, call, state, progress, progress_me
 /// The next revision, in statement text.
 const NEXT: &str = "nextval('{s}.procgate_revision')";
 
+/// A changed job as the feed reads it.
+#[derive(Debug)]
+pub struct ChangedJob {
+    pub job: JobSnapshot,
+    /// The revision at which it became RUNNING, if it did.
+    pub start_revision: Option<u64>,
+}
+
 /// The store's change feed after a revision.
 #[derive(Debug, Default)]
 pub struct Changes {
     /// Changed jobs, in revision order.
-    pub jobs: Vec<JobSnapshot>,
+    pub jobs: Vec<ChangedJob>,
     /// Deletions, in revision order.
     pub deleted: Vec<Tombstone>,
     /// The highest revision read (or the one asked from, when nothing changed).
@@ -341,9 +349,13 @@ impl JobStore {
             .await?
             .execute(
                 &self.sql(
-                    "UPDATE {s}.procgate_jobs SET state = $2, start_time = $3, progress = $4, \
-                     progress_message = $5, messages = $6, revision = {next} \
-                     WHERE id = $1 AND state IN ('PENDING', 'RUNNING') AND instance_id = $7",
+                    "WITH r AS (SELECT {next} AS v) \
+                     UPDATE {s}.procgate_jobs j SET state = $2, start_time = $3, progress = $4, \
+                     progress_message = $5, messages = $6, revision = r.v, \
+                     start_revision = CASE WHEN $2 = 'RUNNING' \
+                       THEN coalesce(j.start_revision, r.v) ELSE j.start_revision END \
+                     FROM r WHERE j.id = $1 AND j.state IN ('PENDING', 'RUNNING') \
+                     AND j.instance_id = $7",
                 ),
                 &[
                     &job.id,
@@ -368,10 +380,16 @@ impl JobStore {
             .await?
             .execute(
                 &self.sql(
-                    "UPDATE {s}.procgate_jobs SET state = $2, progress = $3, progress_message = $4, \
-                     messages = $5, outputs = $6, error = $7, end_time = $8, start_time = $11, \
-                     cancel_requested = cancel_requested OR $9, revision = {next} \
-                     WHERE id = $1 AND state IN ('PENDING', 'RUNNING') AND instance_id = $10",
+                    "WITH s AS (SELECT {next} AS v), e AS (SELECT {next} AS v) \
+                     UPDATE {s}.procgate_jobs j SET state = $2, progress = $3, \
+                     progress_message = $4, messages = $5, outputs = $6, error = $7, \
+                     end_time = $8, start_time = $11, \
+                     cancel_requested = j.cancel_requested OR $9, \
+                     revision = greatest(s.v, e.v), \
+                     start_revision = CASE WHEN $11::timestamptz IS NOT NULL \
+                       THEN coalesce(j.start_revision, least(s.v, e.v)) ELSE j.start_revision END \
+                     FROM s, e WHERE j.id = $1 AND j.state IN ('PENDING', 'RUNNING') \
+                     AND j.instance_id = $10",
                 ),
                 &[
                     &job.id,
@@ -524,7 +542,7 @@ impl JobStore {
         let client = self.client().await?;
         let after_i = after as i64;
         let jobs_sql = self.sql(&format!(
-            "SELECT {COLUMNS} FROM {{s}}.procgate_jobs WHERE revision > $1 \
+            "SELECT {COLUMNS}, start_revision FROM {{s}}.procgate_jobs WHERE revision > $1 \
              ORDER BY revision LIMIT {CHANGES_BATCH}"
         ));
         let deleted_sql = self.sql(&format!(
@@ -541,7 +559,17 @@ impl JobStore {
             .map_err(unavailable)?;
         let more = jobs.len() as i64 == CHANGES_BATCH || deleted.len() as i64 == CHANGES_BATCH;
         let mut changes = Changes {
-            jobs: jobs.iter().map(from_row).collect::<Result<_>>()?,
+            jobs: jobs
+                .iter()
+                .map(|row| {
+                    Ok(ChangedJob {
+                        job: from_row(row)?,
+                        start_revision: row
+                            .get::<_, Option<i64>>("start_revision")
+                            .map(|r| r as u64),
+                    })
+                })
+                .collect::<Result<_>>()?,
             deleted: deleted
                 .iter()
                 .map(tombstone_from_row)
@@ -553,13 +581,13 @@ impl JobStore {
             // Read on from the lower of the two batches' ends, so that
             // neither list skips what lies beyond the other's end.
             let end = |last: Option<u64>| last.unwrap_or(u64::MAX);
-            let through = end(changes.jobs.last().map(|j| j.revision))
+            let through = end(changes.jobs.last().map(|j| j.job.revision))
                 .min(end(changes.deleted.last().map(|t| t.revision)));
-            changes.jobs.retain(|j| j.revision <= through);
+            changes.jobs.retain(|j| j.job.revision <= through);
             changes.deleted.retain(|t| t.revision <= through);
             changes.through = through;
         } else {
-            let last_job = changes.jobs.last().map_or(0, |j| j.revision);
+            let last_job = changes.jobs.last().map_or(0, |j| j.job.revision);
             let last_deleted = changes.deleted.last().map_or(0, |t| t.revision);
             changes.through = after.max(last_job).max(last_deleted);
         }

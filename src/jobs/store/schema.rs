@@ -46,8 +46,11 @@ CREATE INDEX IF NOT EXISTS procgate_jobs_ended ON {s}.procgate_jobs (end_time) W
 ", "
 -- Version 2: one store-wide revision for every change, the change feed and
 -- its tombstones. Existing jobs get revisions in their submission order.
+-- start_revision is the revision at which a job became RUNNING, so that a
+-- reader who missed that write still replays the state change.
 CREATE SEQUENCE {s}.procgate_revision;
-ALTER TABLE {s}.procgate_jobs ADD COLUMN revision bigint, ADD COLUMN create_revision bigint;
+ALTER TABLE {s}.procgate_jobs ADD COLUMN revision bigint, ADD COLUMN create_revision bigint,
+  ADD COLUMN start_revision bigint;
 UPDATE {s}.procgate_jobs j SET revision = o.r, create_revision = o.r
   FROM (SELECT id, row_number() OVER (ORDER BY seq) AS r FROM {s}.procgate_jobs) o WHERE j.id = o.id;
 SELECT setval('{s}.procgate_revision', coalesce((SELECT max(revision) FROM {s}.procgate_jobs), 0) + 1, false);
