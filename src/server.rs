@@ -79,7 +79,7 @@ pub async fn run_with(
         (config.job_store == JobStoreKind::Memory).then(|| feed.clone()),
     );
     let jobs = match config.job_store {
-        JobStoreKind::Memory => Jobs::Memory(registry.clone()),
+        JobStoreKind::Memory => registry.clone() as Jobs,
         JobStoreKind::Database => {
             if backend.kind() != "postgres" {
                 return Err(Error::InvalidArgument(
@@ -95,7 +95,7 @@ pub async fn run_with(
                 feed,
             )
             .await?;
-            Jobs::Database(store, registry.clone())
+            store as Jobs
         }
     };
     let api = ProcedureApi {

@@ -41,7 +41,7 @@ use uuid::Uuid;
 use super::feed::{Feed, FeedEvent, Subscription, Tombstone, WatchFilter};
 use super::lifecycle;
 use super::registry::{page_size_for, page_token_for, parse_id, parse_page_token};
-use super::store::{CancelOutcome, ChangedJob, Changes, JobStore};
+use super::store::{CancelOutcome, ChangedJob, Changes, PostgresStore};
 use super::{JobRegistry, JobSnapshot, JobState, JobWatch, ListFilter, Page};
 use crate::auth::Caller;
 use crate::call::ProcedureCall;
@@ -69,7 +69,7 @@ pub struct StoreSettings {
 }
 
 pub struct DatabaseJobs {
-    store: Arc<JobStore>,
+    store: Arc<PostgresStore>,
     /// The jobs this instance runs, with their watch channels.
     local: Arc<JobRegistry>,
     instance: Uuid,
@@ -132,7 +132,7 @@ impl DatabaseJobs {
         local: Arc<JobRegistry>,
         feed: Arc<Feed>,
     ) -> Result<Arc<DatabaseJobs>> {
-        let store = Arc::new(JobStore::open(database_url, &settings.schema, 16).await?);
+        let store = Arc::new(PostgresStore::open(database_url, &settings.schema, 16).await?);
         let instance = Uuid::new_v4();
         store
             .heartbeat(&instance, &settings.instance_name, settings.lease)

@@ -13,7 +13,7 @@
 //! - the hub: each live job's `watch` channel, shared by every WatchJob of
 //!   it on this instance (in database mode also for jobs that run on other
 //!   instances), and the [`feed`] that WatchJobs streams read;
-//! - [`Jobs`], what the API talks to.
+//! - [`JobStore`], the trait both stores implement, which the API talks to.
 //!
 //! A watcher that falls behind skips intermediate snapshots but always sees
 //! the last, terminal one, and thousands of watchers of one job share one
@@ -37,7 +37,7 @@ use uuid::Uuid;
 pub use distributed::{DatabaseJobs, StoreSettings};
 pub use feed::{Feed, FeedEvent, Subscription, Tombstone, WatchFilter};
 pub use registry::{JobRegistry, JobWatch, ListFilter, Page};
-pub use service::Jobs;
+pub use service::{JobStore, Jobs};
 
 use crate::backend::MessageLog;
 use crate::call::{Outputs, ProcedureCall};

@@ -1,11 +1,16 @@
-//! The jobs the API talks to: in this process's memory (one instance), or
-//! in the database job store (durable, shared by every instance).
+//! The jobs the API talks to: the [`JobStore`] trait, with two
+//! implementations chosen once at start-up: [`JobRegistry`], in this
+//! process's memory (one instance), and [`DatabaseJobs`], in the database
+//! job store (durable, shared by every instance).
 //!
-//! An enum rather than a trait object: two implementations, chosen once at
-//! start-up, with async methods.
+//! Both apply the same lifecycle (`super::lifecycle`) and feed WatchJobs
+//! streams through the same [`super::feed`]; claiming and saving a job are
+//! each store's own business, behind these operations.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
 
 use super::{
     DatabaseJobs, FeedEvent, JobRegistry, JobSnapshot, JobWatch, ListFilter, Page, Subscription,
@@ -15,98 +20,162 @@ use crate::auth::Caller;
 use crate::call::ProcedureCall;
 use crate::error::Result;
 
-#[derive(Clone)]
-pub enum Jobs {
-    Memory(Arc<JobRegistry>),
-    Database(Arc<DatabaseJobs>, Arc<JobRegistry>),
+/// What the API holds.
+pub type Jobs = Arc<dyn JobStore>;
+
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Insert-or-get: queues a call as a job; a known `request_id` returns
+    /// its job (ALREADY_EXISTS for another call), before capacity is
+    /// checked.
+    async fn submit(
+        &self,
+        call: ProcedureCall,
+        request_id: Option<String>,
+        owner: &Caller,
+    ) -> Result<JobSnapshot>;
+
+    async fn get(&self, id: &str, caller: &Caller) -> Result<JobSnapshot>;
+
+    /// One page, newest first by submission.
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        page_size: usize,
+        page_token: &str,
+        caller: &Caller,
+    ) -> Result<Page>;
+
+    /// One job's changes (WatchJob).
+    async fn watch(&self, id: &str, caller: &Caller) -> Result<JobWatch>;
+
+    /// The change feed (WatchJobs): the stream's first events and its place
+    /// in the feed.
+    async fn watch_jobs(
+        &self,
+        filter: WatchFilter,
+        since: Option<u64>,
+    ) -> Result<(Subscription, Vec<FeedEvent>)>;
+
+    async fn cancel(&self, id: &str, caller: &Caller) -> Result<JobSnapshot>;
+
+    async fn delete(&self, id: &str, caller: &Caller) -> Result<()>;
+
+    /// Removes jobs that ended more than `retention` ago; how many.
+    async fn sweep(&self, retention: Duration) -> Result<u64>;
+
+    /// Accepts no new jobs, cancels the live ones, waits for them to end
+    /// and stops every task of the store.
+    async fn shutdown(&self);
 }
 
-impl Jobs {
-    /// The registry of the jobs that run in this process.
-    pub fn local(&self) -> &Arc<JobRegistry> {
-        match self {
-            Jobs::Memory(registry) | Jobs::Database(_, registry) => registry,
-        }
-    }
+// Each method calls the store's own (inherent) one of the same name.
 
-    pub async fn submit(
+#[async_trait]
+impl JobStore for JobRegistry {
+    async fn submit(
         &self,
         call: ProcedureCall,
         request_id: Option<String>,
         owner: &Caller,
     ) -> Result<JobSnapshot> {
-        match self {
-            Jobs::Memory(registry) => registry.submit(call, request_id, owner),
-            Jobs::Database(store, _) => store.submit(call, request_id, owner).await,
-        }
+        JobRegistry::submit(self, call, request_id, owner)
     }
 
-    pub async fn get(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
-        match self {
-            Jobs::Memory(registry) => registry.get(id, caller),
-            Jobs::Database(store, _) => store.get(id, caller).await,
-        }
+    async fn get(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
+        JobRegistry::get(self, id, caller)
     }
 
-    pub async fn list(
+    async fn list(
         &self,
         filter: &ListFilter,
         page_size: usize,
         page_token: &str,
         caller: &Caller,
     ) -> Result<Page> {
-        match self {
-            Jobs::Memory(registry) => registry.list(filter, page_size, page_token, caller),
-            Jobs::Database(store, _) => store.list(filter, page_size, page_token, caller).await,
-        }
+        JobRegistry::list(self, filter, page_size, page_token, caller)
     }
 
-    pub async fn watch(&self, id: &str, caller: &Caller) -> Result<JobWatch> {
-        match self {
-            Jobs::Memory(registry) => registry.watch(id, caller),
-            Jobs::Database(store, _) => store.watch(id, caller).await,
-        }
+    async fn watch(&self, id: &str, caller: &Caller) -> Result<JobWatch> {
+        JobRegistry::watch(self, id, caller)
     }
 
-    /// The start of a WatchJobs stream and its place in the feed.
-    pub async fn watch_jobs(
+    async fn watch_jobs(
         &self,
         filter: WatchFilter,
         since: Option<u64>,
     ) -> Result<(Subscription, Vec<FeedEvent>)> {
-        match self {
-            Jobs::Memory(registry) => registry.watch_jobs(filter, since),
-            Jobs::Database(store, _) => store.watch_jobs(filter, since).await,
-        }
+        JobRegistry::watch_jobs(self, filter, since)
     }
 
-    pub async fn cancel(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
-        match self {
-            Jobs::Memory(registry) => registry.cancel(id, caller),
-            Jobs::Database(store, _) => store.cancel(id, caller).await,
-        }
+    async fn cancel(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
+        JobRegistry::cancel(self, id, caller)
     }
 
-    pub async fn delete(&self, id: &str, caller: &Caller) -> Result<()> {
-        match self {
-            Jobs::Memory(registry) => registry.delete(id, caller),
-            Jobs::Database(store, _) => store.delete(id, caller).await,
-        }
+    async fn delete(&self, id: &str, caller: &Caller) -> Result<()> {
+        JobRegistry::delete(self, id, caller)
     }
 
-    /// Removes jobs that ended more than `retention` ago; how many.
-    pub async fn sweep(&self, retention: Duration) -> Result<u64> {
-        match self {
-            Jobs::Memory(registry) => Ok(registry.sweep(SystemTime::now()) as u64),
-            Jobs::Database(store, _) => store.sweep(retention).await,
-        }
+    async fn sweep(&self, _retention: Duration) -> Result<u64> {
+        // The registry knows its retention (JobLimits).
+        Ok(JobRegistry::sweep(self, SystemTime::now()) as u64)
     }
 
-    /// Accepts no new jobs, cancels the running ones, waits for them to end.
-    pub async fn shutdown(&self) {
-        match self {
-            Jobs::Memory(registry) => registry.shutdown().await,
-            Jobs::Database(store, _) => store.shutdown().await,
-        }
+    async fn shutdown(&self) {
+        JobRegistry::shutdown(self).await
+    }
+}
+
+#[async_trait]
+impl JobStore for DatabaseJobs {
+    async fn submit(
+        &self,
+        call: ProcedureCall,
+        request_id: Option<String>,
+        owner: &Caller,
+    ) -> Result<JobSnapshot> {
+        DatabaseJobs::submit(self, call, request_id, owner).await
+    }
+
+    async fn get(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
+        DatabaseJobs::get(self, id, caller).await
+    }
+
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        page_size: usize,
+        page_token: &str,
+        caller: &Caller,
+    ) -> Result<Page> {
+        DatabaseJobs::list(self, filter, page_size, page_token, caller).await
+    }
+
+    async fn watch(&self, id: &str, caller: &Caller) -> Result<JobWatch> {
+        DatabaseJobs::watch(self, id, caller).await
+    }
+
+    async fn watch_jobs(
+        &self,
+        filter: WatchFilter,
+        since: Option<u64>,
+    ) -> Result<(Subscription, Vec<FeedEvent>)> {
+        DatabaseJobs::watch_jobs(self, filter, since).await
+    }
+
+    async fn cancel(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
+        DatabaseJobs::cancel(self, id, caller).await
+    }
+
+    async fn delete(&self, id: &str, caller: &Caller) -> Result<()> {
+        DatabaseJobs::delete(self, id, caller).await
+    }
+
+    async fn sweep(&self, retention: Duration) -> Result<u64> {
+        DatabaseJobs::sweep(self, retention).await
+    }
+
+    async fn shutdown(&self) {
+        DatabaseJobs::shutdown(self).await
     }
 }

@@ -104,7 +104,7 @@ pub async fn migrate(url: &str, schema: &str) -> Result<Vec<i32>> {
     applied
 }
 
-pub struct JobStore {
+pub struct PostgresStore {
     pool: Pool,
     url: String,
     schema: String,
@@ -118,9 +118,9 @@ fn corrupt(e: String) -> Error {
     Error::Internal(format!("a stored job could not be read: {e}"))
 }
 
-impl JobStore {
+impl PostgresStore {
     /// Connects and checks that the schema's version is this binary's.
-    pub async fn open(url: &str, schema: &str, connections: usize) -> Result<JobStore> {
+    pub async fn open(url: &str, schema: &str, connections: usize) -> Result<PostgresStore> {
         let config = tokio_postgres::Config::from_str(url)
             .map_err(|e| Error::InvalidArgument(format!("invalid job store URL: {e}")))?;
         let manager = Manager::from_config(
@@ -134,7 +134,7 @@ impl JobStore {
             .max_size(connections)
             .build()
             .map_err(unavailable)?;
-        let store = JobStore {
+        let store = PostgresStore {
             pool,
             url: url.to_string(),
             schema: schema.to_string(),
