@@ -224,14 +224,22 @@ pub fn event_line(event: &pb::JobEvent) -> String {
             state_name(job.state),
             job.procedure
         ),
-        Some(job) => format!(
-            "{head}  {}  {}  {}  {}  {}",
-            job.id,
-            state_name(job.state),
-            progress_text(job),
-            job.procedure,
-            job.progress_message
-        ),
+        Some(job) => {
+            // A change may be a new message only: show the latest.
+            let said = job
+                .messages
+                .last()
+                .map(|m| format!("  | {m}"))
+                .unwrap_or_default();
+            format!(
+                "{head}  {}  {}  {}  {}  {}{said}",
+                job.id,
+                state_name(job.state),
+                progress_text(job),
+                job.procedure,
+                job.progress_message
+            )
+        }
     }
 }
 
