@@ -307,25 +307,19 @@ async fn jobs_watch_prints_one_line_per_event() {
         }
     });
     let mut seen = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut submitted = None;
-    while std::time::Instant::now() < deadline {
-        match lines.try_recv().ok() {
-            Some(line) => {
-                let event: serde_json::Value = serde_json::from_str(&line).unwrap();
-                if event["event"] == "SYNCED" && submitted.is_none() {
-                    let (code, out, err) =
-                        run(&server, &["submit", "pkg_etl.sumar", "a=1", "b=2"]).await;
-                    assert_eq!(code, Some(0), "{err}");
-                    submitted = Some(out.trim().to_string());
-                }
-                let done = event["event"] == "CHANGED" && event["job"]["state"] == "COMPLETED";
-                seen.push(event);
-                if done {
-                    break;
-                }
-            }
-            None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+    let within = std::time::Duration::from_secs(20);
+    while let Ok(Some(line)) = tokio::time::timeout(within, lines.recv()).await {
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["event"] == "SYNCED" && submitted.is_none() {
+            let (code, out, err) = run(&server, &["submit", "pkg_etl.sumar", "a=1", "b=2"]).await;
+            assert_eq!(code, Some(0), "{err}");
+            submitted = Some(out.trim().to_string());
+        }
+        let done = event["event"] == "CHANGED" && event["job"]["state"] == "COMPLETED";
+        seen.push(event);
+        if done {
+            break;
         }
     }
     watcher.kill().unwrap();

@@ -32,6 +32,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -42,7 +43,7 @@ use super::feed::{Feed, FeedEvent, Subscription, Tombstone, WatchFilter};
 use super::lifecycle;
 use super::registry::{page_size_for, page_token_for, parse_id, parse_page_token};
 use super::store::{CancelOutcome, ChangedJob, Changes, PostgresStore};
-use super::{JobRegistry, JobSnapshot, JobState, JobWatch, ListFilter, Page};
+use super::{JobRegistry, JobSnapshot, JobState, JobStore, JobWatch, ListFilter, Page};
 use crate::auth::Caller;
 use crate::call::ProcedureCall;
 use crate::error::{Error, Result};
@@ -181,101 +182,11 @@ impl DatabaseJobs {
         self.instance
     }
 
-    pub async fn submit(
-        &self,
-        call: ProcedureCall,
-        request_id: Option<String>,
-        owner: &Caller,
-    ) -> Result<JobSnapshot> {
-        if !self.local.is_accepting() {
-            return Err(lifecycle::shutting_down());
-        }
-        super::registry::check_request_id(request_id.as_deref())?;
-        // Idempotency before capacity, as in memory: a retry gets its job
-        // even when the queue is full.
-        if let Some(request_id) = request_id.as_deref()
-            && let Some(existing) = self
-                .store
-                .find_by_request_id(&owner.name, request_id)
-                .await?
-        {
-            return lifecycle::same_call(existing, &call);
-        }
-        let max_pending = self.local.limits.max_pending;
-        if self.store.pending().await? >= max_pending as i64 {
-            return Err(lifecycle::queue_full(max_pending));
-        }
-        let job = lifecycle::submit(call, request_id.map(Into::into), owner.name.clone());
-        let stored = self.store.insert(&job).await?;
-        if stored.id != job.id {
-            // Another submit with the same request_id won the race.
-            return lifecycle::same_call(stored, &job.call);
-        }
-        self.store.notify("pending").await;
-        Ok(stored)
-    }
-
-    pub async fn get(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
-        self.visible(&parse_id(id)?, caller).await
-    }
-
     async fn visible(&self, id: &Uuid, caller: &Caller) -> Result<JobSnapshot> {
         match self.store.get(id).await? {
             Some(job) if caller.may_see(&job.owner) => Ok(job),
             _ => Err(Error::JobNotFound(id.to_string())),
         }
-    }
-
-    pub async fn list(
-        &self,
-        filter: &ListFilter,
-        page_size: usize,
-        page_token: &str,
-        caller: &Caller,
-    ) -> Result<Page> {
-        let page_size = page_size_for(page_size);
-        let before = parse_page_token(page_token)?.min(i64::MAX as u64) as i64;
-        let owner = (!caller.admin).then_some(caller.name.as_ref());
-        let mut jobs = self
-            .store
-            .list(filter, owner, before, page_size as i64 + 1)
-            .await?;
-        let next_page_token = (jobs.len() > page_size).then(|| {
-            jobs.truncate(page_size);
-            page_token_for(jobs[page_size - 1].create_revision)
-        });
-        Ok(Page {
-            jobs,
-            next_page_token,
-        })
-    }
-
-    /// Follows a job through the hub, wherever it runs: the store's
-    /// revisions are the ones every watcher sees.
-    pub async fn watch(&self, id: &str, caller: &Caller) -> Result<JobWatch> {
-        let id = parse_id(id)?;
-        if let Some(watch) = self.already_followed(&id, caller)? {
-            return Ok(watch);
-        }
-        // Held until the follower is registered: concurrent first watchers
-        // wait here, then find it followed, and the reader cannot read past
-        // a change before the follower hears of it.
-        let mut reader = self.reader.lock().await;
-        if let Some(watch) = self.already_followed(&id, caller)? {
-            return Ok(watch);
-        }
-        let job = self.visible(&id, caller).await?;
-        if job.state.is_terminal() {
-            return Ok(JobWatch::Ended(Box::new(job)));
-        }
-        if reader.idle {
-            // Every later change of the job is stamped above this.
-            self.resume_reading(&mut reader, job.revision);
-        }
-        let tx = watch::Sender::new(job);
-        let rx = tx.subscribe();
-        self.followed.lock().expect("hub lock").insert(id, tx);
-        Ok(JobWatch::Live(rx))
     }
 
     /// A WatchJob of a job this instance already follows: no query, not
@@ -289,42 +200,6 @@ impl DatabaseJobs {
             return Err(Error::JobNotFound(id.to_string()));
         }
         Ok(Some(JobWatch::Live(tx.subscribe())))
-    }
-
-    /// The start of a WatchJobs stream: what the store holds (in one
-    /// snapshot of it), merged with what the change reader published
-    /// meanwhile.
-    pub async fn watch_jobs(
-        &self,
-        filter: WatchFilter,
-        since: Option<u64>,
-    ) -> Result<(Subscription, Vec<FeedEvent>)> {
-        let subscription = {
-            let mut reader = self.reader.lock().await;
-            if reader.idle {
-                let now = self.store.revision().await?;
-                self.resume_reading(&mut reader, now);
-            }
-            self.feed.subscribe(filter)
-        };
-        let start = self
-            .store
-            .start_of_watch(subscription.filter(), since)
-            .await?;
-        self.reached(start.revision).await?;
-        let as_event = |job: JobSnapshot| match since {
-            Some(_) => FeedEvent::Changed(Arc::new(job)),
-            None => FeedEvent::Existing(Arc::new(job)),
-        };
-        let mut initial: Vec<FeedEvent> = start.jobs.into_iter().map(as_event).collect();
-        initial.extend(
-            start
-                .deleted
-                .into_iter()
-                .map(|t| FeedEvent::Deleted(Arc::new(t))),
-        );
-        let events = subscription.open(initial, start.revision);
-        Ok((subscription, events))
     }
 
     /// Wakes the change reader, idle while nobody watched, to read the
@@ -350,66 +225,6 @@ impl DatabaseJobs {
             _ => Err(Error::Unavailable(
                 "the job store's change feed is not readable right now; retry".into(),
             )),
-        }
-    }
-
-    pub async fn cancel(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
-        let id = parse_id(id)?;
-        self.visible(&id, caller).await?;
-        match self.store.cancel(&id).await? {
-            CancelOutcome::Cancelled(job) => {
-                // An instance may hold it, claimed, waiting for a connection.
-                self.store.notify(&format!("cancel:{id}")).await;
-                Ok(job)
-            }
-            CancelOutcome::Requested(job) => {
-                if self.local.runs_here(&id) {
-                    self.local.cancel(&id.to_string(), &Caller::anonymous())?;
-                } else {
-                    self.store.notify(&format!("cancel:{id}")).await;
-                }
-                Ok(job)
-            }
-            CancelOutcome::Missing => Err(Error::JobNotFound(id.to_string())),
-        }
-    }
-
-    pub async fn delete(&self, id: &str, caller: &Caller) -> Result<()> {
-        let id = parse_id(id)?;
-        let job = self.visible(&id, caller).await?;
-        lifecycle::delete(&job)?;
-        if self.store.delete(&id).await? {
-            self.store.notify(&id.to_string()).await;
-            Ok(())
-        } else {
-            Err(Error::JobNotFound(id.to_string()))
-        }
-    }
-
-    /// Deletes jobs that ended more than `retention` ago, and old tombstones.
-    pub async fn sweep(&self, retention: Duration) -> Result<u64> {
-        let swept = self
-            .store
-            .sweep(retention, self.settings.tombstone_retention)
-            .await?;
-        if swept > 0 {
-            self.store.notify("swept").await;
-        }
-        Ok(swept)
-    }
-
-    /// Stops claiming, cancels this instance's jobs, waits for them to be
-    /// written, stops every task of the store, and leaves the cluster: once
-    /// it returns, nothing of the store runs or writes.
-    pub async fn shutdown(&self) {
-        self.local.shutdown().await;
-        self.writers.close();
-        self.writers.wait().await;
-        self.stop.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
-        if let Err(e) = self.store.leave(&self.instance).await {
-            warn!(error = %e, "could not leave the job store cleanly; the lease will expire");
         }
     }
 
@@ -776,6 +591,195 @@ impl DatabaseJobs {
                 }
             }
             Err(e) => warn!(error = %e, "refreshing followed jobs failed"),
+        }
+    }
+}
+
+#[async_trait]
+impl JobStore for DatabaseJobs {
+    async fn submit(
+        &self,
+        call: ProcedureCall,
+        request_id: Option<String>,
+        owner: &Caller,
+    ) -> Result<JobSnapshot> {
+        if !self.local.is_accepting() {
+            return Err(lifecycle::shutting_down());
+        }
+        super::registry::check_request_id(request_id.as_deref())?;
+        // Idempotency before capacity, as in memory: a retry gets its job
+        // even when the queue is full.
+        if let Some(request_id) = request_id.as_deref()
+            && let Some(existing) = self
+                .store
+                .find_by_request_id(&owner.name, request_id)
+                .await?
+        {
+            return lifecycle::same_call(existing, &call);
+        }
+        let max_pending = self.local.limits.max_pending;
+        if self.store.pending().await? >= max_pending as i64 {
+            return Err(lifecycle::queue_full(max_pending));
+        }
+        let job = lifecycle::submit(call, request_id.map(Into::into), owner.name.clone());
+        let stored = self.store.insert(&job).await?;
+        if stored.id != job.id {
+            // Another submit with the same request_id won the race.
+            return lifecycle::same_call(stored, &job.call);
+        }
+        self.store.notify("pending").await;
+        Ok(stored)
+    }
+
+    async fn get(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
+        self.visible(&parse_id(id)?, caller).await
+    }
+
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        page_size: usize,
+        page_token: &str,
+        caller: &Caller,
+    ) -> Result<Page> {
+        let page_size = page_size_for(page_size);
+        let before = parse_page_token(page_token)?.min(i64::MAX as u64) as i64;
+        let owner = (!caller.admin).then_some(caller.name.as_ref());
+        let mut jobs = self
+            .store
+            .list(filter, owner, before, page_size as i64 + 1)
+            .await?;
+        let next_page_token = (jobs.len() > page_size).then(|| {
+            jobs.truncate(page_size);
+            page_token_for(jobs[page_size - 1].create_revision)
+        });
+        Ok(Page {
+            jobs,
+            next_page_token,
+        })
+    }
+
+    /// Follows a job through the hub, wherever it runs: the store's
+    /// revisions are the ones every watcher sees.
+    async fn watch(&self, id: &str, caller: &Caller) -> Result<JobWatch> {
+        let id = parse_id(id)?;
+        if let Some(watch) = self.already_followed(&id, caller)? {
+            return Ok(watch);
+        }
+        // Held until the follower is registered: concurrent first watchers
+        // wait here, then find it followed, and the reader cannot read past
+        // a change before the follower hears of it.
+        let mut reader = self.reader.lock().await;
+        if let Some(watch) = self.already_followed(&id, caller)? {
+            return Ok(watch);
+        }
+        let job = self.visible(&id, caller).await?;
+        if job.state.is_terminal() {
+            return Ok(JobWatch::Ended(Box::new(job)));
+        }
+        if reader.idle {
+            // Every later change of the job is stamped above this.
+            self.resume_reading(&mut reader, job.revision);
+        }
+        let tx = watch::Sender::new(job);
+        let rx = tx.subscribe();
+        self.followed.lock().expect("hub lock").insert(id, tx);
+        Ok(JobWatch::Live(rx))
+    }
+
+    /// The start of a WatchJobs stream: what the store holds (in one
+    /// snapshot of it), merged with what the change reader published
+    /// meanwhile.
+    async fn watch_jobs(
+        &self,
+        filter: WatchFilter,
+        since: Option<u64>,
+    ) -> Result<(Subscription, Vec<FeedEvent>)> {
+        let subscription = {
+            let mut reader = self.reader.lock().await;
+            if reader.idle {
+                let now = self.store.revision().await?;
+                self.resume_reading(&mut reader, now);
+            }
+            self.feed.subscribe(filter)
+        };
+        let start = self
+            .store
+            .start_of_watch(subscription.filter(), since)
+            .await?;
+        self.reached(start.revision).await?;
+        let as_event = |job: JobSnapshot| match since {
+            Some(_) => FeedEvent::Changed(Arc::new(job)),
+            None => FeedEvent::Existing(Arc::new(job)),
+        };
+        let mut initial: Vec<FeedEvent> = start.jobs.into_iter().map(as_event).collect();
+        initial.extend(
+            start
+                .deleted
+                .into_iter()
+                .map(|t| FeedEvent::Deleted(Arc::new(t))),
+        );
+        let events = subscription.open(initial, start.revision);
+        Ok((subscription, events))
+    }
+
+    async fn cancel(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
+        let id = parse_id(id)?;
+        self.visible(&id, caller).await?;
+        match self.store.cancel(&id).await? {
+            CancelOutcome::Cancelled(job) => {
+                // An instance may hold it, claimed, waiting for a connection.
+                self.store.notify(&format!("cancel:{id}")).await;
+                Ok(job)
+            }
+            CancelOutcome::Requested(job) => {
+                if self.local.runs_here(&id) {
+                    self.local.cancel(&id.to_string(), &Caller::anonymous())?;
+                } else {
+                    self.store.notify(&format!("cancel:{id}")).await;
+                }
+                Ok(job)
+            }
+            CancelOutcome::Missing => Err(Error::JobNotFound(id.to_string())),
+        }
+    }
+
+    async fn delete(&self, id: &str, caller: &Caller) -> Result<()> {
+        let id = parse_id(id)?;
+        let job = self.visible(&id, caller).await?;
+        lifecycle::delete(&job)?;
+        if self.store.delete(&id).await? {
+            self.store.notify(&id.to_string()).await;
+            Ok(())
+        } else {
+            Err(Error::JobNotFound(id.to_string()))
+        }
+    }
+
+    /// Deletes jobs that ended more than `retention` ago, and old tombstones.
+    async fn sweep(&self, retention: Duration) -> Result<u64> {
+        let swept = self
+            .store
+            .sweep(retention, self.settings.tombstone_retention)
+            .await?;
+        if swept > 0 {
+            self.store.notify("swept").await;
+        }
+        Ok(swept)
+    }
+
+    /// Stops claiming, cancels this instance's jobs, waits for them to be
+    /// written, stops every task of the store, and leaves the cluster: once
+    /// it returns, nothing of the store runs or writes.
+    async fn shutdown(&self) {
+        self.local.shutdown().await;
+        self.writers.close();
+        self.writers.wait().await;
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        if let Err(e) = self.store.leave(&self.instance).await {
+            warn!(error = %e, "could not leave the job store cleanly; the lease will expire");
         }
     }
 }

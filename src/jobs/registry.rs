@@ -24,7 +24,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
@@ -36,7 +38,7 @@ use super::feed::{Feed, FeedEvent, Subscription, WatchFilter};
 use super::lifecycle::{self, Cancel};
 use super::live::LiveJob;
 use super::runner::{self, Ran};
-use super::{JobLimits, JobSnapshot, JobState};
+use super::{JobLimits, JobSnapshot, JobState, JobStore};
 use crate::auth::Caller;
 use crate::backend::Backend;
 use crate::call::ProcedureCall;
@@ -190,146 +192,6 @@ impl JobRegistry {
         self.feed
             .as_ref()
             .expect("only the memory store submits, lists changes and keeps tombstones")
-    }
-
-    /// Queues a call as a job; with a known `request_id`, returns that job.
-    pub fn submit(
-        &self,
-        call: ProcedureCall,
-        request_id: Option<String>,
-        owner: &Caller,
-    ) -> Result<JobSnapshot> {
-        check_request_id(request_id.as_deref())?;
-        if !self.is_accepting() {
-            return Err(lifecycle::shutting_down());
-        }
-        let request_key = request_id.map(|key| (owner.name.clone(), Arc::<str>::from(key)));
-        let mut jobs = self.lock();
-        // Idempotency before capacity: a retry gets its job even when the
-        // queue is full.
-        if let Some(key) = &request_key
-            && let Some(id) = jobs.by_request_id.get(key)
-        {
-            return lifecycle::same_call(jobs.by_id[id].snapshot(), &call);
-        }
-        if jobs.queue.len() >= self.limits.max_pending {
-            return Err(lifecycle::queue_full(self.limits.max_pending));
-        }
-        self.evict_over_cap(&mut jobs);
-
-        let job = LiveJob::submitted(
-            lifecycle::submit(
-                call,
-                request_key.as_ref().map(|(_, key)| key.clone()),
-                owner.name.clone(),
-            ),
-            self.feed(),
-        );
-        let snapshot = job.snapshot();
-        if let Some(key) = request_key {
-            jobs.by_request_id.insert(key, snapshot.id);
-        }
-        jobs.queue.insert(snapshot.create_revision, job.clone());
-        jobs.insert_live(job);
-        drop(jobs);
-        self.queued.notify_one();
-        Ok(snapshot)
-    }
-
-    pub fn get(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
-        let id = parse_id(id)?;
-        Ok(visible(&self.lock(), &id, caller)?.snapshot())
-    }
-
-    /// How to follow the job: its channel while it is live, else its end.
-    pub fn watch(&self, id: &str, caller: &Caller) -> Result<JobWatch> {
-        let id = parse_id(id)?;
-        Ok(match &visible(&self.lock(), &id, caller)?.slot {
-            Slot::Live(job) => JobWatch::Live(job.subscribe()),
-            Slot::Ended(snapshot) => JobWatch::Ended(snapshot.clone()),
-        })
-    }
-
-    /// Jobs newest first, `page_size` (0 = default) at a time.
-    pub fn list(
-        &self,
-        filter: &ListFilter,
-        page_size: usize,
-        page_token: &str,
-        caller: &Caller,
-    ) -> Result<Page> {
-        let page_size = page_size_for(page_size);
-        let before = parse_page_token(page_token)?;
-        let procedure = filter.procedure.as_deref();
-        let jobs = self.lock();
-        let mut page = Vec::with_capacity(page_size);
-        let mut next_page_token = None;
-        for (&order, id) in jobs.order.range(..before).rev() {
-            let entry = &jobs.by_id[id];
-            let matches = entry.with(|job| {
-                caller.may_see(&job.owner)
-                    && (filter.states.is_empty() || filter.states.contains(&job.state))
-                    && procedure.is_none_or(|p| job.call.display_name.eq_ignore_ascii_case(p))
-            });
-            if !matches {
-                continue;
-            }
-            if page.len() == page_size {
-                next_page_token = Some(page_token_for(order + 1));
-                break;
-            }
-            page.push(entry.snapshot());
-        }
-        Ok(Page {
-            jobs: page,
-            next_page_token,
-        })
-    }
-
-    /// The start of a WatchJobs stream (memory mode): EXISTING events for
-    /// the live jobs that match, or, resuming after `since`, a CHANGED
-    /// event for every job changed after it and a DELETED one for every
-    /// deletion, merged with what changed meanwhile, then SYNCED.
-    pub fn watch_jobs(
-        &self,
-        filter: WatchFilter,
-        since: Option<u64>,
-    ) -> Result<(Subscription, Vec<FeedEvent>)> {
-        let feed = self.feed();
-        let subscription = feed.subscribe(filter);
-        let filter = subscription.filter();
-        let mut initial = match since {
-            Some(since) => feed
-                .tombstones_after(since, filter)?
-                .into_iter()
-                .map(FeedEvent::Deleted)
-                .collect(),
-            None => Vec::new(),
-        };
-        {
-            let jobs = self.lock();
-            for entry in jobs.by_id.values() {
-                let event = entry.with(|job| {
-                    if !filter.admits(&job.owner, &job.call.display_name) {
-                        return None;
-                    }
-                    match since {
-                        Some(since) => {
-                            (job.revision > since).then(|| FeedEvent::Changed(job.clone().into()))
-                        }
-                        None => (!job.state.is_terminal()
-                            && (filter.states.is_empty() || filter.states.contains(&job.state)))
-                        .then(|| FeedEvent::Existing(job.clone().into())),
-                    }
-                });
-                initial.extend(event);
-            }
-        }
-        // Read after the listing: every change up to here is either in it
-        // or queued for the subscription.
-        let synced = feed.revision();
-        let events = subscription.open(initial, synced);
-        Ok((subscription, events))
     }
 
     /// Cancels a job: PENDING ends at once, RUNNING is interrupted in the
@@ -511,15 +373,6 @@ impl JobRegistry {
         let _ = up.wait_for(|up| *up).await;
     }
 
-    /// Forgets a finished job (memory mode), leaving a tombstone.
-    pub fn delete(&self, id: &str, caller: &Caller) -> Result<()> {
-        let id = parse_id(id)?;
-        let mut jobs = self.lock();
-        visible(&jobs, &id, caller)?.with(lifecycle::delete)?;
-        self.remove(&mut jobs, &id, SystemTime::now());
-        Ok(())
-    }
-
     /// Removes a job, with a tombstone for WatchJobs in memory mode.
     fn remove(&self, jobs: &mut Jobs, id: &Uuid, now: SystemTime) {
         if let Some(job) = jobs.remove(id)
@@ -613,6 +466,171 @@ impl JobRegistry {
         for id in &oldest_finished {
             self.remove(jobs, id, now);
         }
+    }
+}
+
+#[async_trait]
+impl JobStore for JobRegistry {
+    /// Queues a call as a job; with a known `request_id`, returns that job.
+    async fn submit(
+        &self,
+        call: ProcedureCall,
+        request_id: Option<String>,
+        owner: &Caller,
+    ) -> Result<JobSnapshot> {
+        check_request_id(request_id.as_deref())?;
+        if !self.is_accepting() {
+            return Err(lifecycle::shutting_down());
+        }
+        let request_key = request_id.map(|key| (owner.name.clone(), Arc::<str>::from(key)));
+        let mut jobs = self.lock();
+        // Idempotency before capacity: a retry gets its job even when the
+        // queue is full.
+        if let Some(key) = &request_key
+            && let Some(id) = jobs.by_request_id.get(key)
+        {
+            return lifecycle::same_call(jobs.by_id[id].snapshot(), &call);
+        }
+        if jobs.queue.len() >= self.limits.max_pending {
+            return Err(lifecycle::queue_full(self.limits.max_pending));
+        }
+        self.evict_over_cap(&mut jobs);
+
+        let job = LiveJob::submitted(
+            lifecycle::submit(
+                call,
+                request_key.as_ref().map(|(_, key)| key.clone()),
+                owner.name.clone(),
+            ),
+            self.feed(),
+        );
+        let snapshot = job.snapshot();
+        if let Some(key) = request_key {
+            jobs.by_request_id.insert(key, snapshot.id);
+        }
+        jobs.queue.insert(snapshot.create_revision, job.clone());
+        jobs.insert_live(job);
+        drop(jobs);
+        self.queued.notify_one();
+        Ok(snapshot)
+    }
+
+    async fn get(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
+        let id = parse_id(id)?;
+        Ok(visible(&self.lock(), &id, caller)?.snapshot())
+    }
+
+    /// How to follow the job: its channel while it is live, else its end.
+    async fn watch(&self, id: &str, caller: &Caller) -> Result<JobWatch> {
+        let id = parse_id(id)?;
+        Ok(match &visible(&self.lock(), &id, caller)?.slot {
+            Slot::Live(job) => JobWatch::Live(job.subscribe()),
+            Slot::Ended(snapshot) => JobWatch::Ended(snapshot.clone()),
+        })
+    }
+
+    /// Jobs newest first, `page_size` (0 = default) at a time.
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        page_size: usize,
+        page_token: &str,
+        caller: &Caller,
+    ) -> Result<Page> {
+        let page_size = page_size_for(page_size);
+        let before = parse_page_token(page_token)?;
+        let procedure = filter.procedure.as_deref();
+        let jobs = self.lock();
+        let mut page = Vec::with_capacity(page_size);
+        let mut next_page_token = None;
+        for (&order, id) in jobs.order.range(..before).rev() {
+            let entry = &jobs.by_id[id];
+            let matches = entry.with(|job| {
+                caller.may_see(&job.owner)
+                    && (filter.states.is_empty() || filter.states.contains(&job.state))
+                    && procedure.is_none_or(|p| job.call.display_name.eq_ignore_ascii_case(p))
+            });
+            if !matches {
+                continue;
+            }
+            if page.len() == page_size {
+                next_page_token = Some(page_token_for(order + 1));
+                break;
+            }
+            page.push(entry.snapshot());
+        }
+        Ok(Page {
+            jobs: page,
+            next_page_token,
+        })
+    }
+
+    /// The start of a WatchJobs stream (memory mode): EXISTING events for
+    /// the live jobs that match, or, resuming after `since`, a CHANGED
+    /// event for every job changed after it and a DELETED one for every
+    /// deletion, merged with what changed meanwhile, then SYNCED.
+    async fn watch_jobs(
+        &self,
+        filter: WatchFilter,
+        since: Option<u64>,
+    ) -> Result<(Subscription, Vec<FeedEvent>)> {
+        let feed = self.feed();
+        let subscription = feed.subscribe(filter);
+        let filter = subscription.filter();
+        let mut initial = match since {
+            Some(since) => feed
+                .tombstones_after(since, filter)?
+                .into_iter()
+                .map(FeedEvent::Deleted)
+                .collect(),
+            None => Vec::new(),
+        };
+        {
+            let jobs = self.lock();
+            for entry in jobs.by_id.values() {
+                let event = entry.with(|job| {
+                    if !filter.admits(&job.owner, &job.call.display_name) {
+                        return None;
+                    }
+                    match since {
+                        Some(since) => {
+                            (job.revision > since).then(|| FeedEvent::Changed(job.clone().into()))
+                        }
+                        None => (!job.state.is_terminal()
+                            && (filter.states.is_empty() || filter.states.contains(&job.state)))
+                        .then(|| FeedEvent::Existing(job.clone().into())),
+                    }
+                });
+                initial.extend(event);
+            }
+        }
+        // Read after the listing: every change up to here is either in it
+        // or queued for the subscription.
+        let synced = feed.revision();
+        let events = subscription.open(initial, synced);
+        Ok((subscription, events))
+    }
+
+    /// Forgets a finished job (memory mode), leaving a tombstone.
+    async fn delete(&self, id: &str, caller: &Caller) -> Result<()> {
+        let id = parse_id(id)?;
+        let mut jobs = self.lock();
+        visible(&jobs, &id, caller)?.with(lifecycle::delete)?;
+        self.remove(&mut jobs, &id, SystemTime::now());
+        Ok(())
+    }
+
+    async fn cancel(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
+        JobRegistry::cancel(self, id, caller)
+    }
+
+    async fn sweep(&self, _retention: Duration) -> Result<u64> {
+        // The registry keeps its own retention (JobLimits).
+        Ok(JobRegistry::sweep(self, SystemTime::now()) as u64)
+    }
+
+    async fn shutdown(&self) {
+        JobRegistry::shutdown(self).await
     }
 }
 

@@ -1,21 +1,19 @@
 //! The jobs the API talks to: the [`JobStore`] trait, with two
-//! implementations chosen once at start-up: [`JobRegistry`], in this
-//! process's memory (one instance), and [`DatabaseJobs`], in the database
-//! job store (durable, shared by every instance).
+//! implementations chosen once at start-up: `JobRegistry` (registry.rs), in
+//! this process's memory (one instance), and `DatabaseJobs`
+//! (distributed.rs), in the database job store (durable, shared by every
+//! instance).
 //!
 //! Both apply the same lifecycle (`super::lifecycle`) and feed WatchJobs
 //! streams through the same [`super::feed`]; claiming and saving a job are
 //! each store's own business, behind these operations.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{
-    DatabaseJobs, FeedEvent, JobRegistry, JobSnapshot, JobWatch, ListFilter, Page, Subscription,
-    WatchFilter,
-};
+use super::{FeedEvent, JobSnapshot, JobWatch, ListFilter, Page, Subscription, WatchFilter};
 use crate::auth::Caller;
 use crate::call::ProcedureCall;
 use crate::error::Result;
@@ -67,115 +65,4 @@ pub trait JobStore: Send + Sync {
     /// Accepts no new jobs, cancels the live ones, waits for them to end
     /// and stops every task of the store.
     async fn shutdown(&self);
-}
-
-// Each method calls the store's own (inherent) one of the same name.
-
-#[async_trait]
-impl JobStore for JobRegistry {
-    async fn submit(
-        &self,
-        call: ProcedureCall,
-        request_id: Option<String>,
-        owner: &Caller,
-    ) -> Result<JobSnapshot> {
-        JobRegistry::submit(self, call, request_id, owner)
-    }
-
-    async fn get(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
-        JobRegistry::get(self, id, caller)
-    }
-
-    async fn list(
-        &self,
-        filter: &ListFilter,
-        page_size: usize,
-        page_token: &str,
-        caller: &Caller,
-    ) -> Result<Page> {
-        JobRegistry::list(self, filter, page_size, page_token, caller)
-    }
-
-    async fn watch(&self, id: &str, caller: &Caller) -> Result<JobWatch> {
-        JobRegistry::watch(self, id, caller)
-    }
-
-    async fn watch_jobs(
-        &self,
-        filter: WatchFilter,
-        since: Option<u64>,
-    ) -> Result<(Subscription, Vec<FeedEvent>)> {
-        JobRegistry::watch_jobs(self, filter, since)
-    }
-
-    async fn cancel(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
-        JobRegistry::cancel(self, id, caller)
-    }
-
-    async fn delete(&self, id: &str, caller: &Caller) -> Result<()> {
-        JobRegistry::delete(self, id, caller)
-    }
-
-    async fn sweep(&self, _retention: Duration) -> Result<u64> {
-        // The registry knows its retention (JobLimits).
-        Ok(JobRegistry::sweep(self, SystemTime::now()) as u64)
-    }
-
-    async fn shutdown(&self) {
-        JobRegistry::shutdown(self).await
-    }
-}
-
-#[async_trait]
-impl JobStore for DatabaseJobs {
-    async fn submit(
-        &self,
-        call: ProcedureCall,
-        request_id: Option<String>,
-        owner: &Caller,
-    ) -> Result<JobSnapshot> {
-        DatabaseJobs::submit(self, call, request_id, owner).await
-    }
-
-    async fn get(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
-        DatabaseJobs::get(self, id, caller).await
-    }
-
-    async fn list(
-        &self,
-        filter: &ListFilter,
-        page_size: usize,
-        page_token: &str,
-        caller: &Caller,
-    ) -> Result<Page> {
-        DatabaseJobs::list(self, filter, page_size, page_token, caller).await
-    }
-
-    async fn watch(&self, id: &str, caller: &Caller) -> Result<JobWatch> {
-        DatabaseJobs::watch(self, id, caller).await
-    }
-
-    async fn watch_jobs(
-        &self,
-        filter: WatchFilter,
-        since: Option<u64>,
-    ) -> Result<(Subscription, Vec<FeedEvent>)> {
-        DatabaseJobs::watch_jobs(self, filter, since).await
-    }
-
-    async fn cancel(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
-        DatabaseJobs::cancel(self, id, caller).await
-    }
-
-    async fn delete(&self, id: &str, caller: &Caller) -> Result<()> {
-        DatabaseJobs::delete(self, id, caller).await
-    }
-
-    async fn sweep(&self, retention: Duration) -> Result<u64> {
-        DatabaseJobs::sweep(self, retention).await
-    }
-
-    async fn shutdown(&self) {
-        DatabaseJobs::shutdown(self).await
-    }
 }

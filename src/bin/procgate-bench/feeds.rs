@@ -239,17 +239,26 @@ pub async fn remote_watchers(url: &str, many: usize) -> Result<RemoteWatchers, S
                 .await
                 .map_err(|s| s.message().to_string())?
                 .into_inner();
+            // Follow it on A until A runs it.
+            let mut on_a_stream = on_a
+                .watch_job(pb::WatchJobRequest {
+                    id: job.id.clone(),
+                    since_revision: 0,
+                })
+                .await
+                .map_err(|s| s.message().to_string())?
+                .into_inner();
             loop {
-                let now = on_a
-                    .get_job(pb::GetJobRequest { id: job.id.clone() })
+                let now = on_a_stream
+                    .message()
                     .await
                     .map_err(|s| s.message().to_string())?
-                    .into_inner();
+                    .ok_or("the job ended before it ran")?;
                 if now.state == pb::JobState::Running as i32 {
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            drop(on_a_stream);
             let b = Gateway::start(&remote_url, &flags).await?;
             let clients = channels(&b.url(), watchers.div_ceil(100)).await?;
             let mut streams = Vec::with_capacity(watchers);
