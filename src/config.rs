@@ -323,10 +323,8 @@ impl ServeConfig {
         JobLimits {
             max_running: self.max_running_jobs(),
             max_pending: self.max_pending_jobs,
-            retention: self.job_retention,
             max_retained: self.max_retained_jobs,
             max_messages: self.max_messages,
-            tombstone_retention: self.tombstone_retention,
         }
     }
 }

@@ -8,7 +8,7 @@
 //!                    api        validate, convert, one error→Status map   (api/)
 //!                    allow      --allow, closed system schemas            (allow.rs)
 //!      sync calls ─▶ sync_call  deadline + cancel-on-disconnect           (sync_call.rs)
-//!            jobs ─▶ jobs       registry, runner, watch channel per job  (jobs/)
+//!            jobs ─▶ jobs       lifecycle, table, engine, hub, feed      (jobs/)
 //!                    backend    async trait Backend, interrupt, progress  (backend/)
 //!                      ├─ postgres  tokio-postgres: pool, clean sessions,  (backend/postgres/)
 //!                      │            catalog, statement, exec, decode

@@ -35,7 +35,9 @@ use crate::config::JobStoreKind;
 use crate::config::ServeConfig;
 use crate::dashboard::DashboardLayer;
 use crate::error::{Error, Result};
-use crate::jobs::{DatabaseJobs, Feed, JobRegistry, Jobs};
+use crate::jobs::store::PostgresStore;
+use crate::jobs::store::memory::MemoryTable;
+use crate::jobs::{Engine, JobTable, Jobs, LocalJobs, StoreSettings};
 use crate::proto;
 use crate::proto::procedure_service_server::ProcedureServiceServer;
 
@@ -72,14 +74,17 @@ pub async fn run_with(
     let cors = cors_layer(&config.cors_origins)?;
     let dashboard = config.serves_dashboard(local_addr);
     let limits = config.job_limits();
-    let feed = Feed::new(limits.tombstone_retention);
-    let registry = JobRegistry::new(
-        backend.clone(),
-        limits,
-        (config.job_store == JobStoreKind::Memory).then(|| feed.clone()),
-    );
-    let jobs = match config.job_store {
-        JobStoreKind::Memory => registry.clone() as Jobs,
+    let local = LocalJobs::new(backend.clone(), limits.max_running, limits.max_messages);
+    let settings = config.store_settings();
+    let (table, settings): (Arc<dyn JobTable>, _) = match config.job_store {
+        // Writing a change to memory costs nothing worth coalescing.
+        JobStoreKind::Memory => (
+            Arc::new(MemoryTable::new(limits.max_retained)),
+            StoreSettings {
+                progress_interval: Duration::ZERO,
+                ..settings
+            },
+        ),
         JobStoreKind::Database => {
             if backend.kind() != "postgres" {
                 return Err(Error::InvalidArgument(
@@ -88,16 +93,11 @@ pub async fn run_with(
                         .into(),
                 ));
             }
-            let store = DatabaseJobs::start(
-                database_url,
-                config.store_settings(),
-                registry.clone(),
-                feed,
-            )
-            .await?;
-            store as Jobs
+            let store = PostgresStore::open(database_url, &settings.schema, 16).await?;
+            (Arc::new(store), settings)
         }
     };
+    let jobs: Jobs = Engine::start(table, local.clone(), settings, limits.max_pending).await?;
     let api = ProcedureApi {
         backend: backend.clone(),
         jobs: jobs.clone(),
@@ -119,7 +119,7 @@ pub async fn run_with(
         stop.clone(),
         watch_database(
             backend.clone(),
-            registry.clone(),
+            local.clone(),
             health.clone(),
             config.health_interval,
         ),
@@ -316,23 +316,23 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
 }
 
 /// Pings the database every `interval` and reports the result as health
-/// and to the job registry. While the database is down the pings back off,
+/// and to the jobs run here. While the database is down the pings back off,
 /// doubling up to 5 s (or `interval`, if longer).
 async fn watch_database(
     backend: Arc<dyn Backend>,
-    registry: Arc<JobRegistry>,
+    local: Arc<LocalJobs>,
     health: HealthReporter,
     interval: Duration,
 ) {
     let mut serving = None;
     let mut delay = interval;
     loop {
-        let started = registry.probe_started();
+        let started = local.probe_started();
         let timeout = interval.max(Duration::from_secs(1));
         let result = backend.ping(timeout).await;
         let now_serving = result.is_ok();
         tracing::debug!(up = now_serving, "health probe");
-        registry.report_probe(now_serving, started);
+        local.report_probe(now_serving, started);
         if serving != Some(now_serving) {
             match &result {
                 Ok(()) => info!("the database answers: SERVING"),

@@ -2,10 +2,9 @@
 //! stamped with one store-wide revision, fanned out to the watchers whose
 //! filter it matches.
 //!
-//! One mutex orders the feed. In memory mode a change takes its revision,
-//! is applied and is queued to the matching watchers under it; in database
-//! mode the store's change reader publishes rows in revision order. So
-//! every watcher receives changes in revision order.
+//! One mutex orders the feed: the engine's change reader publishes the
+//! table's changes in revision order, so every watcher receives them in
+//! revision order.
 //!
 //! A watcher whose filter does not match a change is never woken, and its
 //! memory is bounded: its queue holds, per job, every undelivered state
@@ -16,9 +15,9 @@
 //! after `since_revision`), merged with what was queued meanwhile, then
 //! SYNCED, then the queue: see [`Subscription::open`].
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -133,19 +132,14 @@ pub fn check_resumable(since: u64, current: u64, purged_through: u64) -> Result<
 
 pub struct Feed {
     inner: Mutex<Inner>,
-    tombstone_retention: Duration,
 }
 
 #[derive(Default)]
 struct Inner {
-    /// The last revision taken (memory) or published (database).
+    /// The last revision published.
     revision: u64,
     next_watcher: u64,
     watchers: HashMap<u64, Arc<Watcher>>,
-    /// Memory mode's deletions, oldest first; the database keeps its own.
-    tombstones: VecDeque<Arc<Tombstone>>,
-    /// The highest revision of a purged tombstone.
-    purged_through: u64,
 }
 
 struct Watcher {
@@ -195,10 +189,9 @@ impl Queue {
 }
 
 impl Feed {
-    pub fn new(tombstone_retention: Duration) -> Arc<Feed> {
+    pub fn new() -> Arc<Feed> {
         Arc::new(Feed {
             inner: Mutex::new(Inner::default()),
-            tombstone_retention,
         })
     }
 
@@ -206,70 +199,26 @@ impl Feed {
         self.inner.lock().expect("feed lock")
     }
 
-    /// The last revision taken or published.
+    /// The last revision published.
     pub fn revision(&self) -> u64 {
         self.lock().revision
     }
 
-    /// Memory mode: takes the next revision and applies a change with it;
-    /// `apply` returns the job's state before the change (None for a new
-    /// job), or `Err(())` when it changed nothing, which takes no revision.
-    /// `read` gives the changed snapshot, read only if a watcher wants it.
-    pub fn record(
-        &self,
-        apply: impl FnOnce(u64) -> Result<Option<JobState>, ()>,
-        read: impl FnOnce() -> JobSnapshot,
-    ) -> bool {
-        let mut inner = self.lock();
-        let revision = inner.revision + 1;
-        let Ok(before) = apply(revision) else {
-            return false;
-        };
-        inner.revision = revision;
-        if !inner.watchers.is_empty() {
-            inner.fan_out(Arc::new(read()), before);
-        }
-        true
-    }
-
-    /// Memory mode: records a deletion (or expiry) and keeps its tombstone.
-    pub fn record_deleted(&self, job: &JobSnapshot, now: SystemTime) {
-        let mut inner = self.lock();
-        inner.revision += 1;
-        let tombstone = Arc::new(Tombstone::of(job, inner.revision, now));
-        inner.tombstones.push_back(tombstone.clone());
-        inner.fan_out_deleted(tombstone);
-    }
-
-    /// Memory mode: forgets tombstones older than the retention; a watcher
-    /// can no longer resume from before them.
-    pub fn purge_tombstones(&self, now: SystemTime) {
-        let mut inner = self.lock();
-        while let Some(oldest) = inner.tombstones.front() {
-            let age = now.duration_since(oldest.deleted_at).unwrap_or_default();
-            if age < self.tombstone_retention {
-                break;
-            }
-            inner.purged_through = oldest.revision;
-            inner.tombstones.pop_front();
-        }
-    }
-
-    /// Database mode: a change read from the store, with its revision.
+    /// A change read from the table, with its revision.
     pub fn publish(&self, job: Arc<JobSnapshot>, before: Option<JobState>) {
         let mut inner = self.lock();
         inner.revision = inner.revision.max(job.revision);
         inner.fan_out(job, before);
     }
 
-    /// Database mode: a deletion read from the store.
+    /// A deletion read from the table.
     pub fn publish_deleted(&self, tombstone: Arc<Tombstone>) {
         let mut inner = self.lock();
         inner.revision = inner.revision.max(tombstone.revision);
         inner.fan_out_deleted(tombstone);
     }
 
-    /// Database mode: everything up to `revision` has been published.
+    /// Everything up to `revision` has been published.
     pub fn advance(&self, revision: u64) {
         let mut inner = self.lock();
         inner.revision = inner.revision.max(revision);
@@ -297,23 +246,6 @@ impl Feed {
             watcher,
             subscribed_at: inner.revision,
         }
-    }
-
-    /// Memory mode: the tombstones a resume from `since` replays, after
-    /// checking that it can resume from there.
-    pub fn tombstones_after(
-        &self,
-        since: u64,
-        filter: &WatchFilter,
-    ) -> Result<Vec<Arc<Tombstone>>, Error> {
-        let inner = self.lock();
-        check_resumable(since, inner.revision, inner.purged_through)?;
-        Ok(inner
-            .tombstones
-            .iter()
-            .filter(|t| t.revision > since && filter.admits(&t.owner, &t.procedure))
-            .cloned()
-            .collect())
     }
 }
 
@@ -447,7 +379,7 @@ mod tests {
 
     #[test]
     fn progress_coalesces_but_state_changes_and_deletions_never_do() {
-        let feed = Feed::new(Duration::from_secs(3600));
+        let feed = Feed::new();
         let watcher = feed.subscribe(filter(&[], None));
         let mut a = job("p", JobState::Running, 1);
         feed.publish(Arc::new(a.clone()), Some(JobState::Pending));
@@ -474,7 +406,7 @@ mod tests {
 
     #[test]
     fn unrelated_changes_never_reach_a_filtered_watcher() {
-        let feed = Feed::new(Duration::from_secs(3600));
+        let feed = Feed::new();
         let reports = feed.subscribe(filter(&[], Some("pkg.REPORT")));
         let running = feed.subscribe(filter(&[JobState::Running], None));
         feed.publish(Arc::new(job("pkg.load", JobState::Pending, 1)), None);
@@ -501,7 +433,7 @@ mod tests {
 
     #[test]
     fn opening_merges_what_was_queued_and_drops_what_the_store_already_showed() {
-        let feed = Feed::new(Duration::from_secs(3600));
+        let feed = Feed::new();
         let watcher = feed.subscribe(filter(&[], None));
         let a = job("a", JobState::Running, 5);
         let b = job("b", JobState::Completed, 4);
@@ -540,18 +472,15 @@ mod tests {
 
     #[test]
     fn a_resume_below_a_purged_tombstone_or_above_now_is_refused() {
-        let feed = Feed::new(Duration::ZERO);
-        let a = job("a", JobState::Completed, 0);
-        feed.record(|_| Ok(None), || a.clone());
-        feed.record_deleted(&a, SystemTime::now());
-        let everyone = filter(&[], None);
-        assert_eq!(feed.tombstones_after(1, &everyone).unwrap().len(), 1);
-        feed.purge_tombstones(SystemTime::now());
-        let refused = feed.tombstones_after(1, &everyone).unwrap_err().to_string();
-        assert!(refused.contains("revision too old: resync without since_revision"));
-        assert!(feed.tombstones_after(2, &everyone).unwrap().is_empty());
+        assert!(check_resumable(5, 9, 3).is_ok());
         assert!(
-            feed.tombstones_after(3, &everyone).is_err(),
+            check_resumable(3, 9, 3).is_ok(),
+            "from the purge on is kept"
+        );
+        let refused = check_resumable(2, 9, 3).unwrap_err().to_string();
+        assert!(refused.contains("revision too old: resync without since_revision"));
+        assert!(
+            check_resumable(10, 9, 0).is_err(),
             "above the current revision"
         );
     }

@@ -7,10 +7,11 @@
 //!    └──cancel_pending──────────────────▶ CANCELLED
 //! ```
 //!
-//! Both stores apply these functions: the memory registry inside a job's
-//! watch channel, the database store on a row it has locked. Neither the map
-//! nor the SQL decides a transition on its own, so both answer the same
-//! calls with the same states, messages and errors. Each function returns
+//! The engine decides with these functions, on the job it runs (its watch
+//! channel) or on a row a table holds (the memory table's lock, a
+//! PostgreSQL row locked `FOR UPDATE`). Neither the map nor the SQL decides
+//! a transition on its own, so both tables answer the same calls with the
+//! same states, messages and errors. Each function returns
 //! whether it changed the job; a refused transition changes nothing.
 
 use std::borrow::Cow;
@@ -48,8 +49,7 @@ pub fn submit(call: ProcedureCall, request_id: Option<Arc<str>>, owner: Arc<str>
 /// What a claimed job says while it waits for its connection.
 pub const CLAIMED: &str = "waiting for a connection";
 
-/// A slot (memory) or an instance (database store) took a PENDING job to
-/// run: it stays PENDING until it has a connection.
+/// An instance took a PENDING job to run: it stays PENDING until it has a connection.
 pub fn claim(job: &mut JobSnapshot) -> bool {
     if job.state != JobState::Pending {
         return false;

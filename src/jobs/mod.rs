@@ -1,32 +1,36 @@
 //! Background jobs, in four layers:
 //!
 //! ```text
-//! lifecycle ─▶ store ─▶ hub ─▶ api
+//! lifecycle ─▶ table ─▶ hub ─▶ api
 //! ```
 //!
 //! - [`lifecycle`]: the legal transitions, pure functions over a snapshot,
 //!   with every message and error they produce;
-//! - the stores that apply them: the memory registry ([`JobRegistry`], with
-//!   its scheduler and [`runner`]) and the database store ([`store`],
-//!   [`DatabaseJobs`]), which stamps every change with one store-wide
-//!   revision;
-//! - the hub: each live job's `watch` channel, shared by every WatchJob of
-//!   it on this instance (in database mode also for jobs that run on other
-//!   instances), and the [`feed`] that WatchJobs streams read;
-//! - [`JobStore`], the trait both stores implement, which the API talks to.
+//! - the [`table`] that keeps the jobs and applies them, stamping every
+//!   change with one table-wide revision: in memory
+//!   ([`store::memory::MemoryTable`]) or in PostgreSQL
+//!   ([`store::PostgresStore`]);
+//! - the [`engine`], one for every table: its scheduler claims jobs in
+//!   submission order and runs them ([`runner`], in [`local`] slots), its
+//!   writers save what they do, and its hub follows the table's change feed
+//!   into one `watch` channel per followed job, shared by every WatchJob of
+//!   it on this instance, and into the [`feed`] that WatchJobs streams read;
+//! - [`JobStore`], the operations the API calls, which the engine
+//!   implements.
 //!
 //! A watcher that falls behind skips intermediate snapshots but always sees
 //! the last, terminal one, and thousands of watchers of one job share one
 //! channel.
 
-mod distributed;
+mod engine;
 pub mod feed;
 pub mod lifecycle;
 mod live;
-mod registry;
+mod local;
 mod runner;
 mod service;
 pub mod store;
+pub mod table;
 
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
@@ -34,10 +38,11 @@ use std::time::{Duration, SystemTime};
 use std::sync::Arc;
 use uuid::Uuid;
 
-pub use distributed::{DatabaseJobs, StoreSettings};
+pub use engine::{Engine, StoreSettings};
 pub use feed::{Feed, FeedEvent, Subscription, Tombstone, WatchFilter};
-pub use registry::{JobRegistry, JobWatch, ListFilter, Page};
-pub use service::{JobStore, Jobs};
+pub use local::LocalJobs;
+pub use service::{JobStore, JobWatch, Jobs, Page};
+pub use table::{JobTable, ListFilter};
 
 use crate::backend::MessageLog;
 use crate::call::{Outputs, ProcedureCall};
@@ -123,20 +128,15 @@ impl JobSnapshot {
     }
 }
 
-/// The limits the registry enforces.
+/// The limits the engine enforces.
 #[derive(Debug, Clone)]
 pub struct JobLimits {
-    /// Jobs running at once.
+    /// Jobs running at once on this instance.
     pub max_running: usize,
     /// Jobs waiting; SubmitAsync answers RESOURCE_EXHAUSTED past it.
     pub max_pending: usize,
-    /// How long a finished job is kept.
-    pub retention: Duration,
-    /// Most jobs kept; the oldest finished ones go first.
+    /// Most jobs the memory table keeps; the oldest finished ones go first.
     pub max_retained: usize,
     /// Messages kept per job.
     pub max_messages: usize,
-    /// How long a deleted or expired job's tombstone is kept, for WatchJobs
-    /// streams that resume from before it.
-    pub tombstone_retention: Duration,
 }

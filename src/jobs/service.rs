@@ -1,22 +1,34 @@
-//! The jobs the API talks to: the [`JobStore`] trait, with two
-//! implementations chosen once at start-up: `JobRegistry` (registry.rs), in
-//! this process's memory (one instance), and `DatabaseJobs`
-//! (distributed.rs), in the database job store (durable, shared by every
-//! instance).
-//!
-//! Both apply the same lifecycle (`super::lifecycle`) and feed WatchJobs
-//! streams through the same [`super::feed`]; claiming and saving a job are
-//! each store's own business, behind these operations.
+//! The jobs the API talks to: the [`JobStore`] trait, the operations every
+//! RPC about jobs needs. The engine (`super::engine`) implements it over
+//! whichever table was chosen at start-up, memory or database, so both
+//! answer the same calls with the same states, messages and errors.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{FeedEvent, JobSnapshot, JobWatch, ListFilter, Page, Subscription, WatchFilter};
+use tokio::sync::watch;
+
+use super::{FeedEvent, JobSnapshot, ListFilter, Subscription, WatchFilter};
 use crate::auth::Caller;
 use crate::call::ProcedureCall;
 use crate::error::Result;
+
+/// How a watcher follows a job.
+pub enum JobWatch {
+    /// Every change until the end.
+    Live(watch::Receiver<JobSnapshot>),
+    /// It already ended: this is all there is.
+    Ended(Box<JobSnapshot>),
+}
+
+/// One page of jobs, newest first.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub jobs: Vec<JobSnapshot>,
+    pub next_page_token: Option<String>,
+}
 
 /// What the API holds.
 pub type Jobs = Arc<dyn JobStore>;

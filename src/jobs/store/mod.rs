@@ -16,12 +16,14 @@
 //! procedure calls.
 
 pub mod codec;
+pub mod memory;
 pub mod oracle;
 pub mod schema;
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::Value as Json;
@@ -34,7 +36,10 @@ use uuid::Uuid;
 
 use super::feed::{self, Tombstone, WatchFilter};
 use super::lifecycle::{self, Cancel};
-use super::{JobSnapshot, JobState, ListFilter};
+use super::table::{
+    CHANGES_BATCH, CancelOutcome, ChangedJob, Changes, JobTable, ListFilter, Start,
+};
+use super::{JobSnapshot, JobState};
 use crate::error::{Error, Result};
 
 /// The notification channel: payloads are a job id (it changed), `cancel:`
@@ -46,50 +51,13 @@ const COLUMNS: &str = "id, owner, request_id, call, state, progress, progress_me
                        messages, outputs, error, cancel_requested, create_time, start_time, \
                        end_time, revision, create_revision";
 
+/// `translate(x, {AZ})` folds ASCII letters only, as the feed and the
+/// memory table compare procedure names (`lower()` would follow the
+/// database's collation).
+const ASCII_FOLD: &str = "'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'";
+
 /// The next revision, in statement text.
 const NEXT: &str = "nextval('{s}.procgate_revision')";
-
-/// A changed job as the feed reads it.
-#[derive(Debug)]
-pub struct ChangedJob {
-    pub job: JobSnapshot,
-    /// The revision at which it became RUNNING, if it did.
-    pub start_revision: Option<u64>,
-}
-
-/// The store's change feed after a revision.
-#[derive(Debug, Default)]
-pub struct Changes {
-    /// Changed jobs, in revision order.
-    pub jobs: Vec<ChangedJob>,
-    /// Deletions, in revision order.
-    pub deleted: Vec<Tombstone>,
-    /// The highest revision read (or the one asked from, when nothing changed).
-    pub through: u64,
-    /// Whether more changes wait beyond this batch.
-    pub more: bool,
-}
-
-/// What a WatchJobs stream starts from, read in one snapshot of the store.
-#[derive(Debug, Default)]
-pub struct Start {
-    pub jobs: Vec<JobSnapshot>,
-    pub deleted: Vec<Tombstone>,
-    /// The store's revision as of that snapshot.
-    pub revision: u64,
-}
-
-/// Most changes read at once.
-const CHANGES_BATCH: i64 = 1000;
-
-/// What a cancel did.
-pub enum CancelOutcome {
-    /// It was PENDING: it is CANCELLED now.
-    Cancelled(JobSnapshot),
-    /// It is RUNNING: the instance running it is to stop it.
-    Requested(JobSnapshot),
-    Missing,
-}
 
 /// Connects to the database at `url` and applies the job store's missing
 /// migrations (what `procgate migrate` does); returns the versions applied.
@@ -149,156 +117,24 @@ impl PostgresStore {
     }
 
     fn sql(&self, text: &str) -> String {
-        schema::in_schema(&text.replace("{next}", NEXT), &self.schema)
+        let text = text.replace("{next}", NEXT).replace("{AZ}", ASCII_FOLD);
+        schema::in_schema(&text, &self.schema)
     }
 
-    /// Inserts a PENDING job. With an (owner, request_id) already stored,
-    /// returns that job instead and inserts nothing.
-    pub async fn insert(&self, job: &JobSnapshot) -> Result<JobSnapshot> {
-        let client = self.client().await?;
-        let call = codec::call_to_json(&job.call);
-        let inserted = client
-            .query_opt(
-                &self.sql(
-                    "WITH r AS (SELECT {next} AS v) \
-                     INSERT INTO {s}.procgate_jobs (id, owner, request_id, procedure, call, state, \
-                     progress_message, create_time, revision, create_revision) \
-                     SELECT $1, $2, $3, $4, $5, 'PENDING', $6, $7, r.v, r.v FROM r \
-                     ON CONFLICT (owner, request_id) DO NOTHING RETURNING id",
-                ),
-                &[
-                    &job.id,
-                    &job.owner.as_ref(),
-                    &job.request_id.as_deref(),
-                    &job.call.display_name,
-                    &call,
-                    &job.progress_message.as_ref(),
-                    &DateTime::<Utc>::from(job.create_time),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        let id = match inserted {
-            Some(row) => row.get::<_, Uuid>(0),
-            None => client
-                .query_one(
-                    &self.sql(
-                        "SELECT id FROM {s}.procgate_jobs WHERE owner = $1 AND request_id = $2",
-                    ),
-                    &[&job.owner.as_ref(), &job.request_id.as_deref()],
-                )
-                .await
-                .map_err(unavailable)?
-                .get(0),
-        };
-        // The same connection: taking a second one from the pool while
-        // holding this one could deadlock against other callers doing so.
-        self.get_on(&client, &id)
-            .await?
-            .ok_or_else(|| Error::Internal("an inserted job vanished".into()))
-    }
-
-    pub async fn get(&self, id: &Uuid) -> Result<Option<JobSnapshot>> {
-        let client = self.client().await?;
-        self.get_on(&client, id).await
-    }
-
+    /// A job read on this connection or transaction; `lock` adds the
+    /// clause that locks its row (`FOR UPDATE`), or nothing.
     async fn get_on(
         &self,
-        client: &tokio_postgres::Client,
+        client: &impl deadpool_postgres::GenericClient,
         id: &Uuid,
+        lock: &str,
     ) -> Result<Option<JobSnapshot>> {
         let row = client
             .query_opt(
                 &self.sql(&format!(
-                    "SELECT {COLUMNS} FROM {{s}}.procgate_jobs WHERE id = $1"
+                    "SELECT {COLUMNS} FROM {{s}}.procgate_jobs WHERE id = $1 {lock}"
                 )),
                 &[id],
-            )
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(from_row).transpose()
-    }
-
-    /// The job an owner submitted with `request_id`, if any.
-    pub async fn find_by_request_id(
-        &self,
-        owner: &str,
-        request_id: &str,
-    ) -> Result<Option<JobSnapshot>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &self.sql(&format!(
-                    "SELECT {COLUMNS} FROM {{s}}.procgate_jobs WHERE owner = $1 AND request_id = $2"
-                )),
-                &[&owner, &request_id],
-            )
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(from_row).transpose()
-    }
-
-    /// Jobs submitted before revision `before`, newest first, at most `limit`.
-    pub async fn list(
-        &self,
-        filter: &ListFilter,
-        owner: Option<&str>,
-        before: i64,
-        limit: i64,
-    ) -> Result<Vec<JobSnapshot>> {
-        let states: Option<Vec<&str>> =
-            (!filter.states.is_empty()).then(|| filter.states.iter().map(|s| s.name()).collect());
-        let rows = self
-            .client()
-            .await?
-            .query(
-                &self.sql(&format!(
-                    "SELECT {COLUMNS} FROM {{s}}.procgate_jobs WHERE create_revision < $1 \
-                     AND ($2::text[] IS NULL OR state = ANY($2)) \
-                     AND ($3::text IS NULL OR lower(procedure) = lower($3)) \
-                     AND ($4::text IS NULL OR owner = $4) ORDER BY create_revision DESC LIMIT $5"
-                )),
-                &[&before, &states, &filter.procedure, &owner, &limit],
-            )
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(from_row).collect()
-    }
-
-    /// Jobs waiting to run, across the cluster.
-    pub async fn pending(&self) -> Result<i64> {
-        let row = self
-            .client()
-            .await?
-            .query_one(
-                &self.sql("SELECT count(*) FROM {s}.procgate_jobs WHERE state = 'PENDING'"),
-                &[],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(row.get(0))
-    }
-
-    /// Takes the oldest PENDING job nobody took for `instance`, if any. It
-    /// stays PENDING, at its place in the queue, until the instance has a
-    /// connection for it: one that finds the database gone gives it back.
-    pub async fn claim(&self, instance: &Uuid) -> Result<Option<JobSnapshot>> {
-        // One statement: a claim changes only the message, the lifecycle's,
-        // on a row that `lifecycle::claim` accepts (PENDING).
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                &self.sql(&format!(
-                    "UPDATE {{s}}.procgate_jobs SET instance_id = $1, progress_message = $2, \
-                     revision = {{next}} \
-                     WHERE id = (SELECT id FROM {{s}}.procgate_jobs WHERE state = 'PENDING' \
-                                 AND instance_id IS NULL ORDER BY create_revision \
-                                 FOR UPDATE SKIP LOCKED LIMIT 1) \
-                     RETURNING {COLUMNS}"
-                )),
-                &[instance, &lifecycle::CLAIMED],
             )
             .await
             .map_err(unavailable)?;
@@ -343,7 +179,7 @@ impl PostgresStore {
 
     /// Writes a claimed job's start and progress; false when the row is no
     /// longer this instance's live job.
-    pub async fn save_progress(&self, job: &JobSnapshot, instance: &Uuid) -> Result<bool> {
+    async fn save_progress(&self, job: &JobSnapshot, instance: &Uuid) -> Result<bool> {
         let updated = self
             .client()
             .await?
@@ -374,7 +210,7 @@ impl PostgresStore {
 
     /// Writes a job's end; false when the row already has one (it was
     /// cancelled while pending, or a recovery failed it as INTERRUPTED).
-    pub async fn save_end(&self, job: &JobSnapshot, instance: &Uuid) -> Result<bool> {
+    async fn save_end(&self, job: &JobSnapshot, instance: &Uuid) -> Result<bool> {
         let updated = self
             .client()
             .await?
@@ -410,9 +246,170 @@ impl PostgresStore {
         Ok(updated == 1)
     }
 
+    /// The store's current revision and the highest purged tombstone's.
+    async fn revisions(
+        client: &impl deadpool_postgres::GenericClient,
+        sql: &str,
+    ) -> Result<(u64, u64)> {
+        let row = client.query_one(sql, &[]).await.map_err(unavailable)?;
+        Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+    }
+}
+
+#[async_trait]
+impl JobTable for PostgresStore {
+    fn durable(&self) -> bool {
+        true
+    }
+
+    /// Inserts a PENDING job. With an (owner, request_id) already stored,
+    /// returns that job instead and inserts nothing.
+    async fn insert(&self, job: &JobSnapshot) -> Result<JobSnapshot> {
+        let client = self.client().await?;
+        let call = codec::call_to_json(&job.call);
+        let inserted = client
+            .query_opt(
+                &self.sql(
+                    "WITH r AS (SELECT {next} AS v) \
+                     INSERT INTO {s}.procgate_jobs (id, owner, request_id, procedure, call, state, \
+                     progress_message, create_time, revision, create_revision) \
+                     SELECT $1, $2, $3, $4, $5, 'PENDING', $6, $7, r.v, r.v FROM r \
+                     ON CONFLICT (owner, request_id) DO NOTHING RETURNING id",
+                ),
+                &[
+                    &job.id,
+                    &job.owner.as_ref(),
+                    &job.request_id.as_deref(),
+                    &job.call.display_name,
+                    &call,
+                    &job.progress_message.as_ref(),
+                    &DateTime::<Utc>::from(job.create_time),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        let id = match inserted {
+            Some(row) => row.get::<_, Uuid>(0),
+            None => client
+                .query_one(
+                    &self.sql(
+                        "SELECT id FROM {s}.procgate_jobs WHERE owner = $1 AND request_id = $2",
+                    ),
+                    &[&job.owner.as_ref(), &job.request_id.as_deref()],
+                )
+                .await
+                .map_err(unavailable)?
+                .get(0),
+        };
+        // The same connection: taking a second one from the pool while
+        // holding this one could deadlock against other callers doing so.
+        self.get_on(&client, &id, "")
+            .await?
+            .ok_or_else(|| Error::Internal("an inserted job vanished".into()))
+    }
+
+    async fn get(&self, id: &Uuid) -> Result<Option<JobSnapshot>> {
+        let client = self.client().await?;
+        self.get_on(&client, id, "").await
+    }
+
+    /// The job an owner submitted with `request_id`, if any.
+    async fn find_by_request_id(
+        &self,
+        owner: &str,
+        request_id: &str,
+    ) -> Result<Option<JobSnapshot>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &self.sql(&format!(
+                    "SELECT {COLUMNS} FROM {{s}}.procgate_jobs WHERE owner = $1 AND request_id = $2"
+                )),
+                &[&owner, &request_id],
+            )
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Jobs submitted before revision `before`, newest first, at most `limit`.
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        owner: Option<&str>,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<JobSnapshot>> {
+        let (before, limit) = (before.min(i64::MAX as u64) as i64, limit as i64);
+        let states: Option<Vec<&str>> =
+            (!filter.states.is_empty()).then(|| filter.states.iter().map(|s| s.name()).collect());
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &self.sql(&format!(
+                    "SELECT {COLUMNS} FROM {{s}}.procgate_jobs WHERE create_revision < $1 \
+                     AND ($2::text[] IS NULL OR state = ANY($2)) \
+                     AND ($3::text IS NULL OR translate(procedure, {{AZ}}) = translate($3, {{AZ}})) \
+                     AND ($4::text IS NULL OR owner = $4) ORDER BY create_revision DESC LIMIT $5"
+                )),
+                &[&before, &states, &filter.procedure, &owner, &limit],
+            )
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Jobs waiting to run, across the cluster.
+    async fn pending(&self) -> Result<u64> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                &self.sql("SELECT count(*) FROM {s}.procgate_jobs WHERE state = 'PENDING'"),
+                &[],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    /// Takes the oldest PENDING job nobody took for `instance`, if any. It
+    /// stays PENDING, at its place in the queue, until the instance has a
+    /// connection for it: one that finds the database gone gives it back.
+    async fn claim(&self, instance: &Uuid) -> Result<Option<JobSnapshot>> {
+        // One statement: a claim changes only the message, the lifecycle's,
+        // on a row that `lifecycle::claim` accepts (PENDING).
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &self.sql(&format!(
+                    "UPDATE {{s}}.procgate_jobs SET instance_id = $1, progress_message = $2, \
+                     revision = {{next}} \
+                     WHERE id = (SELECT id FROM {{s}}.procgate_jobs WHERE state = 'PENDING' \
+                                 AND instance_id IS NULL ORDER BY create_revision \
+                                 FOR UPDATE SKIP LOCKED LIMIT 1) \
+                     RETURNING {COLUMNS}"
+                )),
+                &[instance, &lifecycle::CLAIMED],
+            )
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    async fn save(&self, job: &JobSnapshot, instance: &Uuid) -> Result<bool> {
+        if job.state.is_terminal() {
+            self.save_end(job, instance).await
+        } else {
+            self.save_progress(job, instance).await
+        }
+    }
+
     /// Gives back a claimed job that could not get a connection: it waits,
     /// PENDING at its place, for any instance to claim it again.
-    pub async fn release(&self, job: &JobSnapshot, instance: &Uuid) -> Result<()> {
+    async fn release(&self, job: &JobSnapshot, instance: &Uuid) -> Result<()> {
         self.client()
             .await?
             .execute(
@@ -429,19 +426,10 @@ impl PostgresStore {
 
     /// CancelJob on a locked row: the lifecycle ends a PENDING job at once
     /// and flags a RUNNING one; a job that already ended refuses.
-    pub async fn cancel(&self, id: &Uuid) -> Result<CancelOutcome> {
+    async fn cancel(&self, id: &Uuid) -> Result<CancelOutcome> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(unavailable)?;
-        let row = tx
-            .query_opt(
-                &self.sql(&format!(
-                    "SELECT {COLUMNS} FROM {{s}}.procgate_jobs WHERE id = $1 FOR UPDATE"
-                )),
-                &[id],
-            )
-            .await
-            .map_err(unavailable)?;
-        let Some(mut job) = row.as_ref().map(from_row).transpose()? else {
+        let Some(mut job) = self.get_on(&tx, id, "FOR UPDATE").await? else {
             return Ok(CancelOutcome::Missing);
         };
         let outcome = lifecycle::cancel(&mut job, SystemTime::now())?;
@@ -456,7 +444,7 @@ impl PostgresStore {
     }
 
     /// Which of these live jobs someone asked to cancel.
-    pub async fn cancel_requests(&self, live: &[Uuid]) -> Result<Vec<Uuid>> {
+    async fn cancel_requests(&self, live: &[Uuid]) -> Result<Vec<Uuid>> {
         if live.is_empty() {
             return Ok(Vec::new());
         }
@@ -476,7 +464,7 @@ impl PostgresStore {
 
     /// Deletes an ended job, leaving a tombstone; false when it is not there
     /// or still live.
-    pub async fn delete(&self, id: &Uuid) -> Result<bool> {
+    async fn delete(&self, id: &Uuid) -> Result<bool> {
         let deleted = self
             .client()
             .await?
@@ -498,7 +486,7 @@ impl PostgresStore {
     /// Deletes jobs that ended before `now - retention` (1,000 at a time),
     /// leaving tombstones, and purges tombstones older than
     /// `tombstone_retention`.
-    pub async fn sweep(&self, retention: Duration, tombstone_retention: Duration) -> Result<u64> {
+    async fn sweep(&self, retention: Duration, tombstone_retention: Duration) -> Result<u64> {
         let client = self.client().await?;
         let cutoff = DateTime::<Utc>::from(SystemTime::now() - retention);
         let mut total = 0;
@@ -538,7 +526,7 @@ impl PostgresStore {
 
     /// The change feed: jobs changed and deleted after revision `after`, in
     /// revision order, at most a batch.
-    pub async fn changes(&self, after: u64) -> Result<Changes> {
+    async fn changes(&self, after: u64) -> Result<Changes> {
         let client = self.client().await?;
         let after_i = after as i64;
         let jobs_sql = self.sql(&format!(
@@ -557,54 +545,26 @@ impl PostgresStore {
         let (jobs, deleted) = futures_util::future::try_join(jobs, deleted)
             .await
             .map_err(unavailable)?;
-        let more = jobs.len() as i64 == CHANGES_BATCH || deleted.len() as i64 == CHANGES_BATCH;
-        let mut changes = Changes {
-            jobs: jobs
-                .iter()
-                .map(|row| {
-                    Ok(ChangedJob {
-                        job: from_row(row)?,
-                        start_revision: row
-                            .get::<_, Option<i64>>("start_revision")
-                            .map(|r| r as u64),
-                    })
+        let jobs = jobs
+            .iter()
+            .map(|row| {
+                Ok(ChangedJob {
+                    job: from_row(row)?,
+                    start_revision: row
+                        .get::<_, Option<i64>>("start_revision")
+                        .map(|r| r as u64),
                 })
-                .collect::<Result<_>>()?,
-            deleted: deleted
-                .iter()
-                .map(tombstone_from_row)
-                .collect::<Result<_>>()?,
-            through: after,
-            more,
-        };
-        if more {
-            // Read on from the lower of the two batches' ends, so that
-            // neither list skips what lies beyond the other's end.
-            let end = |last: Option<u64>| last.unwrap_or(u64::MAX);
-            let through = end(changes.jobs.last().map(|j| j.job.revision))
-                .min(end(changes.deleted.last().map(|t| t.revision)));
-            changes.jobs.retain(|j| j.job.revision <= through);
-            changes.deleted.retain(|t| t.revision <= through);
-            changes.through = through;
-        } else {
-            let last_job = changes.jobs.last().map_or(0, |j| j.job.revision);
-            let last_deleted = changes.deleted.last().map_or(0, |t| t.revision);
-            changes.through = after.max(last_job).max(last_deleted);
-        }
-        Ok(changes)
-    }
-
-    /// The store's current revision and the highest purged tombstone's.
-    async fn revisions(
-        client: &impl deadpool_postgres::GenericClient,
-        sql: &str,
-    ) -> Result<(u64, u64)> {
-        let row = client.query_one(sql, &[]).await.map_err(unavailable)?;
-        Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+            })
+            .collect::<Result<_>>()?;
+        let deleted = deleted
+            .iter()
+            .map(tombstone_from_row)
+            .collect::<Result<_>>()?;
+        Ok(Changes::from_batches(jobs, deleted, after))
     }
 
     /// The store's current revision.
-    pub async fn revision(&self) -> Result<u64> {
+    async fn revision(&self) -> Result<u64> {
         let client = self.client().await?;
         Ok(Self::revisions(&client, &self.sql(REVISIONS)).await?.0)
     }
@@ -613,7 +573,7 @@ impl PostgresStore {
     /// that match (`since` None), or every job changed and deleted after
     /// `since` whatever its state, after checking that the store can replay
     /// from there.
-    pub async fn start_of_watch(&self, filter: &WatchFilter, since: Option<u64>) -> Result<Start> {
+    async fn start_of_watch(&self, filter: &WatchFilter, since: Option<u64>) -> Result<Start> {
         let mut client = self.client().await?;
         let tx = client
             .build_transaction()
@@ -649,7 +609,7 @@ impl PostgresStore {
                     "SELECT {COLUMNS} FROM {{s}}.procgate_jobs \
                      WHERE ($1::bigint IS NULL OR revision > $1) \
                      AND ($2::text[] IS NULL OR state = ANY($2)) \
-                     AND ($3::text IS NULL OR lower(procedure) = lower($3)) \
+                     AND ($3::text IS NULL OR translate(procedure, {{AZ}}) = translate($3, {{AZ}})) \
                      AND ($4::text IS NULL OR owner = $4) ORDER BY revision"
                 )),
                 &[&after, &states, &procedure, &owner],
@@ -663,7 +623,7 @@ impl PostgresStore {
                     &self.sql(
                         "SELECT id, owner, procedure, state, revision, deleted_at \
                          FROM {s}.procgate_tombstones WHERE revision > $1 \
-                         AND ($2::text IS NULL OR lower(procedure) = lower($2)) \
+                         AND ($2::text IS NULL OR translate(procedure, {AZ}) = translate($2, {AZ})) \
                          AND ($3::text IS NULL OR owner = $3) ORDER BY revision",
                     ),
                     &[&after, &procedure, &owner],
@@ -677,7 +637,7 @@ impl PostgresStore {
     }
 
     /// The jobs with these ids, as stored now.
-    pub async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<JobSnapshot>> {
+    async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<JobSnapshot>> {
         let rows = self
             .client()
             .await?
@@ -693,7 +653,7 @@ impl PostgresStore {
     }
 
     /// Renews this instance's lease.
-    pub async fn heartbeat(&self, instance: &Uuid, name: &str, lease: Duration) -> Result<()> {
+    async fn heartbeat(&self, instance: &Uuid, name: &str, lease: Duration) -> Result<()> {
         let until = DateTime::<Utc>::from(SystemTime::now() + lease);
         self.client()
             .await?
@@ -710,7 +670,7 @@ impl PostgresStore {
     }
 
     /// Removes this instance (a clean shutdown).
-    pub async fn leave(&self, instance: &Uuid) -> Result<()> {
+    async fn leave(&self, instance: &Uuid) -> Result<()> {
         self.client()
             .await?
             .execute(
@@ -725,7 +685,7 @@ impl PostgresStore {
     /// Instances whose lease expired: the lifecycle fails their RUNNING jobs
     /// with reason INTERRUPTED, and they are forgotten. Returns the jobs
     /// failed.
-    pub async fn recover(&self) -> Result<Vec<Uuid>> {
+    async fn recover(&self) -> Result<Vec<Uuid>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(unavailable)?;
         let dead = tx
@@ -777,7 +737,7 @@ impl PostgresStore {
     }
 
     /// Announces a change to every instance.
-    pub async fn notify(&self, payload: &str) {
+    async fn notify(&self, payload: &str) {
         let sent = match self.client().await {
             Ok(client) => client
                 .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
@@ -795,11 +755,7 @@ impl PostgresStore {
     /// when it drops, and forwards their payloads.
     /// Starts forwarding the channel's notifications, on a task of
     /// `tasks` that reconnects after a failure and ends with `stop`.
-    pub fn listen(
-        &self,
-        tasks: &TaskTracker,
-        stop: CancellationToken,
-    ) -> broadcast::Sender<String> {
+    fn listen(&self, tasks: &TaskTracker, stop: CancellationToken) -> broadcast::Sender<String> {
         let (tx, _) = broadcast::channel(1024);
         let sender = tx.clone();
         let url = self.url.clone();

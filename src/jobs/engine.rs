@@ -1,39 +1,50 @@
-//! Jobs shared by every gateway in front of one database (`--job-store
-//! database`).
+//! The job engine: one for every table. It owns the queue, runs the jobs
+//! it claims, writes what they do, and follows what every instance writes.
 //!
-//! The table is the truth; each instance adds a local fast path:
+//! ```text
+//! lifecycle ─▶ table ─▶ hub ─▶ api
+//! ```
 //!
-//! - **Submit** inserts a PENDING row and announces it (`pending`).
-//! - **Claim**: each instance, whenever it has a free slot
-//!   (`--max-running-jobs`), takes the oldest PENDING row with `FOR UPDATE
-//!   SKIP LOCKED`, so a job submitted to a busy instance runs on an idle
-//!   one. The claimed job runs through the same runner as in memory mode,
-//!   and its local watch channel serves this instance's watchers at once.
-//! - **Persist**: a writer per running job saves its progress at most every
-//!   `--job-store-progress-interval`, and its end, each time announcing the
-//!   job's id. Writes only apply while the row is this instance's RUNNING
-//!   job, so nothing stale overwrites an end.
-//! - **Follow**: GetJob and ListJobs read the table. One task per instance
-//!   reads the change feed (the rows stamped after the last revision it
-//!   read, and the tombstones) on each announcement and every
+//! The table ([`JobTable`]: memory, or PostgreSQL shared by every instance
+//! in front of it) is the truth; the engine adds:
+//!
+//! - **Submit** checks idempotency before capacity (a repeated
+//!   `request_id` gets its job even when the queue is full), inserts a
+//!   PENDING row and announces it (`pending`).
+//! - **The scheduler** (one task): whenever a slot is free
+//!   (`--max-running-jobs`) and the database is believed up, it claims the
+//!   oldest PENDING row, so jobs start in submission order, and in database
+//!   mode a job submitted to a busy instance runs on an idle one. A claimed
+//!   job runs through [`super::runner`] in [`LocalJobs`]; one that finds no
+//!   connection is given back before its slot frees, so it is first again
+//!   once the database is back, also after an outage.
+//! - **The writer** of each running job saves its changes to the table,
+//!   coalesced to one per `--job-store-progress-interval` in database mode,
+//!   and never holds back its end; each save is announced.
+//! - **The hub**: GetJob and ListJobs read the table. One task, the change
+//!   reader, reads the change feed (the rows stamped after the last revision
+//!   it read, and the tombstones) on each announcement and every
 //!   `--job-store-poll-interval`, and only while someone here watches. It
-//!   fans the changes out to the WatchJobs [`Feed`] and to the hub: one
-//!   `watch::Sender` per followed job of another instance, shared by every
-//!   WatchJob of it here. Following a job already followed costs no query,
-//!   so the database work does not grow with the number of watchers.
-//! - **Cancel**: a PENDING row is cancelled in the table; a RUNNING one is
-//!   flagged and announced (`cancel:<id>`); the instance running it (told by
-//!   the announcement, or by polling its flags) interrupts the statement.
-//! - **Leases**: each instance renews a lease row; when one expires, any
-//!   instance fails its RUNNING jobs with reason INTERRUPTED and forgets it.
-//!   Pending jobs belong to no instance, so others simply claim them.
+//!   fans the changes out to the WatchJobs [`Feed`] and to one
+//!   `watch::Sender` per followed job, shared by every WatchJob of it here,
+//!   wherever the job runs: following a job already followed costs no
+//!   query, so the work does not grow with the number of watchers.
+//! - **Cancel**: the lifecycle ends a PENDING row in the table or flags a
+//!   RUNNING one; the instance that holds it (this one, or the one told by
+//!   the `cancel:<id>` announcement or by polling the flags) interrupts it.
+//! - **Leases**: each instance renews a lease; when one expires, any
+//!   instance fails its RUNNING jobs with reason INTERRUPTED and gives its
+//!   claims back.
+//!
+//! Every task belongs to one `CancellationToken` and `TaskTracker`: after
+//! [`JobStore::shutdown`] returns, nothing of the engine runs or writes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -41,27 +52,34 @@ use uuid::Uuid;
 
 use super::feed::{Feed, FeedEvent, Subscription, Tombstone, WatchFilter};
 use super::lifecycle;
-use super::registry::{page_size_for, page_token_for, parse_id, parse_page_token};
-use super::store::{CancelOutcome, ChangedJob, Changes, PostgresStore};
-use super::{JobRegistry, JobSnapshot, JobState, JobStore, JobWatch, ListFilter, Page};
+use super::live::LiveJob;
+use super::local::LocalJobs;
+use super::runner::Ran;
+use super::table::{self, CancelOutcome, ChangedJob, Changes, JobTable, ListFilter};
+use super::{JobSnapshot, JobState, JobStore, JobWatch, Page};
 use crate::auth::Caller;
 use crate::call::ProcedureCall;
 use crate::error::{Error, Result};
+use crate::name::printable;
+
+const MAX_REQUEST_ID_LEN: usize = 128;
+const DEFAULT_PAGE_SIZE: usize = 50;
+const MAX_PAGE_SIZE: usize = 1000;
 
 /// How long a WatchJobs stream waits for this instance's change reader to
 /// catch up with the store before it answers UNAVAILABLE.
 const CATCH_UP: Duration = Duration::from_secs(10);
 
-/// How the database store behaves.
+/// How the engine and its table behave.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
-    /// The schema of procgate's tables.
+    /// The schema of procgate's tables (database mode).
     pub schema: String,
     /// This instance's name in leases and INTERRUPTED messages.
     pub instance_name: String,
     /// A lease not renewed for this long means the instance is gone.
     pub lease: Duration,
-    /// Most frequent progress write per job.
+    /// Most frequent progress write per job (zero: every change).
     pub progress_interval: Duration,
     /// Fallback polling when a notification is missed.
     pub poll_interval: Duration,
@@ -69,24 +87,24 @@ pub struct StoreSettings {
     pub tombstone_retention: Duration,
 }
 
-pub struct DatabaseJobs {
-    store: Arc<PostgresStore>,
+pub struct Engine {
+    table: Arc<dyn JobTable>,
     /// The jobs this instance runs, with their watch channels.
-    local: Arc<JobRegistry>,
+    local: Arc<LocalJobs>,
     instance: Uuid,
     settings: StoreSettings,
+    max_pending: usize,
     notifications: broadcast::Sender<String>,
-    wake_claimer: Notify,
-    /// The writers of running jobs: shutdown waits for their last write.
-    writers: TaskTracker,
-    /// Every other task of the store (claims, lease, announcements, the
-    /// listener, the change reader): all end with `stop`, and shutdown
-    /// waits for them, so nothing is written after it.
+    /// Each claimed job's run and writer: shutdown waits for its last write.
+    job_tasks: TaskTracker,
+    /// Every other task of the engine (the scheduler, the lease,
+    /// announcements, the listener, the change reader): all end with
+    /// `stop`, and shutdown waits for them, so nothing is written after it.
     tasks: TaskTracker,
     stop: CancellationToken,
     /// What WatchJobs streams of this instance read.
     feed: Arc<Feed>,
-    /// The hub: jobs of other instances followed here, one sender each.
+    /// The hub: the jobs followed here, one sender each.
     followed: Mutex<HashMap<Uuid, watch::Sender<JobSnapshot>>>,
     /// The change reader's place; held by whoever starts following, so
     /// that no change falls between their first read and the reader's.
@@ -124,33 +142,32 @@ impl Reader {
     }
 }
 
-impl DatabaseJobs {
-    /// Opens the store, joins the cluster and starts the background work
-    /// (claiming, leases, recovery, cancel requests, the change reader).
+impl Engine {
+    /// Joins the table's cluster and starts the background work (the
+    /// scheduler, leases, recovery, cancel requests, the change reader).
     pub async fn start(
-        database_url: &str,
+        table: Arc<dyn JobTable>,
+        local: Arc<LocalJobs>,
         settings: StoreSettings,
-        local: Arc<JobRegistry>,
-        feed: Arc<Feed>,
-    ) -> Result<Arc<DatabaseJobs>> {
-        let store = Arc::new(PostgresStore::open(database_url, &settings.schema, 16).await?);
+        max_pending: usize,
+    ) -> Result<Arc<Engine>> {
         let instance = Uuid::new_v4();
-        store
+        table
             .heartbeat(&instance, &settings.instance_name, settings.lease)
             .await?;
         let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
-        let notifications = store.listen(&tasks, stop.clone());
-        let jobs = Arc::new(DatabaseJobs {
-            store,
+        let notifications = table.listen(&tasks, stop.clone());
+        let jobs = Arc::new(Engine {
+            table,
             local,
             instance,
             settings,
+            max_pending,
             notifications,
-            wake_claimer: Notify::new(),
-            writers: TaskTracker::new(),
+            job_tasks: TaskTracker::new(),
             tasks,
             stop,
-            feed,
+            feed: Feed::new(),
             followed: Mutex::default(),
             reader: tokio::sync::Mutex::new(Reader {
                 idle: true,
@@ -159,7 +176,9 @@ impl DatabaseJobs {
             read_now: Notify::new(),
             read_through: watch::Sender::new(0),
         });
-        info!(instance = %instance, name = %jobs.settings.instance_name, "joined the job store");
+        if jobs.table.durable() {
+            info!(instance = %instance, name = %jobs.settings.instance_name, "joined the job store");
+        }
         jobs.spawn(jobs.clone().claim_forever());
         jobs.spawn(jobs.clone().keep_lease());
         jobs.spawn(jobs.clone().follow_announcements());
@@ -167,7 +186,7 @@ impl DatabaseJobs {
         Ok(jobs)
     }
 
-    /// Runs `work` on a task of the store until it ends or the store stops.
+    /// Runs `work` on a task of the engine until it ends or the engine stops.
     fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
         let stop = self.stop.clone();
         self.tasks.spawn(async move {
@@ -183,7 +202,7 @@ impl DatabaseJobs {
     }
 
     async fn visible(&self, id: &Uuid, caller: &Caller) -> Result<JobSnapshot> {
-        match self.store.get(id).await? {
+        match self.table.get(id).await? {
             Some(job) if caller.may_see(&job.owner) => Ok(job),
             _ => Err(Error::JobNotFound(id.to_string())),
         }
@@ -228,7 +247,8 @@ impl DatabaseJobs {
         }
     }
 
-    /// Takes PENDING jobs whenever a slot is free.
+    /// The scheduler: claims the oldest PENDING job whenever a slot is free
+    /// and the database is believed up.
     async fn claim_forever(self: Arc<Self>) {
         let mut announcements = self.notifications.subscribe();
         loop {
@@ -240,21 +260,22 @@ impl DatabaseJobs {
                 .await
                 .expect("the job semaphore is never closed");
             self.local.database_available().await;
-            if !self.local.is_accepting() {
-                return;
-            }
-            match self.store.claim(&self.instance).await {
+            match self.table.claim(&self.instance).await {
                 Ok(Some(job)) => {
-                    let id = job.id;
-                    let changes = self.local.run_claimed(job, permit);
-                    self.writers.spawn(self.clone().persist(id, changes));
+                    let Some(live) = self.local.hold(job.clone()) else {
+                        // Shutting down: it waits for another instance, or
+                        // is cancelled with the rest of the queue.
+                        return self.give_back(job).await;
+                    };
+                    self.job_tasks
+                        .spawn(self.clone().persist(job.id, live.subscribe()));
+                    self.job_tasks.spawn(self.clone().run(live, permit));
                 }
                 Ok(None) => {
                     drop(permit);
                     tokio::select! {
-                        _ = self.wake_claimer.notified() => {}
                         _ = tokio::time::sleep(self.settings.poll_interval) => {}
-                        _ = wait_for(&mut announcements, |p| p == "pending") => {}
+                        _ = wait_for(&mut announcements, |p| p == table::PENDING) => {}
                     }
                 }
                 Err(e) => {
@@ -266,22 +287,40 @@ impl DatabaseJobs {
         }
     }
 
-    /// Writes a claimed job's changes, coalesced, then its end; or gives it
-    /// back when it never got a connection.
+    /// Runs a claimed job in the slot it holds. One that found no
+    /// connection (the database is gone) goes back to the queue before the
+    /// slot frees, so it is the first claimed once the database is back.
+    async fn run(self: Arc<Self>, job: LiveJob, permit: OwnedSemaphorePermit) {
+        match self.local.run(job.clone()).await {
+            Ran::NoConnection => {
+                self.local.report_database_down();
+                self.give_back(job.snapshot()).await;
+            }
+            Ran::Ended { database_down } => {
+                if database_down {
+                    // Before the slot frees: the next job must wait, not fail.
+                    self.local.report_database_down();
+                }
+            }
+        }
+        drop(permit);
+    }
+
+    /// The writer: saves a claimed job's changes, coalesced, then its end.
     async fn persist(self: Arc<Self>, id: Uuid, mut changes: watch::Receiver<JobSnapshot>) {
         loop {
             let closed = changes.changed().await.is_err();
             let job = changes.borrow_and_update().clone();
             if closed && job.state == JobState::Pending {
-                return self.give_back(job).await;
+                return; // given back by its run
             }
             if job.state.is_terminal() || closed {
                 return self.save_end(job).await;
             }
-            if let Err(e) = self.store.save_progress(&job, &self.instance).await {
+            if let Err(e) = self.table.save(&job, &self.instance).await {
                 warn!(%id, error = %e, "saving progress failed");
             }
-            self.store.notify(&id.to_string()).await;
+            self.table.notify(&id.to_string()).await;
             // Coalesce: at most one progress write per interval, but the
             // end is never held back.
             let interval = self.settings.progress_interval;
@@ -295,20 +334,18 @@ impl DatabaseJobs {
         }
     }
 
-    /// Writes a job's end (retrying while the store is unreachable), then
-    /// announces it and lets the local copy go.
+    /// Writes a job's end (retrying while the table is unreachable), then
+    /// announces it.
     async fn save_end(&self, job: JobSnapshot) {
         let id = job.id;
-        let mut saved = self.store.save_end(&job, &self.instance).await;
-        for _ in 0..10 {
-            if saved.is_ok() {
-                break;
-            }
-            tokio::time::sleep(self.settings.poll_interval).await;
-            saved = self.store.save_end(&job, &self.instance).await;
-        }
+        let saved = self
+            .retrying(|| self.table.save(&job, &self.instance))
+            .await;
         match saved {
             Ok(true) => {}
+            // Cancelled while it waited for its connection: the table
+            // ended it first.
+            Ok(false) if job.state == JobState::Cancelled => {}
             Ok(false) => warn!(
                 %id,
                 "the job's end was not saved: the store already has one (cancelled while \
@@ -316,25 +353,51 @@ impl DatabaseJobs {
             ),
             Err(e) => warn!(%id, error = %e, "the job's end could not be saved"),
         }
-        self.store.notify(&id.to_string()).await;
-        self.local.forget(&id);
+        self.table.notify(&id.to_string()).await;
     }
 
     /// Gives a claimed job back to the queue, retrying a while when the
-    /// store is unreachable; past that, the lease's expiry gives it back.
+    /// table is unreachable; past that, the lease's expiry gives it back.
     async fn give_back(&self, job: JobSnapshot) {
-        let mut released = self.store.release(&job, &self.instance).await;
+        let released = self
+            .retrying(|| self.table.release(&job, &self.instance))
+            .await;
+        match released {
+            Ok(()) => self.table.notify(table::PENDING).await,
+            Err(e) => warn!(id = %job.id, error = %e, "could not give the job back to the queue; \
+                            it goes back when this instance's lease expires"),
+        }
+    }
+
+    /// A write that must not be lost: tried again every poll interval,
+    /// up to ten times, while the table is unreachable.
+    async fn retrying<T, F: Future<Output = Result<T>>>(&self, write: impl Fn() -> F) -> Result<T> {
+        let mut written = write().await;
         for _ in 0..10 {
-            if released.is_ok() {
+            if written.is_ok() {
                 break;
             }
             tokio::time::sleep(self.settings.poll_interval).await;
-            released = self.store.release(&job, &self.instance).await;
+            written = write().await;
         }
-        match released {
-            Ok(()) => self.store.notify("pending").await,
-            Err(e) => warn!(id = %job.id, error = %e, "could not give the job back to the queue; \
-                            it goes back when this instance's lease expires"),
+        written
+    }
+
+    /// Cancels every job still queued: a table that does not outlive the
+    /// process would lose them, and their watchers should hear it.
+    async fn cancel_queue(&self) {
+        let pending = ListFilter {
+            states: [JobState::Pending].into(),
+            procedure: None,
+        };
+        let queued = match self.table.list(&pending, None, u64::MAX, usize::MAX).await {
+            Ok(queued) => queued,
+            Err(e) => return warn!(error = %e, "could not read the queue to cancel it"),
+        };
+        for job in queued {
+            if let Err(e) = self.table.cancel(&job.id).await {
+                warn!(id = %job.id, error = %e, "could not cancel a queued job");
+            }
         }
     }
 
@@ -345,7 +408,7 @@ impl DatabaseJobs {
         loop {
             tokio::time::sleep(every).await;
             if let Err(e) = self
-                .store
+                .table
                 .heartbeat(
                     &self.instance,
                     &self.settings.instance_name,
@@ -355,11 +418,11 @@ impl DatabaseJobs {
             {
                 warn!(error = %e, "renewing the lease failed");
             }
-            match self.store.recover().await {
+            match self.table.recover().await {
                 Ok(failed) => {
                     for id in failed {
                         warn!(%id, "failed a job of an instance whose lease expired: INTERRUPTED");
-                        self.store.notify(&id.to_string()).await;
+                        self.table.notify(&id.to_string()).await;
                     }
                 }
                 Err(e) => warn!(error = %e, "recovering expired instances failed"),
@@ -384,13 +447,11 @@ impl DatabaseJobs {
                 },
                 _ = tokio::time::sleep(self.settings.poll_interval) => {
                     let live = self.local.live_ids();
-                    self.store.cancel_requests(&live).await.unwrap_or_default()
+                    self.table.cancel_requests(&live).await.unwrap_or_default()
                 }
             };
             for id in to_cancel {
-                if self.local.runs_here(&id) {
-                    let _ = self.local.cancel(&id.to_string(), &Caller::anonymous());
-                }
+                self.local.cancel(&id);
             }
         }
     }
@@ -447,7 +508,7 @@ impl DatabaseJobs {
         let horizon = reader.cursor;
         let mut after = from;
         loop {
-            match self.store.changes(after).await {
+            match self.table.changes(after).await {
                 Ok(changes) => {
                     let more = changes.more;
                     let read_from = after;
@@ -584,7 +645,7 @@ impl DatabaseJobs {
         if ids.is_empty() {
             return;
         }
-        match self.store.get_many(&ids).await {
+        match self.table.get_many(&ids).await {
             Ok(jobs) => {
                 for job in &jobs {
                     self.follow_up(job);
@@ -596,7 +657,7 @@ impl DatabaseJobs {
 }
 
 #[async_trait]
-impl JobStore for DatabaseJobs {
+impl JobStore for Engine {
     async fn submit(
         &self,
         call: ProcedureCall,
@@ -606,28 +667,28 @@ impl JobStore for DatabaseJobs {
         if !self.local.is_accepting() {
             return Err(lifecycle::shutting_down());
         }
-        super::registry::check_request_id(request_id.as_deref())?;
-        // Idempotency before capacity, as in memory: a retry gets its job
-        // even when the queue is full.
+        check_request_id(request_id.as_deref())?;
+        // Idempotency before capacity: a retry gets its job even when the
+        // queue is full.
         if let Some(request_id) = request_id.as_deref()
             && let Some(existing) = self
-                .store
+                .table
                 .find_by_request_id(&owner.name, request_id)
                 .await?
         {
             return lifecycle::same_call(existing, &call);
         }
-        let max_pending = self.local.limits.max_pending;
-        if self.store.pending().await? >= max_pending as i64 {
+        let max_pending = self.max_pending;
+        if self.table.pending().await? >= max_pending as u64 {
             return Err(lifecycle::queue_full(max_pending));
         }
         let job = lifecycle::submit(call, request_id.map(Into::into), owner.name.clone());
-        let stored = self.store.insert(&job).await?;
+        let stored = self.table.insert(&job).await?;
         if stored.id != job.id {
             // Another submit with the same request_id won the race.
             return lifecycle::same_call(stored, &job.call);
         }
-        self.store.notify("pending").await;
+        self.table.notify(table::PENDING).await;
         Ok(stored)
     }
 
@@ -643,11 +704,11 @@ impl JobStore for DatabaseJobs {
         caller: &Caller,
     ) -> Result<Page> {
         let page_size = page_size_for(page_size);
-        let before = parse_page_token(page_token)?.min(i64::MAX as u64) as i64;
+        let before = parse_page_token(page_token)?;
         let owner = (!caller.admin).then_some(caller.name.as_ref());
         let mut jobs = self
-            .store
-            .list(filter, owner, before, page_size as i64 + 1)
+            .table
+            .list(filter, owner, before, page_size + 1)
             .await?;
         let next_page_token = (jobs.len() > page_size).then(|| {
             jobs.truncate(page_size);
@@ -698,13 +759,13 @@ impl JobStore for DatabaseJobs {
         let subscription = {
             let mut reader = self.reader.lock().await;
             if reader.idle {
-                let now = self.store.revision().await?;
+                let now = self.table.revision().await?;
                 self.resume_reading(&mut reader, now);
             }
             self.feed.subscribe(filter)
         };
         let start = self
-            .store
+            .table
             .start_of_watch(subscription.filter(), since)
             .await?;
         self.reached(start.revision).await?;
@@ -726,30 +787,26 @@ impl JobStore for DatabaseJobs {
     async fn cancel(&self, id: &str, caller: &Caller) -> Result<JobSnapshot> {
         let id = parse_id(id)?;
         self.visible(&id, caller).await?;
-        match self.store.cancel(&id).await? {
-            CancelOutcome::Cancelled(job) => {
-                // An instance may hold it, claimed, waiting for a connection.
-                self.store.notify(&format!("cancel:{id}")).await;
-                Ok(job)
-            }
-            CancelOutcome::Requested(job) => {
-                if self.local.runs_here(&id) {
-                    self.local.cancel(&id.to_string(), &Caller::anonymous())?;
-                } else {
-                    self.store.notify(&format!("cancel:{id}")).await;
-                }
-                Ok(job)
-            }
-            CancelOutcome::Missing => Err(Error::JobNotFound(id.to_string())),
+        let job = match self.table.cancel(&id).await? {
+            // Cancelled while pending: an instance may hold it, claimed,
+            // waiting for a connection. Running: it is to be interrupted.
+            CancelOutcome::Cancelled(job) | CancelOutcome::Requested(job) => job,
+            CancelOutcome::Missing => return Err(Error::JobNotFound(id.to_string())),
+        };
+        if self.local.cancel(&id) {
+            self.table.notify(&id.to_string()).await;
+        } else {
+            self.table.notify(&format!("cancel:{id}")).await;
         }
+        Ok(job)
     }
 
     async fn delete(&self, id: &str, caller: &Caller) -> Result<()> {
         let id = parse_id(id)?;
         let job = self.visible(&id, caller).await?;
         lifecycle::delete(&job)?;
-        if self.store.delete(&id).await? {
-            self.store.notify(&id.to_string()).await;
+        if self.table.delete(&id).await? {
+            self.table.notify(&id.to_string()).await;
             Ok(())
         } else {
             Err(Error::JobNotFound(id.to_string()))
@@ -759,29 +816,92 @@ impl JobStore for DatabaseJobs {
     /// Deletes jobs that ended more than `retention` ago, and old tombstones.
     async fn sweep(&self, retention: Duration) -> Result<u64> {
         let swept = self
-            .store
+            .table
             .sweep(retention, self.settings.tombstone_retention)
             .await?;
         if swept > 0 {
-            self.store.notify("swept").await;
+            self.table.notify("swept").await;
         }
         Ok(swept)
     }
 
-    /// Stops claiming, cancels this instance's jobs, waits for them to be
-    /// written, stops every task of the store, and leaves the cluster: once
-    /// it returns, nothing of the store runs or writes.
+    /// Stops claiming, cancels this instance's jobs (and, in a table that
+    /// does not outlive the process, the queue), waits for them to be
+    /// written and read out to watchers, stops every task of the engine,
+    /// and leaves the cluster: once it returns, nothing of the engine runs
+    /// or writes.
     async fn shutdown(&self) {
         self.local.shutdown().await;
-        self.writers.close();
-        self.writers.wait().await;
+        self.job_tasks.close();
+        self.job_tasks.wait().await;
+        if !self.table.durable() {
+            self.cancel_queue().await;
+        }
+        // What the last writes changed still reaches this instance's watchers.
+        self.read_once(false).await;
         self.stop.cancel();
         self.tasks.close();
         self.tasks.wait().await;
-        if let Err(e) = self.store.leave(&self.instance).await {
+        if let Err(e) = self.table.leave(&self.instance).await {
             warn!(error = %e, "could not leave the job store cleanly; the lease will expire");
         }
     }
+}
+
+/// A request_id is at most 128 characters.
+fn check_request_id(request_id: Option<&str>) -> Result<()> {
+    match request_id {
+        Some(key) if key.chars().count() > MAX_REQUEST_ID_LEN => {
+            Err(Error::InvalidArgument(format!(
+                "request_id {} is longer than {MAX_REQUEST_ID_LEN} characters",
+                printable(key)
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn parse_id(id: &str) -> Result<Uuid> {
+    if id.is_empty() {
+        return Err(Error::InvalidArgument("job id is empty".into()));
+    }
+    Uuid::try_parse(id).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "job id {} is not a UUID like 3f0c…-…; use the id SubmitAsync returned",
+            printable(id)
+        ))
+    })
+}
+
+/// The page size a ListJobs request asked for: 0 means the default, and
+/// larger requests are capped.
+fn page_size_for(requested: usize) -> usize {
+    match requested {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
+    }
+}
+
+const PAGE_TOKEN_PREFIX: &str = "before:";
+
+fn page_token_for(create_revision: u64) -> String {
+    format!("{PAGE_TOKEN_PREFIX}{create_revision:x}")
+}
+
+/// The create_revision to list before; everything for an empty token.
+fn parse_page_token(token: &str) -> Result<u64> {
+    if token.is_empty() {
+        return Ok(u64::MAX);
+    }
+    token
+        .strip_prefix(PAGE_TOKEN_PREFIX)
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "page_token {} is not one this server issued; pass next_page_token unchanged",
+                printable(token)
+            ))
+        })
 }
 
 /// Waits for an announcement matching `wanted` (or a lag, which may have

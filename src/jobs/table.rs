@@ -1,0 +1,208 @@
+//! The passive side of the job engine: where jobs are kept. A [`JobTable`]
+//! stores rows and answers questions about them; it never runs a job and
+//! never decides a transition: the engine (`super::engine`) asks
+//! [`super::lifecycle`], and a table only applies what it decided, on a
+//! row it holds (a lock, or a row locked `FOR UPDATE`).
+//!
+//! Two tables implement it: [`super::store::memory::MemoryTable`] (maps in
+//! this process, one instance) and [`super::store::PostgresStore`] (tables
+//! in the database, durable and shared by every instance in front of it).
+//! Both stamp every change with the next value of one table-wide sequence,
+//! the revision, so that the rows changed after a revision are the change
+//! feed that WatchJob and WatchJobs follow.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::feed::{Tombstone, WatchFilter};
+use super::{JobSnapshot, JobState};
+use crate::error::Result;
+
+/// Announcement payloads: a job id (it changed), `cancel:` and a job id
+/// (whoever runs it, stop it), `pending` (a job waits to be claimed),
+/// `swept` (old jobs were removed).
+pub const PENDING: &str = "pending";
+
+/// Which jobs a page holds.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Empty: every state.
+    pub states: HashSet<JobState>,
+    /// Compared ASCII-case-insensitively; None: every procedure.
+    pub procedure: Option<String>,
+}
+
+/// A changed job as the change feed reads it.
+#[derive(Debug)]
+pub struct ChangedJob {
+    pub job: JobSnapshot,
+    /// The revision at which it became RUNNING, if it did.
+    pub start_revision: Option<u64>,
+}
+
+/// The change feed after a revision.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Changed jobs, in revision order.
+    pub jobs: Vec<ChangedJob>,
+    /// Deletions, in revision order.
+    pub deleted: Vec<Tombstone>,
+    /// The highest revision read (or the one asked from, when nothing changed).
+    pub through: u64,
+    /// Whether more changes wait beyond this batch.
+    pub more: bool,
+}
+
+/// Most changes read at once.
+pub const CHANGES_BATCH: usize = 1000;
+
+impl Changes {
+    /// The changes after `after`, from two batches of at most
+    /// [`CHANGES_BATCH`] each, read in revision order. When a batch is full
+    /// the feed reads on from the lower of the two batches' ends, so that
+    /// neither list skips what lies beyond the other's end.
+    pub fn from_batches(jobs: Vec<ChangedJob>, deleted: Vec<Tombstone>, after: u64) -> Changes {
+        let more = jobs.len() == CHANGES_BATCH || deleted.len() == CHANGES_BATCH;
+        let mut changes = Changes {
+            jobs,
+            deleted,
+            through: after,
+            more,
+        };
+        if more {
+            let end = |last: Option<u64>| last.unwrap_or(u64::MAX);
+            let through = end(changes.jobs.last().map(|j| j.job.revision))
+                .min(end(changes.deleted.last().map(|t| t.revision)));
+            changes.jobs.retain(|j| j.job.revision <= through);
+            changes.deleted.retain(|t| t.revision <= through);
+            changes.through = through;
+        } else {
+            let last_job = changes.jobs.last().map_or(0, |j| j.job.revision);
+            let last_deleted = changes.deleted.last().map_or(0, |t| t.revision);
+            changes.through = after.max(last_job).max(last_deleted);
+        }
+        changes
+    }
+}
+
+/// What a WatchJobs stream starts from, read in one snapshot of the table.
+#[derive(Debug, Default)]
+pub struct Start {
+    pub jobs: Vec<JobSnapshot>,
+    pub deleted: Vec<Tombstone>,
+    /// The table's revision as of that snapshot.
+    pub revision: u64,
+}
+
+/// What a cancel did.
+pub enum CancelOutcome {
+    /// It was PENDING: it is CANCELLED now.
+    Cancelled(JobSnapshot),
+    /// It is RUNNING: whoever runs it is to stop it.
+    Requested(JobSnapshot),
+    Missing,
+}
+
+/// Where the engine keeps jobs. Every write stamps the next revision.
+#[async_trait]
+pub trait JobTable: Send + Sync {
+    /// Whether the jobs outlive this process (and are shared by other
+    /// instances): a table that is not durable loses its PENDING jobs at
+    /// shutdown, so the engine cancels them.
+    fn durable(&self) -> bool;
+
+    /// Insert-or-get: stores a PENDING job whose revision is also its place
+    /// in submission order; with its (owner, request_id) already stored,
+    /// returns that job and stores nothing.
+    async fn insert(&self, job: &JobSnapshot) -> Result<JobSnapshot>;
+
+    /// The job an owner submitted with `request_id`, if any.
+    async fn find_by_request_id(
+        &self,
+        owner: &str,
+        request_id: &str,
+    ) -> Result<Option<JobSnapshot>>;
+
+    /// How many jobs are PENDING (claimed or not).
+    async fn pending(&self) -> Result<u64>;
+
+    async fn get(&self, id: &Uuid) -> Result<Option<JobSnapshot>>;
+
+    async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<JobSnapshot>>;
+
+    /// Jobs submitted before revision `before`, newest first, at most
+    /// `limit`; only `owner`'s when given.
+    async fn list(
+        &self,
+        filter: &ListFilter,
+        owner: Option<&str>,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<JobSnapshot>>;
+
+    /// Claim next: takes the oldest PENDING job nobody claimed for
+    /// `instance`, applying `lifecycle::claim`. It stays PENDING, at its
+    /// place in the queue, until the instance has a connection for it.
+    async fn claim(&self, instance: &Uuid) -> Result<Option<JobSnapshot>>;
+
+    /// Save: writes a claimed job's progress or its end, as the lifecycle
+    /// left it on the instance running it; false when the row is no longer
+    /// that instance's live job (it was cancelled while pending, or failed
+    /// as INTERRUPTED), which then keeps what it has.
+    async fn save(&self, job: &JobSnapshot, instance: &Uuid) -> Result<bool>;
+
+    /// Gives back a claimed job that could not get a connection: it waits,
+    /// PENDING at its place, for a claim again.
+    async fn release(&self, job: &JobSnapshot, instance: &Uuid) -> Result<()>;
+
+    /// CancelJob, applying `lifecycle::cancel` to the held row.
+    async fn cancel(&self, id: &Uuid) -> Result<CancelOutcome>;
+
+    /// Which of these live jobs someone asked to cancel.
+    async fn cancel_requests(&self, live: &[Uuid]) -> Result<Vec<Uuid>>;
+
+    /// Deletes an ended job, leaving a tombstone; false when it is not there
+    /// or still live.
+    async fn delete(&self, id: &Uuid) -> Result<bool>;
+
+    /// Deletes jobs that ended more than `retention` ago, leaving
+    /// tombstones, and purges tombstones older than `tombstone_retention`.
+    async fn sweep(&self, retention: Duration, tombstone_retention: Duration) -> Result<u64>;
+
+    /// The change feed: jobs changed and deleted after revision `after`, in
+    /// revision order, at most a batch.
+    async fn changes(&self, after: u64) -> Result<Changes>;
+
+    /// The current revision.
+    async fn revision(&self) -> Result<u64>;
+
+    /// What a WatchJobs stream starts from, in one snapshot: the live jobs
+    /// that match (`since` None), or every job changed and deleted after
+    /// `since` whatever its state, after checking that the table can replay
+    /// from there.
+    async fn start_of_watch(&self, filter: &WatchFilter, since: Option<u64>) -> Result<Start>;
+
+    /// Renews an instance's lease.
+    async fn heartbeat(&self, instance: &Uuid, name: &str, lease: Duration) -> Result<()>;
+
+    /// Removes an instance (a clean shutdown).
+    async fn leave(&self, instance: &Uuid) -> Result<()>;
+
+    /// Instances whose lease expired: what they claimed goes back to the
+    /// queue, `lifecycle::interrupt` fails what they ran, and they are
+    /// forgotten. Returns the jobs failed.
+    async fn recover(&self) -> Result<Vec<Uuid>>;
+
+    /// Announces a change to every instance.
+    async fn notify(&self, payload: &str);
+
+    /// The announcements of every instance, forwarded on a task of `tasks`
+    /// that ends with `stop`.
+    fn listen(&self, tasks: &TaskTracker, stop: CancellationToken) -> broadcast::Sender<String>;
+}
