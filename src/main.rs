@@ -54,7 +54,7 @@ fn main() -> ExitCode {
 
 #[derive(clap::Args)]
 struct MigrateArgs {
-    /// The PostgreSQL database that holds the job store.
+    /// The database that holds the job store (postgres:// or oracle://).
     #[arg(long, env = "PROCGATE_DATABASE_URL", hide_env_values = true)]
     database_url: String,
     #[command(flatten)]
@@ -64,7 +64,12 @@ struct MigrateArgs {
 fn migrate(args: MigrateArgs) -> ExitCode {
     init_tracing(LogFormat::Text);
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    match runtime.block_on(store::migrate(&args.database_url, &args.store.schema)) {
+    let (url, schema) = (&args.database_url, &args.store.schema);
+    let migrated = match url.split_once("://").map(|(scheme, _)| scheme) {
+        Some("oracle") => runtime.block_on(store::oracle::migrate(url, schema)),
+        _ => runtime.block_on(store::migrate(url, schema)),
+    };
+    match migrated {
         Ok(applied) if applied.is_empty() => {
             info!(schema = %args.store.schema, "the job store is up to date");
             ExitCode::SUCCESS

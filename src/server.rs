@@ -37,6 +37,7 @@ use crate::dashboard::DashboardLayer;
 use crate::error::{Error, Result};
 use crate::jobs::store::PostgresStore;
 use crate::jobs::store::memory::MemoryTable;
+use crate::jobs::store::oracle::OracleTable;
 use crate::jobs::{Engine, JobTable, Jobs, LocalJobs, StoreSettings};
 use crate::proto;
 use crate::proto::procedure_service_server::ProcedureServiceServer;
@@ -86,15 +87,11 @@ pub async fn run_with(
             },
         ),
         JobStoreKind::Database => {
-            if backend.kind() != "postgres" {
-                return Err(Error::InvalidArgument(
-                    "--job-store database needs PostgreSQL for now: the Oracle store's SQL is \
-                     written and tested but not wired yet (docs/scaling.md)"
-                        .into(),
-                ));
-            }
-            let store = PostgresStore::open(database_url, &settings.schema, 16).await?;
-            (Arc::new(store), settings)
+            let table: Arc<dyn JobTable> = match backend.kind() {
+                "oracle" => Arc::new(OracleTable::open(database_url, &settings.schema, 4).await?),
+                _ => Arc::new(PostgresStore::open(database_url, &settings.schema, 16).await?),
+            };
+            (table, settings)
         }
     };
     let jobs: Jobs = Engine::start(table, local.clone(), settings, limits.max_pending).await?;

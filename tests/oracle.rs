@@ -402,3 +402,72 @@ async fn describe_reads_all_arguments() {
         .into_inner();
     assert_eq!(f.returns, T::Cursor as i32);
 }
+
+/// The one job engine on the Oracle job table: `procgate migrate` creates
+/// it, and two instances in front of it share the jobs: a job submitted to
+/// A is seen live by a watcher on B (by polling, since Oracle has no
+/// NOTIFY here), a request_id is insert-or-get, a cancel from B reaches
+/// the job A runs, and a deleted job leaves the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_job_store_runs_on_oracle_across_instances() {
+    let Some(url) = oracle("the_database_job_store_runs_on_oracle_across_instances").await else {
+        return;
+    };
+    let migrated = Command::new(env!("CARGO_BIN_EXE_procgate"))
+        .args(["migrate", "--database-url", &url])
+        .output()
+        .unwrap();
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let store = [
+        "--job-store",
+        "database",
+        "--job-store-poll-interval",
+        "300ms",
+    ];
+    let a = Gateway::start_url(&url, &store).await;
+    let b = Gateway::start_url(&url, &store).await;
+    let (mut on_a, mut on_b) = (a.client().await, b.client().await);
+    let nap = |seconds: i64| {
+        call(
+            &proc("nap"),
+            vec![p_in("p_seconds", Kind::IntegerValue(seconds))],
+        )
+    };
+
+    let quick = submit(&mut on_a, nap(1)).await;
+    let seen = watch_to_end(&mut on_b, &quick.id).await;
+    assert_eq!(state_of(seen.last().unwrap()), S::Completed, "{seen:?}");
+
+    let request = || pb::SubmitAsyncRequest {
+        call: Some(nap(60)),
+        request_id: "oracle-store-1".into(),
+    };
+    let long = on_a.submit_async(request()).await.unwrap().into_inner();
+    let again = on_b.submit_async(request()).await.unwrap().into_inner();
+    assert_eq!(again.id, long.id, "insert-or-get by request_id");
+    wait_state(&on_b, &long.id, S::Running).await;
+    on_b.cancel_job(pb::CancelJobRequest {
+        id: long.id.clone(),
+    })
+    .await
+    .unwrap();
+    let ended = wait_state(&on_a, &long.id, S::Cancelled).await;
+    assert_eq!(ended.error.unwrap().code, Code::Cancelled as i32);
+
+    on_b.delete_job(pb::DeleteJobRequest {
+        id: quick.id.clone(),
+    })
+    .await
+    .unwrap();
+    let listed = on_a
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.jobs.iter().all(|j| j.id != quick.id));
+    assert!(listed.jobs.iter().any(|j| j.id == long.id));
+}

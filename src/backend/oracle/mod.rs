@@ -19,7 +19,7 @@
 
 mod block;
 mod catalog;
-mod client;
+pub(crate) mod client;
 mod errors;
 mod pool;
 mod session;

@@ -1,4 +1,4 @@
-//! The job store's statements for Oracle (12c or later), mirroring the
+//! The Oracle job table's statements (12c or later), mirroring the
 //! PostgreSQL store's schema version 2 statement for statement: one
 //! sequence for revisions, JSON in CLOB columns checked IS JSON, claims
 //! with FOR UPDATE SKIP LOCKED (in a PL/SQL block, since Oracle locks rows
@@ -7,9 +7,9 @@
 //! conditional writes of the instance that runs a job, tombstones for
 //! deletions, and the change feed by revision. `{s}` is the quoted schema.
 //!
-//! Not wired to a running store: `--job-store database` on an Oracle
-//! backend is refused at start (see docs/scaling.md), because no Oracle
-//! server can be had to prove these statements end to end.
+//! Oracle keeps '' as NULL: an empty owner or message is stored NULL, and
+//! owners are compared with DECODE, which matches NULL with NULL.
+//! Procedure names fold ASCII case only (TRANSLATE), as in PostgreSQL.
 
 /// The tables of version 2.
 pub const CREATE_JOBS: &str = "CREATE TABLE {s}.PROCGATE_JOBS (
@@ -31,6 +31,7 @@ pub const CREATE_JOBS: &str = "CREATE TABLE {s}.PROCGATE_JOBS (
     END_TIME         TIMESTAMP WITH TIME ZONE,
     REVISION         NUMBER(19) NOT NULL,
     CREATE_REVISION  NUMBER(19) NOT NULL UNIQUE,
+    START_REVISION   NUMBER(19),
     CONSTRAINT PROCGATE_JOBS_REQUEST UNIQUE (OWNER, REQUEST_ID)
 )";
 
@@ -57,10 +58,14 @@ pub const CREATE_FEED: &str = "CREATE TABLE {s}.PROCGATE_FEED (
     PURGED_THROUGH NUMBER(19) DEFAULT 0 NOT NULL
 )";
 
-/// A job's columns, in the order the PostgreSQL store reads them.
+/// A job's columns, in the order the PostgreSQL store reads them, then
+/// its start revision.
 pub const COLUMNS: &str = "ID, OWNER, REQUEST_ID, CALL, STATE, PROGRESS, PROGRESS_MESSAGE, \
     MESSAGES, OUTPUTS, ERROR, CANCEL_REQUESTED, CREATE_TIME, START_TIME, END_TIME, REVISION, \
-    CREATE_REVISION";
+    CREATE_REVISION, START_REVISION";
+
+/// `TRANSLATE(x{AZ})` folds ASCII letters only.
+const ASCII_FOLD: &str = ", 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'";
 
 /// Insert-or-get: a PENDING job whose submit takes one revision for both
 /// its revision and its place in submission order; with its (owner,
@@ -78,17 +83,41 @@ END;";
 
 pub const GET: &str = "SELECT {columns} FROM {s}.PROCGATE_JOBS WHERE ID = :id";
 
-pub const FIND_BY_REQUEST_ID: &str =
-    "SELECT {columns} FROM {s}.PROCGATE_JOBS WHERE OWNER = :owner AND REQUEST_ID = :request_id";
+pub const FIND_BY_REQUEST_ID: &str = "SELECT {columns} FROM {s}.PROCGATE_JOBS
+ WHERE DECODE(OWNER, :owner, 1, 0) = 1 AND REQUEST_ID = :request_id";
 
 /// One ListJobs page, newest first by submission; :states is a
 /// comma-separated list (empty: every state).
 pub const LIST_PAGE: &str = "SELECT {columns} FROM {s}.PROCGATE_JOBS
  WHERE CREATE_REVISION < :before
    AND (:states IS NULL OR INSTR(',' || :states || ',', ',' || STATE || ',') > 0)
-   AND (:procedure IS NULL OR LOWER(PROCEDURE_NAME) = LOWER(:procedure))
+   AND (:procedure IS NULL OR TRANSLATE(PROCEDURE_NAME{AZ}) = TRANSLATE(:procedure{AZ}))
    AND (:owner IS NULL OR OWNER = :owner)
  ORDER BY CREATE_REVISION DESC FETCH FIRST :limit ROWS ONLY";
+
+/// A WatchJobs stream's EXISTING jobs: the live ones that match.
+pub const LIVE_JOBS: &str = "SELECT {columns} FROM {s}.PROCGATE_JOBS
+ WHERE STATE IN ('PENDING', 'RUNNING')
+   AND (:states IS NULL OR INSTR(',' || :states || ',', ',' || STATE || ',') > 0)
+   AND (:procedure IS NULL OR TRANSLATE(PROCEDURE_NAME{AZ}) = TRANSLATE(:procedure{AZ}))
+   AND (:owner IS NULL OR OWNER = :owner)
+ ORDER BY REVISION";
+
+/// A resumed WatchJobs stream's replay: every matching job changed after
+/// :after, whatever its state.
+pub const CHANGED_SINCE: &str = "SELECT {columns} FROM {s}.PROCGATE_JOBS
+ WHERE REVISION > :after
+   AND (:procedure IS NULL OR TRANSLATE(PROCEDURE_NAME{AZ}) = TRANSLATE(:procedure{AZ}))
+   AND (:owner IS NULL OR OWNER = :owner)
+ ORDER BY REVISION";
+
+/// And the matching deletions after :after.
+pub const DELETED_SINCE: &str = "SELECT ID, OWNER, PROCEDURE_NAME, STATE, REVISION, DELETED_AT
+  FROM {s}.PROCGATE_TOMBSTONES
+ WHERE REVISION > :after
+   AND (:procedure IS NULL OR TRANSLATE(PROCEDURE_NAME{AZ}) = TRANSLATE(:procedure{AZ}))
+   AND (:owner IS NULL OR OWNER = :owner)
+ ORDER BY REVISION";
 
 pub const PENDING_COUNT: &str = "SELECT COUNT(*) FROM {s}.PROCGATE_JOBS WHERE STATE = 'PENDING'";
 
@@ -130,19 +159,35 @@ pub const WRITE: &str = "UPDATE {s}.PROCGATE_JOBS
 
 /// A claimed job's start and progress, only while it is this instance's
 /// live job.
-pub const SAVE_PROGRESS: &str = "UPDATE {s}.PROCGATE_JOBS
-   SET STATE = :state, START_TIME = :start_time, PROGRESS = :progress,
-       PROGRESS_MESSAGE = :message, MESSAGES = :messages,
-       REVISION = {s}.PROCGATE_REVISION.NEXTVAL
- WHERE ID = :id AND STATE IN ('PENDING', 'RUNNING') AND INSTANCE_ID = :instance";
+/// Its first RUNNING write also keeps that revision as START_REVISION.
+pub const SAVE_PROGRESS: &str = "DECLARE
+    r NUMBER := {s}.PROCGATE_REVISION.NEXTVAL;
+BEGIN
+    UPDATE {s}.PROCGATE_JOBS
+       SET STATE = :state, START_TIME = :start_time, PROGRESS = :progress,
+           PROGRESS_MESSAGE = :message, MESSAGES = :messages, REVISION = r,
+           START_REVISION = CASE WHEN :state = 'RUNNING' THEN NVL(START_REVISION, r)
+                                 ELSE START_REVISION END
+     WHERE ID = :id AND STATE IN ('PENDING', 'RUNNING') AND INSTANCE_ID = :instance;
+    :saved := SQL%ROWCOUNT;
+END;";
 
-/// A job's end, only while it is this instance's live job.
-pub const SAVE_END: &str = "UPDATE {s}.PROCGATE_JOBS
-   SET STATE = :state, PROGRESS = :progress, PROGRESS_MESSAGE = :message,
-       MESSAGES = :messages, OUTPUTS = :outputs, ERROR = :error, END_TIME = :end_time,
-       START_TIME = :start_time, CANCEL_REQUESTED = GREATEST(CANCEL_REQUESTED, :cancel_requested),
-       REVISION = {s}.PROCGATE_REVISION.NEXTVAL
- WHERE ID = :id AND STATE IN ('PENDING', 'RUNNING') AND INSTANCE_ID = :instance";
+/// A job's end, only while it is this instance's live job; a start
+/// written with it takes a revision of its own, before the end's.
+pub const SAVE_END: &str = "DECLARE
+    s NUMBER := {s}.PROCGATE_REVISION.NEXTVAL;
+    e NUMBER := {s}.PROCGATE_REVISION.NEXTVAL;
+BEGIN
+    UPDATE {s}.PROCGATE_JOBS
+       SET STATE = :state, PROGRESS = :progress, PROGRESS_MESSAGE = :message,
+           MESSAGES = :messages, OUTPUTS = :outputs, ERROR = :error, END_TIME = :end_time,
+           START_TIME = :start_time,
+           CANCEL_REQUESTED = GREATEST(CANCEL_REQUESTED, :cancel_requested), REVISION = e,
+           START_REVISION = CASE WHEN :start_time IS NOT NULL THEN NVL(START_REVISION, s)
+                                 ELSE START_REVISION END
+     WHERE ID = :id AND STATE IN ('PENDING', 'RUNNING') AND INSTANCE_ID = :instance;
+    :saved := SQL%ROWCOUNT;
+END;";
 
 /// A claimed job that never got a connection goes back to the queue.
 pub const RELEASE: &str = "UPDATE {s}.PROCGATE_JOBS
@@ -233,7 +278,7 @@ pub const RUNNING_OF: &str = "SELECT {columns} FROM {s}.PROCGATE_JOBS
 pub const LEAVE: &str = "DELETE FROM {s}.PROCGATE_INSTANCES WHERE ID = :instance";
 
 /// Every statement, for checks that hold of all of them.
-pub const ALL: [&str; 27] = [
+pub const ALL: [&str; 30] = [
     CREATE_JOBS,
     CREATE_REVISION,
     CREATE_INSTANCES,
@@ -243,6 +288,9 @@ pub const ALL: [&str; 27] = [
     GET,
     FIND_BY_REQUEST_ID,
     LIST_PAGE,
+    LIVE_JOBS,
+    CHANGED_SINCE,
+    DELETED_SINCE,
     PENDING_COUNT,
     CLAIM,
     LOCK,
@@ -266,6 +314,7 @@ pub const ALL: [&str; 27] = [
 /// Renders a statement for a schema: `{s}` quoted, `{columns}` expanded.
 pub fn in_schema(sql: &str, schema: &str) -> String {
     sql.replace("{columns}", COLUMNS)
+        .replace("{AZ}", ASCII_FOLD)
         .replace("{s}", &format!("\"{}\"", schema.replace('"', "\"\"")))
 }
 
@@ -304,18 +353,21 @@ mod tests {
 
     #[test]
     fn changes_stamp_the_next_revision_and_writes_keep_their_guards() {
-        for write in [
-            CLAIM,
-            WRITE,
-            SAVE_PROGRESS,
-            SAVE_END,
-            RELEASE,
-            RELEASE_CLAIMS_OF,
-        ] {
+        for write in [CLAIM, WRITE, RELEASE, RELEASE_CLAIMS_OF] {
             assert!(
                 write.contains("REVISION = {s}.PROCGATE_REVISION.NEXTVAL"),
                 "{write}"
             );
+        }
+        // Saves take their revisions first, so that a start keeps its own.
+        assert!(SAVE_PROGRESS.contains("r NUMBER := {s}.PROCGATE_REVISION.NEXTVAL"));
+        assert!(SAVE_PROGRESS.contains("REVISION = r"));
+        assert!(SAVE_PROGRESS.contains("NVL(START_REVISION, r)"));
+        assert!(SAVE_END.contains("REVISION = e"));
+        assert!(SAVE_END.contains("NVL(START_REVISION, s)"));
+        assert!(SAVE_END.contains("GREATEST(CANCEL_REQUESTED, :cancel_requested)"));
+        for save in [SAVE_PROGRESS, SAVE_END] {
+            assert_eq!(binds(save).last().map(String::as_str), Some("saved"));
         }
         for guarded in [SAVE_PROGRESS, SAVE_END] {
             assert!(
@@ -352,7 +404,15 @@ mod tests {
     #[test]
     fn pages_and_the_feed_follow_the_revisions() {
         assert!(LIST_PAGE.contains("ORDER BY CREATE_REVISION DESC"));
-        assert!(LIST_PAGE.contains("LOWER(PROCEDURE_NAME) = LOWER(:procedure)"));
+        let page = in_schema(LIST_PAGE, "APP");
+        assert!(page.contains(
+            "TRANSLATE(PROCEDURE_NAME, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz') \
+             = TRANSLATE(:procedure, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
+        ));
+        assert!(
+            !page.to_uppercase().contains("LOWER("),
+            "ASCII folding only"
+        );
         assert_eq!(
             binds(LIST_PAGE),
             ["before", "states", "procedure", "owner", "limit"]
@@ -361,6 +421,16 @@ mod tests {
             assert!(feed.contains("REVISION > :after"), "{feed}");
             assert!(feed.contains("ORDER BY REVISION FETCH FIRST 1000 ROWS ONLY"));
         }
+        assert!(LIVE_JOBS.contains("STATE IN ('PENDING', 'RUNNING')"));
+        for start in [LIVE_JOBS, CHANGED_SINCE, DELETED_SINCE] {
+            assert!(start.contains("ORDER BY REVISION"), "{start}");
+            assert!(start.contains("(:owner IS NULL OR OWNER = :owner)"));
+        }
+        assert_eq!(binds(CHANGED_SINCE), ["after", "procedure", "owner"]);
+        assert!(
+            FIND_BY_REQUEST_ID.contains("DECODE(OWNER, :owner, 1, 0) = 1"),
+            "Oracle stores an empty owner as NULL"
+        );
         assert!(PURGE_TOMBSTONES.contains("PURGED_THROUGH = GREATEST(PURGED_THROUGH"));
         assert_eq!(binds(WRITE).last().map(String::as_str), Some("revision"));
     }
@@ -371,6 +441,7 @@ mod tests {
         for column in [
             "REVISION         NUMBER(19) NOT NULL",
             "CREATE_REVISION  NUMBER(19) NOT NULL UNIQUE",
+            "START_REVISION   NUMBER(19)",
         ] {
             assert!(jobs.contains(column), "{column}");
         }
