@@ -40,6 +40,7 @@
 //! [`JobStore::shutdown`] returns, nothing of the engine runs or writes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,7 +56,7 @@ use super::lifecycle;
 use super::live::LiveJob;
 use super::local::LocalJobs;
 use super::runner::Ran;
-use super::table::{self, CancelOutcome, ChangedJob, Changes, JobTable, ListFilter};
+use super::table::{Announcement, CancelOutcome, ChangedJob, Changes, JobTable, ListFilter};
 use super::{JobSnapshot, JobState, JobStore, JobWatch, Page};
 use crate::auth::Caller;
 use crate::call::ProcedureCall;
@@ -94,7 +95,14 @@ pub struct Engine {
     instance: Uuid,
     settings: StoreSettings,
     max_pending: usize,
-    notifications: broadcast::Sender<String>,
+    /// Whether announcements travel through the table (and come back to
+    /// this instance through it); else the engine hears its own at once.
+    announcements_travel: bool,
+    /// Woken by a `pending` announcement: the scheduler claims.
+    job_queued: Notify,
+    /// Whether the change reader reads (someone here watches), so that an
+    /// announcement wakes it only then.
+    reading: AtomicBool,
     /// Each claimed job's run and writer: shutdown waits for its last write.
     job_tasks: TaskTracker,
     /// Every other task of the engine (the scheduler, the lease,
@@ -156,14 +164,16 @@ impl Engine {
             .heartbeat(&instance, &settings.instance_name, settings.lease)
             .await?;
         let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
-        let notifications = table.listen(&tasks, stop.clone());
+        let announcements = table.listen(&tasks, stop.clone());
         let jobs = Arc::new(Engine {
+            announcements_travel: announcements.is_some(),
+            job_queued: Notify::new(),
+            reading: AtomicBool::new(false),
             table,
             local,
             instance,
             settings,
             max_pending,
-            notifications,
             job_tasks: TaskTracker::new(),
             tasks,
             stop,
@@ -181,7 +191,10 @@ impl Engine {
         }
         jobs.spawn(jobs.clone().claim_forever());
         jobs.spawn(jobs.clone().keep_lease());
-        jobs.spawn(jobs.clone().follow_announcements());
+        if let Some(announcements) = announcements {
+            jobs.spawn(jobs.clone().hear(announcements.subscribe()));
+        }
+        jobs.spawn(jobs.clone().poll_cancel_requests());
         jobs.spawn(jobs.clone().read_changes());
         Ok(jobs)
     }
@@ -228,6 +241,7 @@ impl Engine {
         reader.cursor = reader.cursor.max(revision);
         reader.horizon = reader.cursor;
         reader.idle = false;
+        self.reading.store(true, Ordering::SeqCst);
         reader.states.clear();
         reader.published.clear();
         self.feed.advance(reader.cursor);
@@ -250,7 +264,6 @@ impl Engine {
     /// The scheduler: claims the oldest PENDING job whenever a slot is free
     /// and the database is believed up.
     async fn claim_forever(self: Arc<Self>) {
-        let mut announcements = self.notifications.subscribe();
         loop {
             let permit = self
                 .local
@@ -275,7 +288,7 @@ impl Engine {
                     drop(permit);
                     tokio::select! {
                         _ = tokio::time::sleep(self.settings.poll_interval) => {}
-                        _ = wait_for(&mut announcements, |p| p == table::PENDING) => {}
+                        _ = self.job_queued.notified() => {}
                     }
                 }
                 Err(e) => {
@@ -320,10 +333,13 @@ impl Engine {
             if let Err(e) = self.table.save(&job, &self.instance).await {
                 warn!(%id, error = %e, "saving progress failed");
             }
-            self.table.notify(&id.to_string()).await;
+            self.announce(Announcement::Changed(id)).await;
             // Coalesce: at most one progress write per interval, but the
             // end is never held back.
             let interval = self.settings.progress_interval;
+            if interval.is_zero() {
+                continue;
+            }
             let ended = tokio::time::timeout(interval, changes.wait_for(|j| j.state.is_terminal()))
                 .await
                 .is_ok_and(|seen| seen.is_ok());
@@ -353,7 +369,7 @@ impl Engine {
             ),
             Err(e) => warn!(%id, error = %e, "the job's end could not be saved"),
         }
-        self.table.notify(&id.to_string()).await;
+        self.announce(Announcement::Changed(id)).await;
     }
 
     /// Gives a claimed job back to the queue, retrying a while when the
@@ -363,7 +379,7 @@ impl Engine {
             .retrying(|| self.table.release(&job, &self.instance))
             .await;
         match released {
-            Ok(()) => self.table.notify(table::PENDING).await,
+            Ok(()) => self.announce(Announcement::Pending).await,
             Err(e) => warn!(id = %job.id, error = %e, "could not give the job back to the queue; \
                             it goes back when this instance's lease expires"),
         }
@@ -422,7 +438,7 @@ impl Engine {
                 Ok(failed) => {
                     for id in failed {
                         warn!(%id, "failed a job of an instance whose lease expired: INTERRUPTED");
-                        self.table.notify(&id.to_string()).await;
+                        self.announce(Announcement::Changed(id)).await;
                     }
                 }
                 Err(e) => warn!(error = %e, "recovering expired instances failed"),
@@ -430,27 +446,60 @@ impl Engine {
         }
     }
 
-    /// Acts on cancel announcements for this instance's jobs, and polls the
-    /// cancel flags in case an announcement was missed.
-    async fn follow_announcements(self: Arc<Self>) {
-        let mut announcements = self.notifications.subscribe();
+    /// Tells every instance of a write: through the table when
+    /// announcements travel (this instance hears it back), else at once.
+    async fn announce(&self, announcement: Announcement) {
+        if self.announcements_travel {
+            self.table.notify(announcement).await;
+        } else {
+            self.heard(announcement);
+        }
+    }
+
+    /// Acts on an announcement: wakes whichever task it concerns, and only
+    /// that one.
+    fn heard(&self, announcement: Announcement) {
+        match announcement {
+            Announcement::Pending => self.job_queued.notify_one(),
+            Announcement::Cancel(id) => {
+                self.local.cancel(&id);
+                self.wake_reader();
+            }
+            Announcement::Changed(_) | Announcement::Swept => self.wake_reader(),
+        }
+    }
+
+    fn wake_reader(&self) {
+        if self.reading.load(Ordering::SeqCst) {
+            self.read_now.notify_one();
+        }
+    }
+
+    /// Hears the announcements of every instance, this one included.
+    async fn hear(self: Arc<Self>, mut announcements: broadcast::Receiver<String>) {
         loop {
-            let to_cancel: Vec<Uuid> = tokio::select! {
-                heard = announcements.recv() => match heard {
-                    Ok(payload) => payload
-                        .strip_prefix("cancel:")
-                        .and_then(|id| Uuid::parse_str(id).ok())
-                        .into_iter()
-                        .collect(),
-                    Err(broadcast::error::RecvError::Lagged(_)) => Vec::new(),
-                    Err(broadcast::error::RecvError::Closed) => return,
+            match announcements.recv().await {
+                Ok(payload) => match Announcement::parse(&payload) {
+                    Some(announcement) => self.heard(announcement),
+                    None => warn!(%payload, "ignored an announcement this version does not know"),
                 },
-                _ = tokio::time::sleep(self.settings.poll_interval) => {
-                    let live = self.local.live_ids();
-                    self.table.cancel_requests(&live).await.unwrap_or_default()
+                // Some were lost: whatever they said, read and claim.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.job_queued.notify_one();
+                    self.wake_reader();
                 }
-            };
-            for id in to_cancel {
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Polls the cancel flags of this instance's jobs, in case an
+    /// announcement was missed.
+    async fn poll_cancel_requests(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(self.settings.poll_interval).await;
+            let live = self.local.live_ids();
+            for id in self.table.cancel_requests(&live).await.unwrap_or_default() {
                 self.local.cancel(&id);
             }
         }
@@ -460,22 +509,12 @@ impl Engine {
     /// every poll interval, while anyone here watches, reads the store's
     /// changes and fans them out.
     async fn read_changes(self: Arc<Self>) {
-        let mut announcements = self.notifications.subscribe();
         loop {
+            // A burst of announcements leaves one wake-up: it reads once.
             let polled = tokio::select! {
                 () = self.read_now.notified() => false,
                 () = tokio::time::sleep(self.settings.poll_interval) => true,
-                heard = announcements.recv() => {
-                    if matches!(heard, Err(broadcast::error::RecvError::Closed)) {
-                        return;
-                    }
-                    false
-                }
             };
-            while !matches!(
-                announcements.try_recv(),
-                Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
-            ) {}
             self.read_once(polled).await;
         }
     }
@@ -492,6 +531,7 @@ impl Engine {
             .retain(|_, tx| tx.receiver_count() > 0);
         if !self.interested() {
             reader.idle = true;
+            self.reading.store(false, Ordering::SeqCst);
             return;
         }
         if reader.idle {
@@ -688,7 +728,7 @@ impl JobStore for Engine {
             // Another submit with the same request_id won the race.
             return lifecycle::same_call(stored, &job.call);
         }
-        self.table.notify(table::PENDING).await;
+        self.announce(Announcement::Pending).await;
         Ok(stored)
     }
 
@@ -794,9 +834,9 @@ impl JobStore for Engine {
             CancelOutcome::Missing => return Err(Error::JobNotFound(id.to_string())),
         };
         if self.local.cancel(&id) {
-            self.table.notify(&id.to_string()).await;
+            self.announce(Announcement::Changed(id)).await;
         } else {
-            self.table.notify(&format!("cancel:{id}")).await;
+            self.announce(Announcement::Cancel(id)).await;
         }
         Ok(job)
     }
@@ -806,7 +846,7 @@ impl JobStore for Engine {
         let job = self.visible(&id, caller).await?;
         lifecycle::delete(&job)?;
         if self.table.delete(&id).await? {
-            self.table.notify(&id.to_string()).await;
+            self.announce(Announcement::Changed(id)).await;
             Ok(())
         } else {
             Err(Error::JobNotFound(id.to_string()))
@@ -820,7 +860,7 @@ impl JobStore for Engine {
             .sweep(retention, self.settings.tombstone_retention)
             .await?;
         if swept > 0 {
-            self.table.notify("swept").await;
+            self.announce(Announcement::Swept).await;
         }
         Ok(swept)
     }
@@ -902,17 +942,4 @@ fn parse_page_token(token: &str) -> Result<u64> {
                 printable(token)
             ))
         })
-}
-
-/// Waits for an announcement matching `wanted` (or a lag, which may have
-/// hidden one).
-async fn wait_for(announcements: &mut broadcast::Receiver<String>, wanted: impl Fn(&str) -> bool) {
-    loop {
-        match announcements.recv().await {
-            Ok(payload) if wanted(&payload) => return,
-            Ok(_) => {}
-            Err(broadcast::error::RecvError::Lagged(_)) => return,
-            Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
-        }
-    }
 }

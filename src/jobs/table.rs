@@ -24,10 +24,43 @@ use super::feed::{Tombstone, WatchFilter};
 use super::{JobSnapshot, JobState};
 use crate::error::Result;
 
-/// Announcement payloads: a job id (it changed), `cancel:` and a job id
-/// (whoever runs it, stop it), `pending` (a job waits to be claimed),
-/// `swept` (old jobs were removed).
-pub const PENDING: &str = "pending";
+/// What an instance tells the others (and itself) after a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announcement {
+    /// A job waits to be claimed.
+    Pending,
+    /// A job changed or was deleted.
+    Changed(Uuid),
+    /// Whoever runs this job, stop it.
+    Cancel(Uuid),
+    /// Old jobs were removed.
+    Swept,
+}
+
+impl Announcement {
+    /// As it travels in a notification: `pending`, a job id, `cancel:` and
+    /// a job id, `swept`.
+    pub fn payload(&self) -> String {
+        match self {
+            Announcement::Pending => "pending".into(),
+            Announcement::Changed(id) => id.to_string(),
+            Announcement::Cancel(id) => format!("cancel:{id}"),
+            Announcement::Swept => "swept".into(),
+        }
+    }
+
+    /// A payload heard; None for one this binary does not know.
+    pub fn parse(payload: &str) -> Option<Announcement> {
+        Some(match payload {
+            "pending" => Announcement::Pending,
+            "swept" => Announcement::Swept,
+            _ => match payload.strip_prefix("cancel:") {
+                Some(id) => Announcement::Cancel(Uuid::try_parse(id).ok()?),
+                None => Announcement::Changed(Uuid::try_parse(payload).ok()?),
+            },
+        })
+    }
+}
 
 /// Which jobs a page holds.
 #[derive(Debug, Clone, Default)]
@@ -199,10 +232,39 @@ pub trait JobTable: Send + Sync {
     /// forgotten. Returns the jobs failed.
     async fn recover(&self) -> Result<Vec<Uuid>>;
 
-    /// Announces a change to every instance.
-    async fn notify(&self, payload: &str);
+    /// Announces a change to every instance, this one included.
+    async fn notify(&self, announcement: Announcement);
 
-    /// The announcements of every instance, forwarded on a task of `tasks`
-    /// that ends with `stop`.
-    fn listen(&self, tasks: &TaskTracker, stop: CancellationToken) -> broadcast::Sender<String>;
+    /// The announcements of every instance (payloads), forwarded on a task
+    /// of `tasks` that ends with `stop`. None when announcements do not
+    /// travel: the engine then hears its own at once and the others' writes
+    /// by polling, and `notify` is never called.
+    fn listen(
+        &self,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Option<broadcast::Sender<String>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_round_trip_and_unknown_payloads_are_ignored() {
+        let id = Uuid::new_v4();
+        for announcement in [
+            Announcement::Pending,
+            Announcement::Changed(id),
+            Announcement::Cancel(id),
+            Announcement::Swept,
+        ] {
+            assert_eq!(
+                Announcement::parse(&announcement.payload()),
+                Some(announcement)
+            );
+        }
+        assert_eq!(Announcement::parse("cancel:nope"), None);
+        assert_eq!(Announcement::parse("hello"), None);
+    }
 }

@@ -25,13 +25,12 @@ use crate::error::Result;
 use crate::jobs::feed::{self, Tombstone, WatchFilter};
 use crate::jobs::lifecycle::{self, Cancel};
 use crate::jobs::table::{
-    CHANGES_BATCH, CancelOutcome, ChangedJob, Changes, JobTable, ListFilter, Start,
+    Announcement, CHANGES_BATCH, CancelOutcome, ChangedJob, Changes, JobTable, ListFilter, Start,
 };
 use crate::jobs::{JobSnapshot, JobState};
 
 pub struct MemoryTable {
     tables: Mutex<Tables>,
-    announcements: broadcast::Sender<String>,
     max_retained: usize,
 }
 
@@ -41,7 +40,8 @@ struct Tables {
     revision: u64,
     /// The highest revision of a purged tombstone.
     purged_through: u64,
-    rows: HashMap<Uuid, Row>,
+    /// Boxed: a map keeps spare slots, which should cost a pointer each.
+    rows: HashMap<Uuid, Box<Row>>,
     /// Submission order: create_revision → id.
     by_create: BTreeMap<u64, Uuid>,
     /// The change feed: each job at its last revision.
@@ -161,7 +161,6 @@ impl MemoryTable {
     pub fn new(max_retained: usize) -> MemoryTable {
         MemoryTable {
             tables: Mutex::default(),
-            announcements: broadcast::channel(1024).0,
             max_retained,
         }
     }
@@ -206,11 +205,11 @@ impl JobTable for MemoryTable {
         tables.pending += 1;
         tables.rows.insert(
             job.id,
-            Row {
+            Box::new(Row {
                 job: job.clone(),
                 instance: None,
                 start_revision: None,
-            },
+            }),
         );
         Ok(job)
     }
@@ -472,13 +471,15 @@ impl JobTable for MemoryTable {
         Ok(Vec::new())
     }
 
-    async fn notify(&self, payload: &str) {
-        // Nobody listening is not an error.
-        let _ = self.announcements.send(payload.to_string());
-    }
+    /// One instance: the engine hears its own announcements.
+    async fn notify(&self, _announcement: Announcement) {}
 
-    fn listen(&self, _tasks: &TaskTracker, _stop: CancellationToken) -> broadcast::Sender<String> {
-        self.announcements.clone()
+    fn listen(
+        &self,
+        _tasks: &TaskTracker,
+        _stop: CancellationToken,
+    ) -> Option<broadcast::Sender<String>> {
+        None
     }
 }
 

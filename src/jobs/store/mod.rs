@@ -37,13 +37,12 @@ use uuid::Uuid;
 use super::feed::{self, Tombstone, WatchFilter};
 use super::lifecycle::{self, Cancel};
 use super::table::{
-    CHANGES_BATCH, CancelOutcome, ChangedJob, Changes, JobTable, ListFilter, Start,
+    Announcement, CHANGES_BATCH, CancelOutcome, ChangedJob, Changes, JobTable, ListFilter, Start,
 };
 use super::{JobSnapshot, JobState};
 use crate::error::{Error, Result};
 
-/// The notification channel: payloads are a job id (it changed), `cancel:`
-/// and a job id (stop it), or `pending` (a job is waiting to be claimed).
+/// The notification channel: payloads are [`Announcement::payload`]s.
 pub const CHANNEL: &str = "procgate_jobs";
 
 /// How a job's columns are read, in this order.
@@ -737,7 +736,8 @@ impl JobTable for PostgresStore {
     }
 
     /// Announces a change to every instance.
-    async fn notify(&self, payload: &str) {
+    async fn notify(&self, announcement: Announcement) {
+        let payload = announcement.payload();
         let sent = match self.client().await {
             Ok(client) => client
                 .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
@@ -755,7 +755,11 @@ impl JobTable for PostgresStore {
     /// when it drops, and forwards their payloads.
     /// Starts forwarding the channel's notifications, on a task of
     /// `tasks` that reconnects after a failure and ends with `stop`.
-    fn listen(&self, tasks: &TaskTracker, stop: CancellationToken) -> broadcast::Sender<String> {
+    fn listen(
+        &self,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Option<broadcast::Sender<String>> {
         let (tx, _) = broadcast::channel(1024);
         let sender = tx.clone();
         let url = self.url.clone();
@@ -773,7 +777,7 @@ impl JobTable for PostgresStore {
                 }
             }
         });
-        tx
+        Some(tx)
     }
 }
 

@@ -6,9 +6,9 @@
 //! The oracle crate blocks, so every statement runs on a `spawn_blocking`
 //! thread with a connection of a small r2d2 pool of the table's own (these
 //! are short bookkeeping statements, not procedure calls). Oracle has no
-//! LISTEN/NOTIFY that a client can use without extra grants, so
-//! announcements stay within the instance and other instances learn of
-//! changes by polling (`--job-store-poll-interval`): a watcher on B sees a
+//! LISTEN/NOTIFY that a client can use without extra grants, so the engine
+//! hears its own announcements and other instances learn of changes by
+//! polling (`--job-store-poll-interval`): a watcher on B sees a
 //! change on A within that interval plus a second.
 //!
 //! `procgate migrate` creates the tables ([`migrate`]); `serve` only checks
@@ -34,7 +34,9 @@ use crate::backend::oracle::url;
 use crate::error::{Error, Result};
 use crate::jobs::feed::{self, Tombstone, WatchFilter};
 use crate::jobs::lifecycle::{self, Cancel};
-use crate::jobs::table::{CancelOutcome, ChangedJob, Changes, JobTable, ListFilter, Start};
+use crate::jobs::table::{
+    Announcement, CancelOutcome, ChangedJob, Changes, JobTable, ListFilter, Start,
+};
 use crate::jobs::{JobSnapshot, JobState};
 
 type Pool = r2d2::Pool<OracleConnectionManager>;
@@ -43,8 +45,6 @@ type Binds<'a> = Vec<(&'a str, &'a dyn ToSql)>;
 pub struct OracleTable {
     pool: Pool,
     schema: String,
-    /// Announcements of this instance; other instances poll.
-    announcements: broadcast::Sender<String>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Error {
@@ -130,11 +130,7 @@ impl OracleTable {
             "public" => target.user.to_uppercase(),
             other => other.to_string(),
         };
-        Ok(OracleTable {
-            pool,
-            schema,
-            announcements: broadcast::channel(1024).0,
-        })
+        Ok(OracleTable { pool, schema })
     }
 
     /// Runs `work` with a pooled connection on a blocking thread; what it
@@ -764,12 +760,15 @@ impl JobTable for OracleTable {
         .await
     }
 
-    async fn notify(&self, payload: &str) {
-        // Nobody listening is not an error; other instances poll.
-        let _ = self.announcements.send(payload.to_string());
-    }
+    /// No NOTIFY here: the engine hears its own announcements, and other
+    /// instances poll.
+    async fn notify(&self, _announcement: Announcement) {}
 
-    fn listen(&self, _tasks: &TaskTracker, _stop: CancellationToken) -> broadcast::Sender<String> {
-        self.announcements.clone()
+    fn listen(
+        &self,
+        _tasks: &TaskTracker,
+        _stop: CancellationToken,
+    ) -> Option<broadcast::Sender<String>> {
+        None
     }
 }
