@@ -130,6 +130,11 @@ pub struct ServeConfig {
     #[arg(long, env = "PROCGATE_JOB_STORE_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub job_store_poll_interval: Duration,
 
+    /// Connections of the database job store's own pool (bookkeeping: claims,
+    /// saves, the change feed), plus one that LISTENs, per instance.
+    #[arg(long, env = "PROCGATE_JOB_STORE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub job_store_pool_size: u32,
+
     /// Jobs running at once (default: --pool-size). More wait PENDING, in
     /// submission order.
     #[arg(long, env = "PROCGATE_MAX_RUNNING_JOBS")]
@@ -315,6 +320,7 @@ impl ServeConfig {
             lease: self.instance_lease,
             progress_interval: self.job_store_progress_interval,
             poll_interval: self.job_store_poll_interval,
+            pool_size: self.job_store_pool_size,
             tombstone_retention: self.tombstone_retention,
         }
     }

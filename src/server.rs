@@ -88,8 +88,17 @@ pub async fn run_with(
         ),
         JobStoreKind::Database => {
             let table: Arc<dyn JobTable> = match backend.kind() {
-                "oracle" => Arc::new(OracleTable::open(database_url, &settings.schema, 4).await?),
-                _ => Arc::new(PostgresStore::open(database_url, &settings.schema, 16).await?),
+                "oracle" => Arc::new(
+                    OracleTable::open(database_url, &settings.schema, settings.pool_size).await?,
+                ),
+                _ => Arc::new(
+                    PostgresStore::open(
+                        database_url,
+                        &settings.schema,
+                        settings.pool_size as usize,
+                    )
+                    .await?,
+                ),
             };
             (table, settings)
         }

@@ -20,6 +20,8 @@ on_both_stores!(
     callers_see_only_their_own_jobs_events,
     watch_job_since_a_revision_sends_only_what_is_newer,
     list_jobs_is_strictly_newest_first_by_submission,
+    watch_streams_end_at_shutdown_instead_of_holding_it_up,
+    nul_characters_in_a_request_id_or_a_filter_are_invalid_arguments,
 );
 
 type Events = tonic::Streaming<pb::JobEvent>;
@@ -377,17 +379,98 @@ async fn watch_job_since_a_revision_sends_only_what_is_newer(store: Store) {
     .await;
     let running = wait_state(&client, &staged.id, S::Running).await;
     let mut stream = watch(staged.id.clone(), running.revision).await;
-    let mut future = watch(staged.id.clone(), u64::MAX).await;
     let next = stream.next().await.unwrap().unwrap();
     assert!(next.revision > running.revision, "{next:?}");
     while let Some(job) = stream.next().await {
         assert!(job.unwrap().revision > running.revision);
     }
-    // From a revision it will never reach: nothing, then the end.
-    let nothing = tokio::time::timeout(Duration::from_secs(10), future.next())
+    // From a revision the store never reached (another store's, or one
+    // from before a memory store restarted): refused, as WatchJobs does.
+    let refused = client
+        .watch_job(pb::WatchJobRequest {
+            id: staged.id.clone(),
+            since_revision: 1_000_000_000_000,
+        })
         .await
-        .expect("the stream ends with the job");
-    assert!(nothing.is_none(), "{nothing:?}");
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("revision too old"),
+        "{refused:?}"
+    );
+}
+
+/// A WatchJobs stream ends at shutdown, after what it was owed, with
+/// UNAVAILABLE (resume elsewhere with since_revision) instead of holding the
+/// exit up until the grace period ends.
+async fn watch_streams_end_at_shutdown_instead_of_holding_it_up(store: Store) {
+    let gw = gateway(store, &["--grace-period", "20s"]).await;
+    let mut client = gw.client().await;
+    let mut events = watch_jobs(&mut client, watch_request(&[], "", 0)).await;
+    until_synced(&mut events).await;
+    let pending = submit(&mut client, nap(30.0)).await;
+    let mut watcher = client.clone();
+    let mut job_stream = watcher
+        .watch_job(pb::WatchJobRequest {
+            id: pending.id.clone(),
+            since_revision: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    job_stream.next().await.unwrap().unwrap();
+    let started = std::time::Instant::now();
+    let shutdown = tokio::spawn(gw.shutdown());
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match events.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(status)) => return Some(status),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the WatchJobs stream ends at shutdown");
+    let status = ended.expect("it ends with a status, not silently");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("since_revision"), "{status:?}");
+    while let Some(Ok(_)) = job_stream.next().await {}
+    shutdown.await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+}
+
+/// Input the database cannot hold is refused in both stores alike, with
+/// INVALID_ARGUMENT, before it reaches the store.
+async fn nul_characters_in_a_request_id_or_a_filter_are_invalid_arguments(store: Store) {
+    let gw = gateway(store, &[]).await;
+    let mut client = gw.client().await;
+    let submitted = client
+        .submit_async(pb::SubmitAsyncRequest {
+            call: Some(nap(0.0)),
+            request_id: "rq\0x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(submitted.code(), Code::InvalidArgument, "{submitted:?}");
+    assert!(submitted.message().contains("NUL"), "{submitted:?}");
+    let listed = client
+        .list_jobs(pb::ListJobsRequest {
+            procedure: "pkg\0etl".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(listed.code(), Code::InvalidArgument, "{listed:?}");
+    let watched = client
+        .watch_jobs(watch_request(&[], "pkg\0etl", 0))
+        .await
+        .unwrap_err();
+    assert_eq!(watched.code(), Code::InvalidArgument, "{watched:?}");
 }
 
 async fn list_jobs_is_strictly_newest_first_by_submission(store: Store) {

@@ -159,7 +159,8 @@ impl ProcedureService for ProcedureApi {
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let caller = caller_of(&request);
         let request = request.into_inner();
-        let rx = self.jobs.watch(&request.id, &caller).await?;
+        let since = (request.since_revision > 0).then_some(request.since_revision);
+        let rx = self.jobs.watch(&request.id, &caller, since).await?;
         Ok(Response::new(JobStream::new(rx, request.since_revision)))
     }
 
@@ -230,6 +231,11 @@ fn procedure_filter(procedure: String) -> Result<Option<String>, Error> {
             "the procedure filter is {} characters long; a procedure name has at most {LONGEST_NAME}",
             procedure.chars().count()
         )));
+    }
+    if procedure.contains('\0') {
+        return Err(Error::InvalidArgument(
+            "the procedure filter contains a NUL character, which no procedure name holds".into(),
+        ));
     }
     Ok((!procedure.is_empty()).then_some(procedure))
 }

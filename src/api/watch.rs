@@ -16,7 +16,7 @@ use tokio_stream::wrappers::WatchStream;
 use tonic::Status;
 
 use crate::api::convert::{event_to_proto, job_to_proto};
-use crate::jobs::{FeedEvent, JobSnapshot, JobWatch, Subscription};
+use crate::jobs::{FeedEvent, JobSnapshot, JobWatch, Subscription, lifecycle};
 use crate::proto as pb;
 
 pub enum JobStream {
@@ -66,7 +66,14 @@ impl Stream for JobStream {
                             }
                             continue;
                         }
-                        job => job,
+                        Some(job) => Some(job),
+                        // The channel closed before the job ended: the
+                        // instance is shutting down.
+                        None => {
+                            *self = JobStream::Last(None);
+                            let ended = lifecycle::watch_interrupted_by_shutdown();
+                            return Poll::Ready(Some(Err(ended.into())));
+                        }
                     }
                 }
             };
@@ -84,17 +91,20 @@ impl Stream for JobStream {
 pub type JobEventStream =
     Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Send + 'static>>;
 
-/// The first events, then every change the feed queues for the subscription.
+/// The first events, then every change the feed queues for the
+/// subscription; when the instance shuts down, UNAVAILABLE after the last
+/// one, so that the client resumes elsewhere from the revision it saw.
 pub fn job_events(subscription: Subscription, first: Vec<FeedEvent>) -> JobEventStream {
-    let state = (subscription, first.into_iter());
-    Box::pin(futures_util::stream::unfold(
-        state,
-        |(subscription, mut first)| async move {
-            let event = match first.next() {
-                Some(event) => event,
-                None => subscription.next().await,
-            };
-            Some((Ok(event_to_proto(&event)), (subscription, first)))
-        },
-    ))
+    let state = Some((subscription, first.into_iter()));
+    Box::pin(futures_util::stream::unfold(state, |state| async move {
+        let (subscription, mut first) = state?;
+        let event = match first.next() {
+            Some(event) => Some(event),
+            None => subscription.next().await,
+        };
+        Some(match event {
+            Some(event) => (Ok(event_to_proto(&event)), Some((subscription, first))),
+            None => (Err(lifecycle::watch_interrupted_by_shutdown().into()), None),
+        })
+    }))
 }

@@ -84,7 +84,8 @@ pub enum ClientCommand {
         #[command(flatten)]
         server: ServerArgs,
         /// Only these states, comma-separated: pending,running,completed,failed,cancelled.
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', ignore_case = true,
+              value_parser = ["pending", "running", "completed", "failed", "cancelled"])]
         state: Vec<String>,
         /// Only this procedure.
         #[arg(long)]

@@ -51,7 +51,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::feed::{Feed, FeedEvent, Subscription, Tombstone, WatchFilter};
+use super::feed::{self, Feed, FeedEvent, Subscription, Tombstone, WatchFilter};
 use super::lifecycle;
 use super::live::LiveJob;
 use super::local::LocalJobs;
@@ -84,6 +84,8 @@ pub struct StoreSettings {
     pub progress_interval: Duration,
     /// Fallback polling when a notification is missed.
     pub poll_interval: Duration,
+    /// Connections of the database table's own pool.
+    pub pool_size: u32,
     /// How long tombstones of deleted jobs are kept.
     pub tombstone_retention: Duration,
 }
@@ -273,11 +275,16 @@ impl Engine {
                 .await
                 .expect("the job semaphore is never closed");
             self.local.database_available().await;
+            if !self.local.is_accepting() {
+                return; // shutting down: claims nothing more
+            }
             match self.table.claim(&self.instance).await {
                 Ok(Some(job)) => {
                     let Some(live) = self.local.hold(job.clone()) else {
-                        // Shutting down: it waits for another instance, or
-                        // is cancelled with the rest of the queue.
+                        // Shut down meanwhile: it waits for another
+                        // instance, or is cancelled with the rest of the queue.
+                        let mut job = job;
+                        lifecycle::unclaim(&mut job);
                         return self.give_back(job).await;
                     };
                     self.job_tasks
@@ -762,8 +769,14 @@ impl JobStore for Engine {
 
     /// Follows a job through the hub, wherever it runs: the store's
     /// revisions are the ones every watcher sees.
-    async fn watch(&self, id: &str, caller: &Caller) -> Result<JobWatch> {
+    async fn watch(&self, id: &str, caller: &Caller, since: Option<u64>) -> Result<JobWatch> {
         let id = parse_id(id)?;
+        if let Some(since) = since
+            && since > self.feed.revision()
+        {
+            // Rare: ask the table only when the feed has not seen it.
+            feed::check_resumable(since, self.table.revision().await?, 0)?;
+        }
         if let Some(watch) = self.already_followed(&id, caller)? {
             return Ok(watch);
         }
@@ -877,8 +890,11 @@ impl JobStore for Engine {
         if !self.table.durable() {
             self.cancel_queue().await;
         }
-        // What the last writes changed still reaches this instance's watchers.
+        // What the last writes changed still reaches this instance's
+        // watchers; then their streams end, so that none holds up the exit.
         self.read_once(false).await;
+        self.feed.close();
+        self.followed.lock().expect("hub lock").clear();
         self.stop.cancel();
         self.tasks.close();
         self.tasks.wait().await;
@@ -897,6 +913,10 @@ fn check_request_id(request_id: Option<&str>) -> Result<()> {
                 printable(key)
             )))
         }
+        Some(key) if key.contains('\0') => Err(Error::InvalidArgument(format!(
+            "request_id {} contains a NUL character; use printable text",
+            printable(key)
+        ))),
         _ => Ok(()),
     }
 }

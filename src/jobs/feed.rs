@@ -138,6 +138,8 @@ pub struct Feed {
 struct Inner {
     /// The last revision published.
     revision: u64,
+    /// Shutting down: every stream ends once its queue is delivered.
+    closed: bool,
     next_watcher: u64,
     watchers: HashMap<u64, Arc<Watcher>>,
 }
@@ -146,6 +148,7 @@ struct Watcher {
     filter: WatchFilter,
     queue: Mutex<Queue>,
     wake: Notify,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -224,6 +227,16 @@ impl Feed {
         inner.revision = inner.revision.max(revision);
     }
 
+    /// Ends every stream once it has delivered what is queued for it (the
+    /// instance is shutting down), and every stream that subscribes later.
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        for watcher in inner.watchers.values() {
+            watcher.close();
+        }
+    }
+
     /// Whether any stream is watching.
     pub fn is_watched(&self) -> bool {
         !self.lock().watchers.is_empty()
@@ -235,8 +248,12 @@ impl Feed {
             filter,
             queue: Mutex::default(),
             wake: Notify::new(),
+            closed: Default::default(),
         });
         let mut inner = self.lock();
+        if inner.closed {
+            watcher.close();
+        }
         let id = inner.next_watcher;
         inner.next_watcher += 1;
         inner.watchers.insert(id, watcher.clone());
@@ -246,6 +263,13 @@ impl Feed {
             watcher,
             subscribed_at: inner.revision,
         }
+    }
+}
+
+impl Watcher {
+    fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_one();
     }
 }
 
@@ -327,12 +351,20 @@ impl Subscription {
         initial
     }
 
-    /// The next queued change, waiting for one.
-    pub async fn next(&self) -> FeedEvent {
+    /// The next queued change, waiting for one; None once the feed closed
+    /// and the queue is empty.
+    pub async fn next(&self) -> Option<FeedEvent> {
         loop {
             let woken = self.watcher.wake.notified();
             if let Some(event) = self.watcher.queue.lock().expect("watcher queue").pop() {
-                return event;
+                return Some(event);
+            }
+            if self
+                .watcher
+                .closed
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return None;
             }
             woken.await;
         }

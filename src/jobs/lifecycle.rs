@@ -30,7 +30,7 @@ pub fn submit(call: ProcedureCall, request_id: Option<Arc<str>>, owner: Arc<str>
         id: Uuid::new_v4(),
         state: JobState::Pending,
         progress: 0,
-        progress_message: "queued".into(),
+        progress_message: QUEUED.into(),
         create_time: SystemTime::now(),
         start_time: None,
         end_time: None,
@@ -46,6 +46,9 @@ pub fn submit(call: ProcedureCall, request_id: Option<Arc<str>>, owner: Arc<str>
     }
 }
 
+/// What a job says while it waits in the queue.
+const QUEUED: &str = "queued";
+
 /// What a claimed job says while it waits for its connection.
 pub const CLAIMED: &str = "waiting for a connection";
 
@@ -55,6 +58,16 @@ pub fn claim(job: &mut JobSnapshot) -> bool {
         return false;
     }
     job.progress_message = CLAIMED.into();
+    true
+}
+
+/// A claimed job goes back to the queue untouched: the instance that
+/// claimed it is shutting down.
+pub fn unclaim(job: &mut JobSnapshot) -> bool {
+    if job.state != JobState::Pending {
+        return false;
+    }
+    job.progress_message = QUEUED.into();
     true
 }
 
@@ -216,7 +229,7 @@ pub fn as_submitted(job: &JobSnapshot) -> JobSnapshot {
     JobSnapshot {
         state: JobState::Pending,
         progress: 0,
-        progress_message: "queued".into(),
+        progress_message: QUEUED.into(),
         start_time: None,
         end_time: None,
         outputs: None,
@@ -286,6 +299,16 @@ pub fn queue_full(max_pending: usize) -> Error {
     Error::Exhausted(format!(
         "{max_pending} jobs are already waiting (--max-pending-jobs); retry later"
     ))
+}
+
+/// How a watch stream ends when the instance shuts down before its job
+/// (or feed) did.
+pub fn watch_interrupted_by_shutdown() -> Error {
+    Error::Unavailable(
+        "procgate is shutting down: watch again (another instance, or this one once it is back) \
+         with since_revision set to the last revision you saw"
+            .into(),
+    )
 }
 
 /// The refusal of a submit during shutdown.

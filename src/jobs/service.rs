@@ -57,7 +57,9 @@ pub trait JobStore: Send + Sync {
     ) -> Result<Page>;
 
     /// One job's changes (WatchJob).
-    async fn watch(&self, id: &str, caller: &Caller) -> Result<JobWatch>;
+    /// `since`: the revision the watcher already has; one this store never
+    /// reached (it restarted) is FAILED_PRECONDITION, as in WatchJobs.
+    async fn watch(&self, id: &str, caller: &Caller, since: Option<u64>) -> Result<JobWatch>;
 
     /// The change feed (WatchJobs): the stream's first events and its place
     /// in the feed.

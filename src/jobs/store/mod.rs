@@ -77,8 +77,16 @@ pub struct PostgresStore {
     schema: String,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Error {
-    Error::Unavailable(format!("the job store: {e}"))
+/// The job store could not do what was asked; the message carries the
+/// database's own words (tokio-postgres alone says only "db error").
+fn unavailable(e: impl std::error::Error) -> Error {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    Error::Unavailable(format!("the job store: {message}"))
 }
 
 fn corrupt(e: String) -> Error {

@@ -110,9 +110,12 @@ async fn migrate_to(
 ) -> Result<Vec<i32>> {
     let db = |e: tokio_postgres::Error| Error::Unavailable(format!("migrating the job store: {e}"));
     let tx = client.transaction().await.map_err(db)?;
-    tx.batch_execute("SELECT pg_advisory_xact_lock(7041990)")
-        .await
-        .map_err(db)?;
+    // IF NOT EXISTS notices ("already exists, skipping") are not news.
+    tx.batch_execute(
+        "SET LOCAL client_min_messages = warning; SELECT pg_advisory_xact_lock(7041990)",
+    )
+    .await
+    .map_err(db)?;
     tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote(schema)))
         .await
         .map_err(db)?;
