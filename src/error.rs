@@ -51,6 +51,9 @@ pub enum Error {
     /// The database reported an error while running the call.
     #[error("{0}")]
     Database(DbError),
+    /// Asked of a backend that cannot do it (yet).
+    #[error("{0}")]
+    Unimplemented(String),
     /// A bug or an unexpected state in procgate itself.
     #[error("{0}")]
     Internal(String),

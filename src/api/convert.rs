@@ -217,22 +217,34 @@ pub fn value_to_proto(value: &Value) -> pb::Value {
 
 fn result_set_to_proto(set: &ResultSet) -> pb::ResultSet {
     pb::ResultSet {
-        columns: set
-            .columns
-            .iter()
-            .map(|Column { name, value_type }| pb::Column {
-                name: name.clone(),
-                r#type: value_type_to_proto(*value_type) as i32,
-            })
-            .collect(),
-        rows: set
-            .rows
-            .iter()
-            .map(|row| pb::Row {
-                values: row.iter().map(value_to_proto).collect(),
-            })
-            .collect(),
+        columns: set.columns.iter().map(column_to_proto).collect(),
+        rows: set.rows.iter().map(|row| row_to_proto(row)).collect(),
         truncated: set.truncated,
+    }
+}
+
+pub fn column_to_proto(Column { name, value_type }: &Column) -> pb::Column {
+    pb::Column {
+        name: name.clone(),
+        r#type: value_type_to_proto(*value_type) as i32,
+    }
+}
+
+pub fn row_to_proto(row: &[Value]) -> pb::Row {
+    pb::Row {
+        values: row.iter().map(value_to_proto).collect(),
+    }
+}
+
+/// What ExecuteSync answers, and ExecuteStream's `done`.
+pub fn sync_response(outcome: &crate::sync_call::SyncOutcome) -> pb::ExecuteSyncResponse {
+    let outputs = outputs_to_proto(&outcome.outputs);
+    pb::ExecuteSyncResponse {
+        outputs: outputs.outputs,
+        return_value: outputs.return_value,
+        messages: outcome.messages.lines.iter().cloned().collect(),
+        elapsed: prost_types::Duration::try_from(outcome.elapsed).ok(),
+        implicit_results: outputs.implicit_results,
     }
 }
 

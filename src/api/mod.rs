@@ -8,6 +8,7 @@
 
 pub mod convert;
 pub mod status;
+mod stream;
 pub mod transport;
 mod watch;
 
@@ -27,7 +28,8 @@ use crate::name::ProcedureName;
 use crate::proto as pb;
 use crate::proto::procedure_service_server::ProcedureService;
 use crate::sync_call;
-use convert::{call_from_proto, describe_call, job_to_proto, outputs_to_proto};
+use convert::{call_from_proto, describe_call, job_to_proto, sync_response};
+use stream::ExecuteStream;
 
 pub use watch::{JobEventStream, JobStream, job_events};
 
@@ -80,15 +82,8 @@ impl ProcedureService for ProcedureApi {
                     return Err(e.into());
                 }
             };
-        let outputs = outputs_to_proto(&outcome.outputs);
         info!(procedure = %call.name, elapsed = ?outcome.elapsed, "sync call completed");
-        let response = pb::ExecuteSyncResponse {
-            outputs: outputs.outputs,
-            return_value: outputs.return_value,
-            messages: outcome.messages.lines.into_iter().collect(),
-            elapsed: prost_types::Duration::try_from(outcome.elapsed).ok(),
-            implicit_results: outputs.implicit_results,
-        };
+        let response = sync_response(&outcome);
         // Checked here rather than left to tonic's encoder, so that the
         // caller learns that the work is done, not only that it failed.
         let size = prost::Message::encoded_len(&response);
@@ -102,6 +97,22 @@ impl ProcedureService for ProcedureApi {
             .into());
         }
         Ok(Response::new(response))
+    }
+
+    type ExecuteStreamStream = ExecuteStream;
+
+    async fn execute_stream(
+        &self,
+        request: Request<pb::ExecuteSyncRequest>,
+    ) -> Result<Response<Self::ExecuteStreamStream>, Status> {
+        let deadline = grpc_timeout(request.metadata())?;
+        let call = self.accept_call(request.into_inner().call)?;
+        Ok(Response::new(stream::execute_stream(
+            self.backend.clone(),
+            call,
+            deadline,
+            self.max_messages,
+        )))
     }
 
     async fn submit_async(

@@ -26,6 +26,7 @@ pub fn code_of(error: &Error) -> Code {
         Error::Cancelled(_) => Code::Cancelled,
         Error::Unavailable(_) => Code::Unavailable,
         Error::Interrupted(_) => Code::Aborted,
+        Error::Unimplemented(_) => Code::Unimplemented,
         Error::Internal(_) => Code::Internal,
         Error::Database(db) => match db.kind {
             DbErrorKind::UserRaised => Code::FailedPrecondition,

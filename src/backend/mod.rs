@@ -15,12 +15,14 @@ mod interrupt;
 pub mod oracle;
 pub mod postgres;
 pub mod signature;
+mod stream;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use interrupt::Interrupt;
+pub use stream::{ResultPart, RowSink};
 
 use crate::call::{Direction, Outputs, ProcedureCall, ValueType};
 use crate::error::{Error, Result};
@@ -146,6 +148,26 @@ pub trait Backend: Send + Sync + 'static {
         progress: &Arc<dyn Progress>,
         interrupt: &Interrupt,
     ) -> Result<Outputs>;
+
+    /// Runs the call as [`Backend::execute`] does, but hands the rows of
+    /// every cursor or set output (and of a set-returning function's
+    /// result) to `rows` as the database produces them, in batches, with no
+    /// row cap; the outputs returned hold the rest. A backend that cannot
+    /// read its results in chunks says so before anything runs.
+    async fn execute_stream(
+        &self,
+        call: &ProcedureCall,
+        progress: &Arc<dyn Progress>,
+        interrupt: &Interrupt,
+        rows: &RowSink,
+    ) -> Result<Outputs> {
+        let _ = (call, progress, interrupt, rows);
+        Err(Error::Unimplemented(format!(
+            "ExecuteStream is not available on {} yet; nothing was run: use ExecuteSync \
+             (cursor rows are capped at --max-cursor-rows) or SubmitAsync",
+            self.kind()
+        )))
+    }
 
     /// Reads a procedure's signature from the catalog.
     async fn describe(&self, name: &ProcedureName) -> Result<ProcedureDescription>;

@@ -153,20 +153,35 @@ fn fetch_cursor<'a>(
     })
 }
 
+/// The columns of a set or a cursor, as a result set names them.
+pub fn columns_of(columns: &[tokio_postgres::Column]) -> Vec<Column> {
+    columns
+        .iter()
+        .map(|c| Column {
+            name: c.name().to_string(),
+            value_type: types::value_type_of_column(c.type_()).or(Some(ValueType::String)),
+        })
+        .collect()
+}
+
+/// The name of the cursor a refcursor column holds; None for any other
+/// column, and for a NULL one.
+pub fn cursor_name(row: &Row, index: usize) -> Result<Option<String>> {
+    if *row.columns()[index].type_() != Type::REFCURSOR {
+        return Ok(None);
+    }
+    let raw: RawCell = row
+        .try_get(index)
+        .map_err(|e| Error::Internal(format!("reading a cursor's name: {e}")))?;
+    Ok(raw.0.map(|name| String::from_utf8_lossy(name).into_owned()))
+}
+
 /// The rows of a set or a cursor, with the text of every cell procgate
 /// cannot decode fetched in one pipelined round trip.
 pub async fn result_set(client: &Client, rows: &[Row], max_rows: usize) -> Result<ResultSet> {
     let columns = rows
         .first()
-        .map(|r| {
-            r.columns()
-                .iter()
-                .map(|c| Column {
-                    name: c.name().to_string(),
-                    value_type: types::value_type_of_column(c.type_()).or(Some(ValueType::String)),
-                })
-                .collect()
-        })
+        .map(|r| columns_of(r.columns()))
         .unwrap_or_default();
     let mut decoded = Vec::with_capacity(rows.len());
     let mut pending = Vec::new();

@@ -14,11 +14,32 @@ use tokio_postgres::{Client, Row, Statement};
 use tokio_stream::StreamExt;
 
 use super::clean::Released;
-use super::decode::{coerce, column_value, result_set};
+use super::decode::{coerce, column_value, columns_of, cursor_name, result_set};
 use super::errors::classify;
-use super::statement::{Plan, Shape};
+use super::statement::{Plan, Shape, quote_ident};
+use crate::backend::{Interrupt, RowSink};
 use crate::call::{Outputs, ProcedureCall, Value};
 use crate::error::{Error, Result};
+
+/// Where a streamed call's rows go, and the interrupt that stops its
+/// statement when the client goes away.
+#[derive(Clone, Copy)]
+pub struct Streaming<'a> {
+    pub sink: &'a RowSink,
+    pub interrupt: &'a Interrupt,
+}
+
+impl Streaming<'_> {
+    /// The client went away: the statement is to stop, and the call ends.
+    fn client_gone(&self) -> Error {
+        self.interrupt.request();
+        Error::Cancelled("the client went away; its statement was cancelled".into())
+    }
+}
+
+/// Rows read from a set-returning function before they are decoded and
+/// handed on: one chunk, the most read ahead of the client.
+const CHUNK_ROWS: usize = 1000;
 
 /// What running a call did, beyond its outputs.
 pub struct Ran {
@@ -54,6 +75,7 @@ pub async fn run(
     pipeline: Pipeline<'_>,
     call: &ProcedureCall,
     max_rows: usize,
+    streaming: Option<Streaming<'_>>,
 ) -> Ran {
     let Pipeline {
         reset,
@@ -68,7 +90,7 @@ pub async fn run(
             None => Ok(()),
         }
     };
-    let call_statement = call_statement(client, plan, binds, statement, call, max_rows);
+    let call_statement = call_statement(client, plan, binds, statement, call, max_rows, streaming);
     let (reset, outputs, end, released) = if plan.returns_cursor {
         // BEGIN … the call and its cursor fetches … COMMIT, then release.
         let (reset, begun, outputs) =
@@ -136,6 +158,7 @@ async fn call_statement(
     statement: &Statement,
     call: &ProcedureCall,
     max_rows: usize,
+    streaming: Option<Streaming<'_>>,
 ) -> Result<Outputs> {
     let limit = if plan.shape == Shape::FunctionSet {
         max_rows
@@ -143,7 +166,11 @@ async fn call_statement(
         1
     };
     let binds = binds.iter().map(|b| TextParam(b.as_deref()));
-    let (rows, truncated) = collect_rows(client.query_raw(statement, binds).await, limit).await?;
+    let rows = client.query_raw(statement, binds).await;
+    if let Some(streaming) = streaming {
+        return stream_outputs(client, plan, statement, rows, call, max_rows, streaming).await;
+    }
+    let (rows, truncated) = collect_rows(rows, limit).await?;
     let mut outputs = Outputs::default();
     match plan.shape {
         Shape::FunctionSet => {
@@ -176,6 +203,123 @@ async fn call_statement(
         }
     }
     Ok(outputs)
+}
+
+/// A streamed call: a set-returning function's rows, and every refcursor
+/// output's, go to the sink in chunks as they are read; the other outputs
+/// are returned. A set's rows are read from the statement as the server
+/// sends them: the driver reads the socket only as fast as they are taken,
+/// so the server waits on the connection instead of the gateway buffering.
+async fn stream_outputs(
+    client: &Client,
+    plan: &Plan,
+    statement: &Statement,
+    rows: std::result::Result<tokio_postgres::RowStream, tokio_postgres::Error>,
+    call: &ProcedureCall,
+    max_rows: usize,
+    streaming: Streaming<'_>,
+) -> Result<Outputs> {
+    let rows = rows.map_err(|e| classify(&e))?;
+    let mut rows = std::pin::pin!(rows);
+    let mut outputs = Outputs::default();
+    if plan.shape == Shape::FunctionSet {
+        if !streaming
+            .sink
+            .start("", columns_of(statement.columns()))
+            .await
+        {
+            return Err(streaming.client_gone());
+        }
+        let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+        loop {
+            let row = rows.next().await.transpose().map_err(|e| classify(&e))?;
+            let last = row.is_none();
+            chunk.extend(row);
+            if chunk.len() == CHUNK_ROWS || (last && !chunk.is_empty()) {
+                let set = result_set(client, &chunk, max_rows).await?;
+                if !streaming.sink.rows("", set.rows).await {
+                    return Err(streaming.client_gone());
+                }
+                chunk.clear();
+            }
+            if last {
+                return Ok(outputs);
+            }
+        }
+    }
+    let Some(row) = rows.next().await.transpose().map_err(|e| classify(&e))? else {
+        return Ok(outputs);
+    };
+    // Read to the end, so that the statement is done before the fetches.
+    while rows
+        .next()
+        .await
+        .transpose()
+        .map_err(|e| classify(&e))?
+        .is_some()
+    {}
+    for (i, column) in row.columns().iter().enumerate() {
+        let output = match plan.shape {
+            Shape::FunctionScalar => String::new(),
+            _ => call
+                .params
+                .iter()
+                .find(|p| p.name.folded_lower() == column.name())
+                .map_or(column.name(), |p| p.name.as_written())
+                .to_string(),
+        };
+        if let Some(cursor) = cursor_name(&row, i)? {
+            stream_cursor(client, &cursor, &output, max_rows, streaming).await?;
+            continue;
+        }
+        let value = column_value(client, &row, i, max_rows).await?;
+        match plan.shape {
+            Shape::FunctionScalar => outputs.return_value = Some(coerce(value, call.returns)),
+            _ => {
+                let wanted = call
+                    .params
+                    .iter()
+                    .find(|p| p.name.folded_lower() == column.name())
+                    .and_then(|p| p.value_type);
+                outputs.values.insert(output, coerce(value, wanted));
+            }
+        }
+    }
+    Ok(outputs)
+}
+
+/// A refcursor's rows, fetched `CHUNK_ROWS` at a time, each chunk handed on
+/// before the next is fetched.
+async fn stream_cursor(
+    client: &Client,
+    cursor: &str,
+    output: &str,
+    max_rows: usize,
+    streaming: Streaming<'_>,
+) -> Result<()> {
+    let fetch = format!("FETCH FORWARD {CHUNK_ROWS} FROM {}", quote_ident(cursor));
+    // Prepared, so that its columns are known even when it has no rows.
+    let fetch = client.prepare(&fetch).await.map_err(|e| classify(&e))?;
+    if !streaming
+        .sink
+        .start(output, columns_of(fetch.columns()))
+        .await
+    {
+        return Err(streaming.client_gone());
+    }
+    loop {
+        let rows = client.query(&fetch, &[]).await.map_err(|e| classify(&e))?;
+        let fetched = rows.len();
+        if fetched > 0 {
+            let set = result_set(client, &rows, max_rows).await?;
+            if !streaming.sink.rows(output, set.rows).await {
+                return Err(streaming.client_gone());
+            }
+        }
+        if fetched < CHUNK_ROWS {
+            return Ok(());
+        }
+    }
 }
 
 /// Reads at most `limit` rows; says whether more were left.

@@ -34,6 +34,7 @@ use self::errors::classify;
 use self::pool::{Manager, Pool, PooledSession, Session};
 use crate::backend::{
     Backend, BackendSettings, Interrupt, ParamDescription, Phase, ProcedureDescription, Progress,
+    RowSink,
 };
 use crate::call::{Outputs, ProcedureCall};
 use crate::error::{DbErrorKind, Error, Result};
@@ -153,12 +154,14 @@ enum Failed {
 }
 
 impl PostgresBackend {
-    /// One attempt at a call, on one session.
+    /// One attempt at a call, on one session; with `rows`, its cursors and
+    /// sets are streamed there.
     async fn attempt(
         &self,
         call: &ProcedureCall,
         progress: &Arc<dyn Progress>,
         interrupt: &Interrupt,
+        rows: Option<&RowSink>,
     ) -> std::result::Result<Outputs, Failed> {
         let mut session = self
             .checkout(self.settings.checkout_timeout)
@@ -239,6 +242,7 @@ impl PostgresBackend {
                     },
                     call,
                     self.settings.max_cursor_rows,
+                    rows.map(|sink| exec::Streaming { sink, interrupt }),
                 ),
                 move || {
                     let token = token.clone();
@@ -302,19 +306,21 @@ impl PostgresBackend {
     }
 }
 
-#[async_trait::async_trait]
-impl Backend for PostgresBackend {
-    async fn execute(
+impl PostgresBackend {
+    /// A call, retried once on another session when the first one ended
+    /// before the statement ran (then nothing was streamed either).
+    async fn call(
         &self,
         call: &ProcedureCall,
         progress: &Arc<dyn Progress>,
         interrupt: &Interrupt,
+        rows: Option<&RowSink>,
     ) -> Result<Outputs> {
-        let result = match self.attempt(call, progress, interrupt).await {
+        let result = match self.attempt(call, progress, interrupt, rows).await {
             // Once, on another session: the statement did not run.
             Err(Failed::BeforeTheCall(e)) => {
                 warn!(error = %e, "the session ended before the call; retrying on another");
-                self.attempt(call, progress, interrupt).await
+                self.attempt(call, progress, interrupt, rows).await
             }
             other => other,
         };
@@ -335,6 +341,28 @@ impl Backend for PostgresBackend {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for PostgresBackend {
+    async fn execute(
+        &self,
+        call: &ProcedureCall,
+        progress: &Arc<dyn Progress>,
+        interrupt: &Interrupt,
+    ) -> Result<Outputs> {
+        self.call(call, progress, interrupt, None).await
+    }
+
+    async fn execute_stream(
+        &self,
+        call: &ProcedureCall,
+        progress: &Arc<dyn Progress>,
+        interrupt: &Interrupt,
+        rows: &RowSink,
+    ) -> Result<Outputs> {
+        self.call(call, progress, interrupt, Some(rows)).await
     }
 
     async fn describe(&self, name: &ProcedureName) -> Result<ProcedureDescription> {

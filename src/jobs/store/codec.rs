@@ -277,6 +277,7 @@ pub fn error_to_json(error: &Error) -> Json {
         Error::Cancelled(m) => ("cancelled", m),
         Error::Unavailable(m) => ("unavailable", m),
         Error::Interrupted(m) => ("interrupted", m),
+        Error::Unimplemented(m) => ("unimplemented", m),
         Error::Internal(m) => ("internal", m),
         Error::Database(db) => {
             let kind = kind_name(db.kind);
@@ -303,6 +304,7 @@ pub fn error_from_json(json: &Json) -> Decoded<Error> {
         "cancelled" => Error::Cancelled(message()),
         "unavailable" => Error::Unavailable(message()),
         "interrupted" => Error::Interrupted(message()),
+        "unimplemented" => Error::Unimplemented(message()),
         "internal" => Error::Internal(message()),
         "database" => {
             let stored = inner["kind"]

@@ -1,0 +1,140 @@
+//! The rows of a streamed call (ExecuteStream) on their way to the client.
+//!
+//! A backend hands each output's columns, then its rows in batches, to a
+//! [`RowSink`]: a channel of one part, so that the backend reads at most
+//! one batch ahead of what the client has taken and memory stays bounded
+//! whatever the result's size. A send waits while the client is slow; it
+//! fails at once once the client went away, and the backend then stops its
+//! statement.
+
+use tokio::sync::mpsc;
+
+use crate::call::{Column, Value};
+
+/// Most rows in one batch.
+pub const MAX_BATCH_ROWS: usize = 10_000;
+/// A batch is closed once its rows take about this much (a bigger row
+/// travels alone).
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// One part of a streamed result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResultPart {
+    /// Before an output's rows: its name ("" for a function's result) and
+    /// columns.
+    Start {
+        output: String,
+        columns: Vec<Column>,
+    },
+    Rows {
+        output: String,
+        rows: Vec<Vec<Value>>,
+    },
+}
+
+pub struct RowSink {
+    tx: mpsc::Sender<ResultPart>,
+}
+
+impl RowSink {
+    /// A sink and the receiving end the client reads.
+    pub fn channel() -> (RowSink, mpsc::Receiver<ResultPart>) {
+        let (tx, rx) = mpsc::channel(1);
+        (RowSink { tx }, rx)
+    }
+
+    /// Announces an output; false once the client went away.
+    pub async fn start(&self, output: &str, columns: Vec<Column>) -> bool {
+        let start = ResultPart::Start {
+            output: output.to_string(),
+            columns,
+        };
+        self.tx.send(start).await.is_ok()
+    }
+
+    /// Hands rows on in batches of at most [`MAX_BATCH_ROWS`] rows and
+    /// about [`MAX_BATCH_BYTES`], each waiting until the client took the
+    /// one before; false once the client went away.
+    pub async fn rows(&self, output: &str, rows: Vec<Vec<Value>>) -> bool {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for row in rows {
+            let size: usize = row.iter().map(approximate_size).sum();
+            if !batch.is_empty()
+                && (batch.len() == MAX_BATCH_ROWS || bytes + size > MAX_BATCH_BYTES)
+            {
+                if !self.send_rows(output, std::mem::take(&mut batch)).await {
+                    return false;
+                }
+                bytes = 0;
+            }
+            bytes += size;
+            batch.push(row);
+        }
+        batch.is_empty() || self.send_rows(output, batch).await
+    }
+
+    async fn send_rows(&self, output: &str, rows: Vec<Vec<Value>>) -> bool {
+        let rows = ResultPart::Rows {
+            output: output.to_string(),
+            rows,
+        };
+        self.tx.send(rows).await.is_ok()
+    }
+}
+
+/// About the bytes a value takes on the wire.
+fn approximate_size(value: &Value) -> usize {
+    match value {
+        Value::String(s) | Value::Number(s) | Value::Json(s) => s.len() + 4,
+        Value::Bytes(b) => b.len() + 4,
+        Value::Rows(set) => {
+            set.rows
+                .iter()
+                .flatten()
+                .map(approximate_size)
+                .sum::<usize>()
+                + 8
+        }
+        Value::Null
+        | Value::Integer(_)
+        | Value::Float(_)
+        | Value::Bool(_)
+        | Value::Date(_)
+        | Value::Timestamp(_) => 12,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn rows_travel_in_bounded_batches_and_a_big_row_alone() {
+        let (sink, mut rx) = RowSink::channel();
+        let reader = tokio::spawn(async move {
+            let mut batches = Vec::new();
+            while let Some(part) = rx.recv().await {
+                if let ResultPart::Rows { rows, .. } = part {
+                    batches.push(rows.len());
+                }
+            }
+            batches
+        });
+        let small = |i: i64| vec![Value::Integer(i)];
+        let rows: Vec<_> = (0..25_000).map(small).collect();
+        assert!(sink.rows("cur", rows).await);
+        let big = vec![vec![Value::String("x".repeat(2 << 20))], small(1)];
+        assert!(sink.rows("cur", big).await);
+        drop(sink);
+        assert_eq!(reader.await.unwrap(), [10_000, 10_000, 5_000, 1, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_send_fails_once_the_client_went_away() {
+        let (sink, rx) = RowSink::channel();
+        drop(rx);
+        assert!(!sink.start("", Vec::new()).await);
+        assert!(!sink.rows("", vec![vec![Value::Null]]).await);
+    }
+}
