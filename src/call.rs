@@ -264,6 +264,38 @@ pub struct Outputs {
     pub implicit_results: Vec<ResultSet>,
 }
 
+impl Outputs {
+    /// One line per result set cut at the row cap, saying how to get every
+    /// row: `cur truncated at 10000 rows (--max-cursor-rows): use ExecuteStream`.
+    pub fn truncation_notes(&self) -> Vec<String> {
+        let named = self
+            .values
+            .iter()
+            .map(|(name, value)| (name.as_str(), value))
+            .chain(self.return_value.iter().map(|value| ("the result", value)));
+        let mut notes: Vec<String> = named
+            .filter_map(|(name, value)| match value {
+                Value::Rows(set) if set.truncated => Some((name, set.rows.len())),
+                _ => None,
+            })
+            .chain(
+                self.implicit_results
+                    .iter()
+                    .filter(|set| set.truncated)
+                    .map(|set| ("an implicit result", set.rows.len())),
+            )
+            .map(|(name, rows)| {
+                format!(
+                    "{name} truncated at {rows} rows (--max-cursor-rows): use ExecuteStream to \
+                     read every row"
+                )
+            })
+            .collect();
+        notes.dedup();
+        notes
+    }
+}
+
 /// `NaN`, `Infinity` or `-Infinity` (any case) in their canonical spelling.
 pub fn special_number(s: &str) -> Option<&'static str> {
     ["NaN", "Infinity", "-Infinity"]

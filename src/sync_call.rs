@@ -123,6 +123,9 @@ impl Run {
         };
         let outputs = joined
             .map_err(|_| Error::Internal("the call panicked; see the gateway's log".into()))??;
+        for note in outputs.truncation_notes() {
+            self.progress.message(note);
+        }
         let messages = std::mem::take(&mut *self.collector.log.lock().expect("messages lock"));
         Ok(SyncOutcome {
             outputs,

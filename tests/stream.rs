@@ -102,6 +102,17 @@ async fn a_big_set_streams_in_bounded_batches_with_no_row_cap() {
         panic!("rows")
     };
     assert!(set.truncated);
+    assert!(
+        capped.messages.contains(
+            &"the result truncated at 10000 rows (--max-cursor-rows): use ExecuteStream to \
+              read every row"
+                .to_string()
+        ),
+        "{:?}",
+        capped.messages
+    );
+    // ExecuteStream's own done says nothing of the kind: nothing was cut.
+    assert!(read.done.messages.is_empty(), "{:?}", read.done.messages);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,4 +257,20 @@ async fn a_reader_that_stops_reading_holds_the_database_back_not_the_gateway() {
             taken += 1;
         }
     }
+}
+
+/// A job's inline result keeps the cap, and says so where people look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_result_was_cut_says_so_in_its_messages() {
+    let gw = Gateway::start(&["--max-cursor-rows", "100"]).await;
+    let mut client = gw.client().await;
+    let job = submit(&mut client, numbers(150)).await;
+    let done = wait_state(&client, &job.id, pb::JobState::Completed).await;
+    assert_eq!(
+        done.messages,
+        [
+            "the result truncated at 100 rows (--max-cursor-rows): use ExecuteStream to read \
+          every row"
+        ]
+    );
 }

@@ -441,6 +441,7 @@ async fn notices_come_back_as_messages_and_commits_are_allowed() {
     .await
     .unwrap();
     assert_eq!(response.messages, ["line 3", "line 4", "line 5"]);
+    assert_eq!(response.messages_dropped, 2, "as a job counts them");
 
     execute(
         &mut client,

@@ -245,6 +245,7 @@ pub fn sync_response(outcome: &crate::sync_call::SyncOutcome) -> pb::ExecuteSync
         messages: outcome.messages.lines.iter().cloned().collect(),
         elapsed: prost_types::Duration::try_from(outcome.elapsed).ok(),
         implicit_results: outputs.implicit_results,
+        messages_dropped: outcome.messages.dropped,
     }
 }
 

@@ -287,8 +287,6 @@ impl Engine {
                         lifecycle::unclaim(&mut job);
                         return self.give_back(job).await;
                     };
-                    self.job_tasks
-                        .spawn(self.clone().persist(job.id, live.subscribe()));
                     self.job_tasks.spawn(self.clone().run(live, permit));
                 }
                 Ok(None) => {
@@ -307,14 +305,23 @@ impl Engine {
         }
     }
 
-    /// Runs a claimed job in the slot it holds. One that found no
+    /// Runs a claimed job in the slot it holds, with its writer; both end
+    /// before anything else happens to it, so no write of this run comes
+    /// after the job is given back or claimed again. One that found no
     /// connection (the database is gone) goes back to the queue before the
     /// slot frees, so it is the first claimed once the database is back.
     async fn run(self: Arc<Self>, job: LiveJob, permit: OwnedSemaphorePermit) {
-        match self.local.run(job.clone()).await {
+        let id = job.with(|j| j.id);
+        let changes = job.subscribe();
+        // The job's last handle goes with the run, which closes the writer's
+        // channel once its last change is out.
+        let (ran, unsaved) = tokio::join!(self.local.run(job), self.persist(id, changes));
+        match ran {
             Ran::NoConnection => {
                 self.local.report_database_down();
-                self.give_back(job.snapshot()).await;
+                if let Some(job) = unsaved {
+                    self.give_back(job).await;
+                }
             }
             Ran::Ended { database_down } => {
                 if database_down {
@@ -327,15 +334,22 @@ impl Engine {
     }
 
     /// The writer: saves a claimed job's changes, coalesced, then its end.
-    async fn persist(self: Arc<Self>, id: Uuid, mut changes: watch::Receiver<JobSnapshot>) {
+    /// A job still PENDING when its run ended is returned unsaved: its run
+    /// gives it back.
+    async fn persist(
+        &self,
+        id: Uuid,
+        mut changes: watch::Receiver<JobSnapshot>,
+    ) -> Option<JobSnapshot> {
         loop {
             let closed = changes.changed().await.is_err();
             let job = changes.borrow_and_update().clone();
             if closed && job.state == JobState::Pending {
-                return; // given back by its run
+                return Some(job);
             }
             if job.state.is_terminal() || closed {
-                return self.save_end(job).await;
+                self.save_end(job).await;
+                return None;
             }
             if let Err(e) = self.table.save(&job, &self.instance).await {
                 warn!(%id, error = %e, "saving progress failed");
@@ -352,7 +366,8 @@ impl Engine {
                 .is_ok_and(|seen| seen.is_ok());
             if ended {
                 let job = changes.borrow_and_update().clone();
-                return self.save_end(job).await;
+                self.save_end(job).await;
+                return None;
             }
         }
     }

@@ -34,10 +34,6 @@ impl LiveJob {
         read(&self.tx.borrow())
     }
 
-    pub fn snapshot(&self) -> JobSnapshot {
-        self.tx.borrow().clone()
-    }
-
     pub fn subscribe(&self) -> watch::Receiver<JobSnapshot> {
         self.tx.subscribe()
     }

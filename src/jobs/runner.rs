@@ -51,6 +51,11 @@ pub(super) async fn run(backend: &Arc<dyn Backend>, job: &LiveJob, max_messages:
     if database_down && job.with(|j| j.state == JobState::Pending) {
         return Ran::NoConnection;
     }
+    if let Ok(outputs) = &result {
+        for note in outputs.truncation_notes() {
+            progress.message(note);
+        }
+    }
     let cancelled = job.interrupt.is_requested();
     let now = SystemTime::now();
     job.change(|j| {

@@ -110,8 +110,10 @@ impl Tables {
             (false, true) => drop(self.unclaimed.insert(order, *id)),
             _ => {}
         }
-        if was_pending && !pending {
-            self.pending -= 1;
+        match (was_pending, pending) {
+            (true, false) => self.pending -= 1,
+            (false, true) => self.pending += 1,
+            _ => {}
         }
         true
     }
@@ -284,7 +286,9 @@ impl JobTable for MemoryTable {
     async fn save(&self, job: &JobSnapshot, instance: &Uuid) -> Result<bool> {
         let mut tables = self.lock();
         Ok(tables.update(&job.id, |row, revision| {
-            if row.job.state.is_terminal() || row.instance != Some(*instance) {
+            // Never backwards: a stale PENDING snapshot does not undo a start.
+            let backwards = row.job.state == JobState::Running && job.state == JobState::Pending;
+            if row.job.state.is_terminal() || row.instance != Some(*instance) || backwards {
                 return false;
             }
             if job.state != JobState::Pending && row.start_revision.is_none() {
@@ -541,10 +545,16 @@ mod tests {
         let (me, other) = (Uuid::new_v4(), Uuid::new_v4());
         table.insert(&submitted("p.a", None)).await.unwrap();
         let mut job = table.claim(&me).await.unwrap().unwrap();
+        let claimed = job.clone();
         let now = SystemTime::now();
         lifecycle::start(&mut job, now);
         assert!(!table.save(&job, &other).await.unwrap(), "not its claim");
         assert!(table.save(&job, &me).await.unwrap());
+        assert!(
+            !table.save(&claimed, &me).await.unwrap(),
+            "a stale PENDING snapshot does not undo the start"
+        );
+        assert_eq!(table.pending().await.unwrap(), 0);
         let cancelled = table.cancel(&job.id).await.unwrap();
         assert!(matches!(cancelled, CancelOutcome::Requested(ref j) if j.cancel_requested));
         lifecycle::finish(&mut job, Ok(Default::default()), false, now);

@@ -198,7 +198,7 @@ impl PostgresStore {
                      start_revision = CASE WHEN $2 = 'RUNNING' \
                        THEN coalesce(j.start_revision, r.v) ELSE j.start_revision END \
                      FROM r WHERE j.id = $1 AND j.state IN ('PENDING', 'RUNNING') \
-                     AND j.instance_id = $7",
+                     AND j.instance_id = $7 AND NOT (j.state = 'RUNNING' AND $2 = 'PENDING')",
                 ),
                 &[
                     &job.id,

@@ -168,7 +168,8 @@ BEGIN
            PROGRESS_MESSAGE = :message, MESSAGES = :messages, REVISION = r,
            START_REVISION = CASE WHEN :state = 'RUNNING' THEN NVL(START_REVISION, r)
                                  ELSE START_REVISION END
-     WHERE ID = :id AND STATE IN ('PENDING', 'RUNNING') AND INSTANCE_ID = :instance;
+     WHERE ID = :id AND STATE IN ('PENDING', 'RUNNING') AND INSTANCE_ID = :instance
+       AND NOT (STATE = 'RUNNING' AND :state = 'PENDING');
     :saved := SQL%ROWCOUNT;
 END;";
 
