@@ -23,3 +23,12 @@ LANGUAGE plpgsql AS $$
 BEGIN
     NULL;
 END $$;
+
+-- A big result of rows of about 100 bytes, for ExecuteStream against COPY.
+-- STABLE SQL with generate_series in the select list, so that PostgreSQL
+-- inlines it and its rows flow as they are made.
+CREATE OR REPLACE FUNCTION public.bench_rows(n bigint)
+RETURNS TABLE (id bigint, payload text)
+LANGUAGE sql STABLE AS $$
+    SELECT g, repeat('x', 88) || lpad(g::text, 8, '0') FROM (SELECT generate_series(1, n) AS g) AS s
+$$;

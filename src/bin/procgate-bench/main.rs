@@ -18,6 +18,7 @@ mod gateway;
 mod h2load;
 mod load;
 mod report;
+mod results;
 mod scenarios;
 
 use std::path::PathBuf;

@@ -150,6 +150,20 @@ fn headlines(r: &Results) -> Vec<Headline> {
             at_least: false,
         },
         Headline {
+            key: "stream_rows_ratio_vs_copy",
+            what: "ExecuteStream rows/s of a big result ÷ psql COPY of the same rows",
+            value: r.big_result.ratio,
+            target: Some(0.5),
+            at_least: true,
+        },
+        Headline {
+            key: "stream_rss_growth_mib",
+            what: "gateway peak RSS growth while streaming it (MiB)",
+            value: r.big_result.rss_growth_mib,
+            target: Some(64.0),
+            at_least: false,
+        },
+        Headline {
             key: "startup_ms",
             what: "process start → health SERVING (ms)",
             value: r.startup_ms,
@@ -203,6 +217,14 @@ pub fn write(out: &Path, machine: &Machine, quick: bool, r: &Results) -> Result<
         r.remote.many_watchers,
         r.remote.idle_xacts,
         r.remote.ratio
+    );
+    println!(
+        "Scenario 9: {} rows: ExecuteStream {:.0} rows/s, psql COPY {:.0} rows/s; ratio {:.2}; RSS +{:.1} MiB",
+        r.big_result.rows,
+        r.big_result.stream_rows_per_second,
+        r.big_result.copy_rows_per_second,
+        r.big_result.ratio,
+        r.big_result.rss_growth_mib
     );
 
     let headlines = headlines(r);

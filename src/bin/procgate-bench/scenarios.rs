@@ -18,6 +18,7 @@ use crate::gateway::Gateway;
 use crate::h2load::{self, Target};
 use crate::load::{self, Stats, channels, percentile};
 use crate::report;
+use crate::results::{self, BigResult};
 
 /// The gateway's flags for the run: connections for every caller, room for
 /// every retained job.
@@ -49,6 +50,8 @@ struct Profile {
     feed_jobs: usize,
     /// Scenario 8: remote watchers of one job, against one.
     remote_watchers: usize,
+    /// Scenario 9: rows of the big result.
+    big_result_rows: u64,
 }
 
 impl Profile {
@@ -65,6 +68,7 @@ impl Profile {
                 feed_watchers: 200,
                 feed_jobs: 50,
                 remote_watchers: 100,
+                big_result_rows: 200_000,
             }
         } else {
             Profile {
@@ -78,6 +82,7 @@ impl Profile {
                 feed_watchers: 1_000,
                 feed_jobs: 200,
                 remote_watchers: 500,
+                big_result_rows: 1_000_000,
             }
         }
     }
@@ -135,6 +140,7 @@ pub struct Results {
     pub store: StoreFigures,
     pub feed: FeedFanOut,
     pub remote: RemoteWatchers,
+    pub big_result: BigResult,
 }
 
 /// Scenario 6: the database job store.
@@ -218,6 +224,15 @@ pub async fn run_all(options: &Options) -> Result<(), String> {
     );
     let remote = feeds::remote_watchers(&url, profile.remote_watchers).await?;
 
+    println!(
+        "scenario 9: {} rows through ExecuteStream, and through psql COPY",
+        profile.big_result_rows
+    );
+    let fresh = Gateway::start(&url, GATEWAY_FLAGS).await?;
+    let big_result =
+        results::big_result(&fresh, &url, db.bin_dir(), profile.big_result_rows).await?;
+    drop(fresh);
+
     let results = Results {
         sync,
         floor,
@@ -230,6 +245,7 @@ pub async fn run_all(options: &Options) -> Result<(), String> {
         store,
         feed,
         remote,
+        big_result,
     };
     report::write(&options.out, &machine, options.quick, &results)
 }
