@@ -82,6 +82,13 @@ pub struct ServeConfig {
     #[arg(long, env = "PROCGATE_SYNC_CONNECTIONS", default_value_t = 4)]
     pub sync_connections: u32,
 
+    /// ExecuteStream calls open at once; each holds a connection of its own
+    /// for as long as its client reads, added to the pool, so that streams
+    /// never take the connections of jobs, sync calls or health checks. One
+    /// more is RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PROCGATE_MAX_STREAMS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub max_streams: u32,
+
     /// How long a call waits for a free connection before RESOURCE_EXHAUSTED.
     #[arg(long, env = "PROCGATE_POOL_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub pool_timeout: Duration,
@@ -298,7 +305,7 @@ impl ServeConfig {
 
     pub fn backend_settings(&self) -> BackendSettings {
         BackendSettings {
-            max_size: self.pool_size + self.sync_connections,
+            max_size: self.pool_size + self.sync_connections + self.max_streams,
             test_on_checkout: self.pool_test_on_checkout,
             max_messages: self.max_messages,
             progress_interval: self.oracle_progress_interval,
@@ -347,7 +354,11 @@ mod tests {
     fn defaults_are_sane() {
         let config = parse(&[]);
         assert_eq!(config.max_running_jobs(), 10);
-        assert_eq!(config.backend_settings().max_size, 14);
+        assert_eq!(
+            config.backend_settings().max_size,
+            18,
+            "jobs, sync calls, streams"
+        );
         assert_eq!(config.job_retention, Duration::from_secs(24 * 3600));
         assert!(config.validate(config.listen).is_ok());
     }

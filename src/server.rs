@@ -111,6 +111,8 @@ pub async fn run_with(
         max_messages: config.max_messages,
         max_response_bytes: config.max_response_bytes,
         log_params: config.log_params,
+        streams: Arc::new(tokio::sync::Semaphore::new(config.max_streams as usize)),
+        max_streams: config.max_streams as usize,
     };
 
     let tokens = TokenCheck::new(&config.tokens, config.token_file.as_deref())?;

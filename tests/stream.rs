@@ -274,3 +274,72 @@ async fn a_job_whose_result_was_cut_says_so_in_its_messages() {
         ]
     );
 }
+
+/// Streams whose clients stop reading hold their connections, but only
+/// --max-streams of them: one more is refused, and ExecuteSync and the
+/// health probe keep their connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_streams_never_take_the_connections_of_sync_calls() {
+    let gw = Gateway::start(&[
+        "--max-streams",
+        "2",
+        "--pool-size",
+        "1",
+        "--sync-connections",
+        "1",
+        "--pool-timeout",
+        "2s",
+    ])
+    .await;
+    let mut client = gw.client().await;
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut parts = stream(&mut client, numbers(50_000_000)).await;
+        parts.next().await.unwrap().unwrap();
+        stalled.push(parts);
+    }
+    let refused = client
+        .execute_stream(pb::ExecuteSyncRequest {
+            call: Some(numbers(3)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("--max-streams"), "{refused:?}");
+    for _ in 0..3 {
+        let sum = execute(
+            &mut client,
+            call(
+                "pkg_etl.sumar",
+                vec![
+                    p_in("a", Kind::NumberValue("1".into())),
+                    p_in("b", Kind::NumberValue("2".into())),
+                ],
+            ),
+        )
+        .await;
+        assert!(sum.is_ok(), "a sync call next to stalled streams: {sum:?}");
+    }
+    gw.health_becomes(tonic_health::pb::health_check_response::ServingStatus::Serving)
+        .await;
+    // One ends: its permit and its connection come back.
+    drop(stalled.pop());
+    eventually(Duration::from_secs(5), "a stream slot again", || async {
+        let mut client = client.clone();
+        let mut parts = client
+            .execute_stream(pb::ExecuteSyncRequest {
+                call: Some(numbers(3)),
+            })
+            .await
+            .ok()?
+            .into_inner();
+        let mut rows = 0;
+        while let Some(part) = parts.next().await {
+            if let Part::Rows(batch) = part.ok()?.kind? {
+                rows += batch.rows.len();
+            }
+        }
+        (rows == 3).then_some(())
+    })
+    .await;
+}

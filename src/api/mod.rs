@@ -43,6 +43,9 @@ pub struct ProcedureApi {
     pub max_response_bytes: usize,
     /// Log parameter values (`--log-params`); off by default.
     pub log_params: bool,
+    /// One permit per ExecuteStream that may be open (`--max-streams`).
+    pub streams: Arc<tokio::sync::Semaphore>,
+    pub max_streams: usize,
 }
 
 impl ProcedureApi {
@@ -107,11 +110,19 @@ impl ProcedureService for ProcedureApi {
     ) -> Result<Response<Self::ExecuteStreamStream>, Status> {
         let deadline = grpc_timeout(request.metadata())?;
         let call = self.accept_call(request.into_inner().call)?;
+        let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
+            Error::Exhausted(format!(
+                "{} ExecuteStream calls are already open, this gateway's --max-streams; \
+                 retry when one ends, or run the call with SubmitAsync",
+                self.max_streams
+            ))
+        })?;
         Ok(Response::new(stream::execute_stream(
             self.backend.clone(),
             call,
             deadline,
             self.max_messages,
+            permit,
         )))
     }
 

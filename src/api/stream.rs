@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
@@ -35,9 +36,12 @@ pub fn execute_stream(
     call: ProcedureCall,
     deadline: Option<Duration>,
     max_messages: usize,
+    open: OwnedSemaphorePermit,
 ) -> ExecuteStream {
     let (sink, parts) = RowSink::channel();
     let run = tokio::spawn(async move {
+        // Held until the call and its connection are done.
+        let _open = open;
         let ran =
             sync_call::execute_stream(backend.as_ref(), &call, deadline, max_messages, &sink).await;
         match &ran {
