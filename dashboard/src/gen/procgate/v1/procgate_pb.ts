@@ -25,7 +25,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file procgate/v1/procgate.proto.
  */
 export const file_procgate_v1_procgate: GenFile = /*@__PURE__*/
-  fileDesc("Chpwcm9jZ2F0ZS92MS9wcm9jZ2F0ZS5wcm90bxILcHJvY2dhdGUudjEibwoNUHJvY2VkdXJlQ2FsbBIRCglwcm9jZWR1cmUYASABKAkSIgoGcGFyYW1zGAIgAygLMhIucHJvY2dhdGUudjEuUGFyYW0SJwoHcmV0dXJucxgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZSKXAQoFUGFyYW0SDAoEbmFtZRgBIAEoCRIpCglkaXJlY3Rpb24YAiABKA4yFi5wcm9jZ2F0ZS52MS5EaXJlY3Rpb24SJAoEdHlwZRgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZRIhCgV2YWx1ZRgEIAEoCzISLnByb2NnYXRlLnYxLlZhbHVlEgwKBHNpemUYBSABKA0i3wIKBVZhbHVlEjAKCm51bGxfdmFsdWUYASABKA4yGi5nb29nbGUucHJvdG9idWYuTnVsbFZhbHVlSAASFgoMc3RyaW5nX3ZhbHVlGAIgASgJSAASFwoNaW50ZWdlcl92YWx1ZRgDIAEoA0gAEhYKDG51bWJlcl92YWx1ZRgEIAEoCUgAEhUKC2Zsb2F0X3ZhbHVlGAUgASgBSAASFAoKYm9vbF92YWx1ZRgGIAEoCEgAEhQKCmRhdGVfdmFsdWUYByABKAlIABI1Cg90aW1lc3RhbXBfdmFsdWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAASFQoLYnl0ZXNfdmFsdWUYCSABKAxIABIUCgpqc29uX3ZhbHVlGAogASgJSAASLAoKcm93c192YWx1ZRgLIAEoCzIWLnByb2NnYXRlLnYxLlJlc3VsdFNldEgAQgYKBGtpbmQiZAoJUmVzdWx0U2V0EiQKB2NvbHVtbnMYASADKAsyEy5wcm9jZ2F0ZS52MS5Db2x1bW4SHgoEcm93cxgCIAMoCzIQLnByb2NnYXRlLnYxLlJvdxIRCgl0cnVuY2F0ZWQYAyABKAgiPAoGQ29sdW1uEgwKBG5hbWUYASABKAkSJAoEdHlwZRgCIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZSIpCgNSb3cSIgoGdmFsdWVzGAEgAygLMhIucHJvY2dhdGUudjEuVmFsdWUiPgoSRXhlY3V0ZVN5bmNSZXF1ZXN0EigKBGNhbGwYASABKAsyGi5wcm9jZ2F0ZS52MS5Qcm9jZWR1cmVDYWxsIrMCChNFeGVjdXRlU3luY1Jlc3BvbnNlEj4KB291dHB1dHMYASADKAsyLS5wcm9jZ2F0ZS52MS5FeGVjdXRlU3luY1Jlc3BvbnNlLk91dHB1dHNFbnRyeRIoCgxyZXR1cm5fdmFsdWUYAiABKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZRIQCghtZXNzYWdlcxgDIAMoCRIqCgdlbGFwc2VkGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKEGltcGxpY2l0X3Jlc3VsdHMYBSADKAsyFi5wcm9jZ2F0ZS52MS5SZXN1bHRTZXQaQgoMT3V0cHV0c0VudHJ5EgsKA2tleRgBIAEoCRIhCgV2YWx1ZRgCIAEoCzISLnByb2NnYXRlLnYxLlZhbHVlOgI4ASJSChJTdWJtaXRBc3luY1JlcXVlc3QSKAoEY2FsbBgBIAEoCzIaLnByb2NnYXRlLnYxLlByb2NlZHVyZUNhbGwSEgoKcmVxdWVzdF9pZBgCIAEoCSLgBQoDSm9iEgoKAmlkGAEgASgJEiQKBXN0YXRlGAIgASgOMhUucHJvY2dhdGUudjEuSm9iU3RhdGUSEQoJcHJvY2VkdXJlGAMgASgJEhAKCHByb2dyZXNzGAQgASgNEhgKEHByb2dyZXNzX21lc3NhZ2UYBSABKAkSLwoLY3JlYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCghkdXJhdGlvbhgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgdvdXRwdXRzGAogAygLMh0ucHJvY2dhdGUudjEuSm9iLk91dHB1dHNFbnRyeRIoCgxyZXR1cm5fdmFsdWUYCyABKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZRIkCgVlcnJvchgMIAEoCzIVLnByb2NnYXRlLnYxLkpvYkVycm9yEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYDSABKAgSIgoGcGFyYW1zGA4gAygLMhIucHJvY2dhdGUudjEuUGFyYW0SEAoIbWVzc2FnZXMYDyADKAkSGAoQbWVzc2FnZXNfZHJvcHBlZBgQIAEoBBISCgpyZXF1ZXN0X2lkGBEgASgJEjAKEGltcGxpY2l0X3Jlc3VsdHMYEiADKAsyFi5wcm9jZ2F0ZS52MS5SZXN1bHRTZXQSDQoFb3duZXIYEyABKAkSEAoIcmV2aXNpb24YFCABKAQSFwoPY3JlYXRlX3JldmlzaW9uGBUgASgEGkIKDE91dHB1dHNFbnRyeRILCgNrZXkYASABKAkSIQoFdmFsdWUYAiABKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZToCOAEiSgoISm9iRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJEg8KB2RiX2NvZGUYAyABKAkSDgoGcmVhc29uGAQgASgJIhsKDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAkiNQoPV2F0Y2hKb2JSZXF1ZXN0EgoKAmlkGAEgASgJEhYKDnNpbmNlX3JldmlzaW9uGAIgASgEImQKEFdhdGNoSm9ic1JlcXVlc3QSJQoGc3RhdGVzGAEgAygOMhUucHJvY2dhdGUudjEuSm9iU3RhdGUSEQoJcHJvY2VkdXJlGAIgASgJEhYKDnNpbmNlX3JldmlzaW9uGAMgASgEImQKCEpvYkV2ZW50EicKBHR5cGUYASABKA4yGS5wcm9jZ2F0ZS52MS5Kb2JFdmVudFR5cGUSHQoDam9iGAIgASgLMhAucHJvY2dhdGUudjEuSm9iEhAKCHJldmlzaW9uGAMgASgEIh4KEENhbmNlbEpvYlJlcXVlc3QSCgoCaWQYASABKAkiHgoQRGVsZXRlSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSITChFEZWxldGVKb2JSZXNwb25zZSJyCg9MaXN0Sm9ic1JlcXVlc3QSJQoGc3RhdGVzGAEgAygOMhUucHJvY2dhdGUudjEuSm9iU3RhdGUSEQoJcHJvY2VkdXJlGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJIksKEExpc3RKb2JzUmVzcG9uc2USHgoEam9icxgBIAMoCzIQLnByb2NnYXRlLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiLQoYRGVzY3JpYmVQcm9jZWR1cmVSZXF1ZXN0EhEKCXByb2NlZHVyZRgBIAEoCSK/AQoUUHJvY2VkdXJlRGVzY3JpcHRpb24SEQoJcHJvY2VkdXJlGAEgASgJEi0KBnBhcmFtcxgCIAMoCzIdLnByb2NnYXRlLnYxLlBhcmFtRGVzY3JpcHRpb24SJwoHcmV0dXJucxgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZRIXCg9yZXR1cm5zX2RiX3R5cGUYBCABKAkSEQoJb3ZlcmxvYWRzGAUgASgNEhAKCG92ZXJsb2FkGAYgASgJIpcBChBQYXJhbURlc2NyaXB0aW9uEgwKBG5hbWUYASABKAkSKQoJZGlyZWN0aW9uGAIgASgOMhYucHJvY2dhdGUudjEuRGlyZWN0aW9uEiQKBHR5cGUYAyABKA4yFi5wcm9jZ2F0ZS52MS5WYWx1ZVR5cGUSDwoHZGJfdHlwZRgEIAEoCRITCgtoYXNfZGVmYXVsdBgFIAEoCCphCglEaXJlY3Rpb24SGQoVRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASEAoMRElSRUNUSU9OX0lOEAESEQoNRElSRUNUSU9OX09VVBACEhQKEERJUkVDVElPTl9JTl9PVVQQAyqhAgoJVmFsdWVUeXBlEhoKFlZBTFVFX1RZUEVfVU5TUEVDSUZJRUQQABIVChFWQUxVRV9UWVBFX1NUUklORxABEhYKElZBTFVFX1RZUEVfSU5URUdFUhACEhUKEVZBTFVFX1RZUEVfTlVNQkVSEAMSFAoQVkFMVUVfVFlQRV9GTE9BVBAEEhYKElZBTFVFX1RZUEVfQk9PTEVBThAFEhMKD1ZBTFVFX1RZUEVfREFURRAGEhgKFFZBTFVFX1RZUEVfVElNRVNUQU1QEAcSFAoQVkFMVUVfVFlQRV9CWVRFUxAIEhMKD1ZBTFVFX1RZUEVfQ0xPQhAJEhMKD1ZBTFVFX1RZUEVfSlNPThAKEhUKEVZBTFVFX1RZUEVfQ1VSU09SEAsqmwEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhUKEUpPQl9TVEFURV9QRU5ESU5HEAESFQoRSk9CX1NUQVRFX1JVTk5JTkcQAhIXChNKT0JfU1RBVEVfQ09NUExFVEVEEAMSFAoQSk9CX1NUQVRFX0ZBSUxFRBAEEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBSqeAQoMSm9iRXZlbnRUeXBlEh4KGkpPQl9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGwoXSk9CX0VWRU5UX1RZUEVfRVhJU1RJTkcQARIZChVKT0JfRVZFTlRfVFlQRV9TWU5DRUQQAhIaChZKT0JfRVZFTlRfVFlQRV9DSEFOR0VEEAMSGgoWSk9CX0VWRU5UX1RZUEVfREVMRVRFRBAEMpMFChBQcm9jZWR1cmVTZXJ2aWNlElAKC0V4ZWN1dGVTeW5jEh8ucHJvY2dhdGUudjEuRXhlY3V0ZVN5bmNSZXF1ZXN0GiAucHJvY2dhdGUudjEuRXhlY3V0ZVN5bmNSZXNwb25zZRJACgtTdWJtaXRBc3luYxIfLnByb2NnYXRlLnYxLlN1Ym1pdEFzeW5jUmVxdWVzdBoQLnByb2NnYXRlLnYxLkpvYhI2CgZHZXRKb2ISGi5wcm9jZ2F0ZS52MS5HZXRKb2JSZXF1ZXN0GhAucHJvY2dhdGUudjEuSm9iEkcKCExpc3RKb2JzEhwucHJvY2dhdGUudjEuTGlzdEpvYnNSZXF1ZXN0Gh0ucHJvY2dhdGUudjEuTGlzdEpvYnNSZXNwb25zZRI8CghXYXRjaEpvYhIcLnByb2NnYXRlLnYxLldhdGNoSm9iUmVxdWVzdBoQLnByb2NnYXRlLnYxLkpvYjABEkMKCVdhdGNoSm9icxIdLnByb2NnYXRlLnYxLldhdGNoSm9ic1JlcXVlc3QaFS5wcm9jZ2F0ZS52MS5Kb2JFdmVudDABEjwKCUNhbmNlbEpvYhIdLnByb2NnYXRlLnYxLkNhbmNlbEpvYlJlcXVlc3QaEC5wcm9jZ2F0ZS52MS5Kb2ISSgoJRGVsZXRlSm9iEh0ucHJvY2dhdGUudjEuRGVsZXRlSm9iUmVxdWVzdBoeLnByb2NnYXRlLnYxLkRlbGV0ZUpvYlJlc3BvbnNlEl0KEURlc2NyaWJlUHJvY2VkdXJlEiUucHJvY2dhdGUudjEuRGVzY3JpYmVQcm9jZWR1cmVSZXF1ZXN0GiEucHJvY2dhdGUudjEuUHJvY2VkdXJlRGVzY3JpcHRpb25iBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chpwcm9jZ2F0ZS92MS9wcm9jZ2F0ZS5wcm90bxILcHJvY2dhdGUudjEibwoNUHJvY2VkdXJlQ2FsbBIRCglwcm9jZWR1cmUYASABKAkSIgoGcGFyYW1zGAIgAygLMhIucHJvY2dhdGUudjEuUGFyYW0SJwoHcmV0dXJucxgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZSKXAQoFUGFyYW0SDAoEbmFtZRgBIAEoCRIpCglkaXJlY3Rpb24YAiABKA4yFi5wcm9jZ2F0ZS52MS5EaXJlY3Rpb24SJAoEdHlwZRgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZRIhCgV2YWx1ZRgEIAEoCzISLnByb2NnYXRlLnYxLlZhbHVlEgwKBHNpemUYBSABKA0i3wIKBVZhbHVlEjAKCm51bGxfdmFsdWUYASABKA4yGi5nb29nbGUucHJvdG9idWYuTnVsbFZhbHVlSAASFgoMc3RyaW5nX3ZhbHVlGAIgASgJSAASFwoNaW50ZWdlcl92YWx1ZRgDIAEoA0gAEhYKDG51bWJlcl92YWx1ZRgEIAEoCUgAEhUKC2Zsb2F0X3ZhbHVlGAUgASgBSAASFAoKYm9vbF92YWx1ZRgGIAEoCEgAEhQKCmRhdGVfdmFsdWUYByABKAlIABI1Cg90aW1lc3RhbXBfdmFsdWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAASFQoLYnl0ZXNfdmFsdWUYCSABKAxIABIUCgpqc29uX3ZhbHVlGAogASgJSAASLAoKcm93c192YWx1ZRgLIAEoCzIWLnByb2NnYXRlLnYxLlJlc3VsdFNldEgAQgYKBGtpbmQiZAoJUmVzdWx0U2V0EiQKB2NvbHVtbnMYASADKAsyEy5wcm9jZ2F0ZS52MS5Db2x1bW4SHgoEcm93cxgCIAMoCzIQLnByb2NnYXRlLnYxLlJvdxIRCgl0cnVuY2F0ZWQYAyABKAgiPAoGQ29sdW1uEgwKBG5hbWUYASABKAkSJAoEdHlwZRgCIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZSIpCgNSb3cSIgoGdmFsdWVzGAEgAygLMhIucHJvY2dhdGUudjEuVmFsdWUiPgoSRXhlY3V0ZVN5bmNSZXF1ZXN0EigKBGNhbGwYASABKAsyGi5wcm9jZ2F0ZS52MS5Qcm9jZWR1cmVDYWxsIs0CChNFeGVjdXRlU3luY1Jlc3BvbnNlEj4KB291dHB1dHMYASADKAsyLS5wcm9jZ2F0ZS52MS5FeGVjdXRlU3luY1Jlc3BvbnNlLk91dHB1dHNFbnRyeRIoCgxyZXR1cm5fdmFsdWUYAiABKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZRIQCghtZXNzYWdlcxgDIAMoCRIqCgdlbGFwc2VkGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKEGltcGxpY2l0X3Jlc3VsdHMYBSADKAsyFi5wcm9jZ2F0ZS52MS5SZXN1bHRTZXQSGAoQbWVzc2FnZXNfZHJvcHBlZBgGIAEoBBpCCgxPdXRwdXRzRW50cnkSCwoDa2V5GAEgASgJEiEKBXZhbHVlGAIgASgLMhIucHJvY2dhdGUudjEuVmFsdWU6AjgBIqYBChVFeGVjdXRlU3RyZWFtUmVzcG9uc2USLAoFc3RhcnQYASABKAsyGy5wcm9jZ2F0ZS52MS5SZXN1bHRTZXRTdGFydEgAEiUKBHJvd3MYAiABKAsyFS5wcm9jZ2F0ZS52MS5Sb3dCYXRjaEgAEjAKBGRvbmUYAyABKAsyIC5wcm9jZ2F0ZS52MS5FeGVjdXRlU3luY1Jlc3BvbnNlSABCBgoEa2luZCJGCg5SZXN1bHRTZXRTdGFydBIOCgZvdXRwdXQYASABKAkSJAoHY29sdW1ucxgCIAMoCzITLnByb2NnYXRlLnYxLkNvbHVtbiI6CghSb3dCYXRjaBIOCgZvdXRwdXQYASABKAkSHgoEcm93cxgCIAMoCzIQLnByb2NnYXRlLnYxLlJvdyJSChJTdWJtaXRBc3luY1JlcXVlc3QSKAoEY2FsbBgBIAEoCzIaLnByb2NnYXRlLnYxLlByb2NlZHVyZUNhbGwSEgoKcmVxdWVzdF9pZBgCIAEoCSLgBQoDSm9iEgoKAmlkGAEgASgJEiQKBXN0YXRlGAIgASgOMhUucHJvY2dhdGUudjEuSm9iU3RhdGUSEQoJcHJvY2VkdXJlGAMgASgJEhAKCHByb2dyZXNzGAQgASgNEhgKEHByb2dyZXNzX21lc3NhZ2UYBSABKAkSLwoLY3JlYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCghkdXJhdGlvbhgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgdvdXRwdXRzGAogAygLMh0ucHJvY2dhdGUudjEuSm9iLk91dHB1dHNFbnRyeRIoCgxyZXR1cm5fdmFsdWUYCyABKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZRIkCgVlcnJvchgMIAEoCzIVLnByb2NnYXRlLnYxLkpvYkVycm9yEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYDSABKAgSIgoGcGFyYW1zGA4gAygLMhIucHJvY2dhdGUudjEuUGFyYW0SEAoIbWVzc2FnZXMYDyADKAkSGAoQbWVzc2FnZXNfZHJvcHBlZBgQIAEoBBISCgpyZXF1ZXN0X2lkGBEgASgJEjAKEGltcGxpY2l0X3Jlc3VsdHMYEiADKAsyFi5wcm9jZ2F0ZS52MS5SZXN1bHRTZXQSDQoFb3duZXIYEyABKAkSEAoIcmV2aXNpb24YFCABKAQSFwoPY3JlYXRlX3JldmlzaW9uGBUgASgEGkIKDE91dHB1dHNFbnRyeRILCgNrZXkYASABKAkSIQoFdmFsdWUYAiABKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZToCOAEiSgoISm9iRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJEg8KB2RiX2NvZGUYAyABKAkSDgoGcmVhc29uGAQgASgJIhsKDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAkiNQoPV2F0Y2hKb2JSZXF1ZXN0EgoKAmlkGAEgASgJEhYKDnNpbmNlX3JldmlzaW9uGAIgASgEImQKEFdhdGNoSm9ic1JlcXVlc3QSJQoGc3RhdGVzGAEgAygOMhUucHJvY2dhdGUudjEuSm9iU3RhdGUSEQoJcHJvY2VkdXJlGAIgASgJEhYKDnNpbmNlX3JldmlzaW9uGAMgASgEImQKCEpvYkV2ZW50EicKBHR5cGUYASABKA4yGS5wcm9jZ2F0ZS52MS5Kb2JFdmVudFR5cGUSHQoDam9iGAIgASgLMhAucHJvY2dhdGUudjEuSm9iEhAKCHJldmlzaW9uGAMgASgEIh4KEENhbmNlbEpvYlJlcXVlc3QSCgoCaWQYASABKAkiHgoQRGVsZXRlSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSITChFEZWxldGVKb2JSZXNwb25zZSJyCg9MaXN0Sm9ic1JlcXVlc3QSJQoGc3RhdGVzGAEgAygOMhUucHJvY2dhdGUudjEuSm9iU3RhdGUSEQoJcHJvY2VkdXJlGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJIksKEExpc3RKb2JzUmVzcG9uc2USHgoEam9icxgBIAMoCzIQLnByb2NnYXRlLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiLQoYRGVzY3JpYmVQcm9jZWR1cmVSZXF1ZXN0EhEKCXByb2NlZHVyZRgBIAEoCSK/AQoUUHJvY2VkdXJlRGVzY3JpcHRpb24SEQoJcHJvY2VkdXJlGAEgASgJEi0KBnBhcmFtcxgCIAMoCzIdLnByb2NnYXRlLnYxLlBhcmFtRGVzY3JpcHRpb24SJwoHcmV0dXJucxgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZRIXCg9yZXR1cm5zX2RiX3R5cGUYBCABKAkSEQoJb3ZlcmxvYWRzGAUgASgNEhAKCG92ZXJsb2FkGAYgASgJIpcBChBQYXJhbURlc2NyaXB0aW9uEgwKBG5hbWUYASABKAkSKQoJZGlyZWN0aW9uGAIgASgOMhYucHJvY2dhdGUudjEuRGlyZWN0aW9uEiQKBHR5cGUYAyABKA4yFi5wcm9jZ2F0ZS52MS5WYWx1ZVR5cGUSDwoHZGJfdHlwZRgEIAEoCRITCgtoYXNfZGVmYXVsdBgFIAEoCCphCglEaXJlY3Rpb24SGQoVRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASEAoMRElSRUNUSU9OX0lOEAESEQoNRElSRUNUSU9OX09VVBACEhQKEERJUkVDVElPTl9JTl9PVVQQAyqhAgoJVmFsdWVUeXBlEhoKFlZBTFVFX1RZUEVfVU5TUEVDSUZJRUQQABIVChFWQUxVRV9UWVBFX1NUUklORxABEhYKElZBTFVFX1RZUEVfSU5URUdFUhACEhUKEVZBTFVFX1RZUEVfTlVNQkVSEAMSFAoQVkFMVUVfVFlQRV9GTE9BVBAEEhYKElZBTFVFX1RZUEVfQk9PTEVBThAFEhMKD1ZBTFVFX1RZUEVfREFURRAGEhgKFFZBTFVFX1RZUEVfVElNRVNUQU1QEAcSFAoQVkFMVUVfVFlQRV9CWVRFUxAIEhMKD1ZBTFVFX1RZUEVfQ0xPQhAJEhMKD1ZBTFVFX1RZUEVfSlNPThAKEhUKEVZBTFVFX1RZUEVfQ1VSU09SEAsqmwEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhUKEUpPQl9TVEFURV9QRU5ESU5HEAESFQoRSk9CX1NUQVRFX1JVTk5JTkcQAhIXChNKT0JfU1RBVEVfQ09NUExFVEVEEAMSFAoQSk9CX1NUQVRFX0ZBSUxFRBAEEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBSqeAQoMSm9iRXZlbnRUeXBlEh4KGkpPQl9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGwoXSk9CX0VWRU5UX1RZUEVfRVhJU1RJTkcQARIZChVKT0JfRVZFTlRfVFlQRV9TWU5DRUQQAhIaChZKT0JfRVZFTlRfVFlQRV9DSEFOR0VEEAMSGgoWSk9CX0VWRU5UX1RZUEVfREVMRVRFRBAEMusFChBQcm9jZWR1cmVTZXJ2aWNlElAKC0V4ZWN1dGVTeW5jEh8ucHJvY2dhdGUudjEuRXhlY3V0ZVN5bmNSZXF1ZXN0GiAucHJvY2dhdGUudjEuRXhlY3V0ZVN5bmNSZXNwb25zZRJWCg1FeGVjdXRlU3RyZWFtEh8ucHJvY2dhdGUudjEuRXhlY3V0ZVN5bmNSZXF1ZXN0GiIucHJvY2dhdGUudjEuRXhlY3V0ZVN0cmVhbVJlc3BvbnNlMAESQAoLU3VibWl0QXN5bmMSHy5wcm9jZ2F0ZS52MS5TdWJtaXRBc3luY1JlcXVlc3QaEC5wcm9jZ2F0ZS52MS5Kb2ISNgoGR2V0Sm9iEhoucHJvY2dhdGUudjEuR2V0Sm9iUmVxdWVzdBoQLnByb2NnYXRlLnYxLkpvYhJHCghMaXN0Sm9icxIcLnByb2NnYXRlLnYxLkxpc3RKb2JzUmVxdWVzdBodLnByb2NnYXRlLnYxLkxpc3RKb2JzUmVzcG9uc2USPAoIV2F0Y2hKb2ISHC5wcm9jZ2F0ZS52MS5XYXRjaEpvYlJlcXVlc3QaEC5wcm9jZ2F0ZS52MS5Kb2IwARJDCglXYXRjaEpvYnMSHS5wcm9jZ2F0ZS52MS5XYXRjaEpvYnNSZXF1ZXN0GhUucHJvY2dhdGUudjEuSm9iRXZlbnQwARI8CglDYW5jZWxKb2ISHS5wcm9jZ2F0ZS52MS5DYW5jZWxKb2JSZXF1ZXN0GhAucHJvY2dhdGUudjEuSm9iEkoKCURlbGV0ZUpvYhIdLnByb2NnYXRlLnYxLkRlbGV0ZUpvYlJlcXVlc3QaHi5wcm9jZ2F0ZS52MS5EZWxldGVKb2JSZXNwb25zZRJdChFEZXNjcmliZVByb2NlZHVyZRIlLnByb2NnYXRlLnYxLkRlc2NyaWJlUHJvY2VkdXJlUmVxdWVzdBohLnByb2NnYXRlLnYxLlByb2NlZHVyZURlc2NyaXB0aW9uYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * What to call, and with what.
@@ -334,6 +334,14 @@ export type ExecuteSyncResponse = Message<"procgate.v1.ExecuteSyncResponse"> & {
    * @generated from field: repeated procgate.v1.ResultSet implicit_results = 5;
    */
   implicitResults: ResultSet[];
+
+  /**
+   * How many older messages were dropped to keep `messages` bounded
+   * (--max-messages), as Job has.
+   *
+   * @generated from field: uint64 messages_dropped = 6;
+   */
+  messagesDropped: bigint;
 };
 
 /**
@@ -342,6 +350,92 @@ export type ExecuteSyncResponse = Message<"procgate.v1.ExecuteSyncResponse"> & {
  */
 export const ExecuteSyncResponseSchema: GenMessage<ExecuteSyncResponse> = /*@__PURE__*/
   messageDesc(file_procgate_v1_procgate, 7);
+
+/**
+ * @generated from message procgate.v1.ExecuteStreamResponse
+ */
+export type ExecuteStreamResponse = Message<"procgate.v1.ExecuteStreamResponse"> & {
+  /**
+   * @generated from oneof procgate.v1.ExecuteStreamResponse.kind
+   */
+  kind: {
+    /**
+     * Before an output's rows: its name ("" for a function's result) and columns.
+     *
+     * @generated from field: procgate.v1.ResultSetStart start = 1;
+     */
+    value: ResultSetStart;
+    case: "start";
+  } | {
+    /**
+     * Rows of the output named: at most 10,000 rows and about 1 MiB (a
+     * bigger row travels alone).
+     *
+     * @generated from field: procgate.v1.RowBatch rows = 2;
+     */
+    value: RowBatch;
+    case: "rows";
+  } | {
+    /**
+     * Last: the scalar outputs, return value, messages, elapsed.
+     *
+     * @generated from field: procgate.v1.ExecuteSyncResponse done = 3;
+     */
+    value: ExecuteSyncResponse;
+    case: "done";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message procgate.v1.ExecuteStreamResponse.
+ * Use `create(ExecuteStreamResponseSchema)` to create a new message.
+ */
+export const ExecuteStreamResponseSchema: GenMessage<ExecuteStreamResponse> = /*@__PURE__*/
+  messageDesc(file_procgate_v1_procgate, 8);
+
+/**
+ * @generated from message procgate.v1.ResultSetStart
+ */
+export type ResultSetStart = Message<"procgate.v1.ResultSetStart"> & {
+  /**
+   * @generated from field: string output = 1;
+   */
+  output: string;
+
+  /**
+   * @generated from field: repeated procgate.v1.Column columns = 2;
+   */
+  columns: Column[];
+};
+
+/**
+ * Describes the message procgate.v1.ResultSetStart.
+ * Use `create(ResultSetStartSchema)` to create a new message.
+ */
+export const ResultSetStartSchema: GenMessage<ResultSetStart> = /*@__PURE__*/
+  messageDesc(file_procgate_v1_procgate, 9);
+
+/**
+ * @generated from message procgate.v1.RowBatch
+ */
+export type RowBatch = Message<"procgate.v1.RowBatch"> & {
+  /**
+   * @generated from field: string output = 1;
+   */
+  output: string;
+
+  /**
+   * @generated from field: repeated procgate.v1.Row rows = 2;
+   */
+  rows: Row[];
+};
+
+/**
+ * Describes the message procgate.v1.RowBatch.
+ * Use `create(RowBatchSchema)` to create a new message.
+ */
+export const RowBatchSchema: GenMessage<RowBatch> = /*@__PURE__*/
+  messageDesc(file_procgate_v1_procgate, 10);
 
 /**
  * @generated from message procgate.v1.SubmitAsyncRequest
@@ -366,7 +460,7 @@ export type SubmitAsyncRequest = Message<"procgate.v1.SubmitAsyncRequest"> & {
  * Use `create(SubmitAsyncRequestSchema)` to create a new message.
  */
 export const SubmitAsyncRequestSchema: GenMessage<SubmitAsyncRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 8);
+  messageDesc(file_procgate_v1_procgate, 11);
 
 /**
  * A background job and everything known about it.
@@ -528,7 +622,7 @@ export type Job = Message<"procgate.v1.Job"> & {
  * Use `create(JobSchema)` to create a new message.
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 9);
+  messageDesc(file_procgate_v1_procgate, 12);
 
 /**
  * @generated from message procgate.v1.JobError
@@ -570,7 +664,7 @@ export type JobError = Message<"procgate.v1.JobError"> & {
  * Use `create(JobErrorSchema)` to create a new message.
  */
 export const JobErrorSchema: GenMessage<JobError> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 10);
+  messageDesc(file_procgate_v1_procgate, 13);
 
 /**
  * @generated from message procgate.v1.GetJobRequest
@@ -587,7 +681,7 @@ export type GetJobRequest = Message<"procgate.v1.GetJobRequest"> & {
  * Use `create(GetJobRequestSchema)` to create a new message.
  */
 export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 11);
+  messageDesc(file_procgate_v1_procgate, 14);
 
 /**
  * @generated from message procgate.v1.WatchJobRequest
@@ -612,7 +706,7 @@ export type WatchJobRequest = Message<"procgate.v1.WatchJobRequest"> & {
  * Use `create(WatchJobRequestSchema)` to create a new message.
  */
 export const WatchJobRequestSchema: GenMessage<WatchJobRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 12);
+  messageDesc(file_procgate_v1_procgate, 15);
 
 /**
  * @generated from message procgate.v1.WatchJobsRequest
@@ -650,7 +744,7 @@ export type WatchJobsRequest = Message<"procgate.v1.WatchJobsRequest"> & {
  * Use `create(WatchJobsRequestSchema)` to create a new message.
  */
 export const WatchJobsRequestSchema: GenMessage<WatchJobsRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 13);
+  messageDesc(file_procgate_v1_procgate, 16);
 
 /**
  * @generated from message procgate.v1.JobEvent
@@ -682,7 +776,7 @@ export type JobEvent = Message<"procgate.v1.JobEvent"> & {
  * Use `create(JobEventSchema)` to create a new message.
  */
 export const JobEventSchema: GenMessage<JobEvent> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 14);
+  messageDesc(file_procgate_v1_procgate, 17);
 
 /**
  * @generated from message procgate.v1.CancelJobRequest
@@ -699,7 +793,7 @@ export type CancelJobRequest = Message<"procgate.v1.CancelJobRequest"> & {
  * Use `create(CancelJobRequestSchema)` to create a new message.
  */
 export const CancelJobRequestSchema: GenMessage<CancelJobRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 15);
+  messageDesc(file_procgate_v1_procgate, 18);
 
 /**
  * @generated from message procgate.v1.DeleteJobRequest
@@ -716,7 +810,7 @@ export type DeleteJobRequest = Message<"procgate.v1.DeleteJobRequest"> & {
  * Use `create(DeleteJobRequestSchema)` to create a new message.
  */
 export const DeleteJobRequestSchema: GenMessage<DeleteJobRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 16);
+  messageDesc(file_procgate_v1_procgate, 19);
 
 /**
  * @generated from message procgate.v1.DeleteJobResponse
@@ -729,7 +823,7 @@ export type DeleteJobResponse = Message<"procgate.v1.DeleteJobResponse"> & {
  * Use `create(DeleteJobResponseSchema)` to create a new message.
  */
 export const DeleteJobResponseSchema: GenMessage<DeleteJobResponse> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 17);
+  messageDesc(file_procgate_v1_procgate, 20);
 
 /**
  * @generated from message procgate.v1.ListJobsRequest
@@ -769,7 +863,7 @@ export type ListJobsRequest = Message<"procgate.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 18);
+  messageDesc(file_procgate_v1_procgate, 21);
 
 /**
  * @generated from message procgate.v1.ListJobsResponse
@@ -793,7 +887,7 @@ export type ListJobsResponse = Message<"procgate.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 19);
+  messageDesc(file_procgate_v1_procgate, 22);
 
 /**
  * @generated from message procgate.v1.DescribeProcedureRequest
@@ -812,7 +906,7 @@ export type DescribeProcedureRequest = Message<"procgate.v1.DescribeProcedureReq
  * Use `create(DescribeProcedureRequestSchema)` to create a new message.
  */
 export const DescribeProcedureRequestSchema: GenMessage<DescribeProcedureRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 20);
+  messageDesc(file_procgate_v1_procgate, 23);
 
 /**
  * @generated from message procgate.v1.ProcedureDescription
@@ -865,7 +959,7 @@ export type ProcedureDescription = Message<"procgate.v1.ProcedureDescription"> &
  * Use `create(ProcedureDescriptionSchema)` to create a new message.
  */
 export const ProcedureDescriptionSchema: GenMessage<ProcedureDescription> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 21);
+  messageDesc(file_procgate_v1_procgate, 24);
 
 /**
  * @generated from message procgate.v1.ParamDescription
@@ -908,7 +1002,7 @@ export type ParamDescription = Message<"procgate.v1.ParamDescription"> & {
  * Use `create(ParamDescriptionSchema)` to create a new message.
  */
 export const ParamDescriptionSchema: GenMessage<ParamDescription> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 22);
+  messageDesc(file_procgate_v1_procgate, 25);
 
 /**
  * @generated from enum procgate.v1.Direction
@@ -1133,6 +1227,23 @@ export const ProcedureService: GenService<{
     methodKind: "unary";
     input: typeof ExecuteSyncRequestSchema;
     output: typeof ExecuteSyncResponseSchema;
+  },
+  /**
+   * ExecuteSync answered as a stream, for results of any size: the rows of
+   * every cursor or set output (and of a set-returning function's result)
+   * arrive in batches as the database produces them, with no row cap, each
+   * output's ResultSetStart before its rows, and `done` last. The gateway
+   * reads at most one batch ahead of what the client has taken. Deadlines,
+   * a client that goes away and errors part-way behave as in ExecuteSync:
+   * the statement is cancelled and the error is the stream's status.
+   * PostgreSQL only for now; UNIMPLEMENTED on Oracle.
+   *
+   * @generated from rpc procgate.v1.ProcedureService.ExecuteStream
+   */
+  executeStream: {
+    methodKind: "server_streaming";
+    input: typeof ExecuteSyncRequestSchema;
+    output: typeof ExecuteStreamResponseSchema;
   },
   /**
    * Starts a procedure as a background job and answers at once with the job
