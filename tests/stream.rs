@@ -145,6 +145,13 @@ async fn a_refcursor_output_streams_and_the_scalars_come_in_done() {
     let read = read_all(stream(&mut client, open_numbers(0)).await).await;
     assert_eq!(read.starts[0].columns.len(), 3);
     assert!(read.rows.is_empty());
+    // And so does ExecuteSync's.
+    let sync = execute(&mut client, open_numbers(0)).await.unwrap();
+    let Some(Kind::RowsValue(empty)) = sync.outputs.get("rows").and_then(|v| v.kind.clone()) else {
+        panic!("rows: {:?}", sync.outputs)
+    };
+    assert_eq!(empty.columns.len(), 3);
+    assert!(empty.rows.is_empty());
 }
 
 fn open_numbers(n: i64) -> pb::ProcedureCall {

@@ -149,6 +149,12 @@ fn fetch_cursor<'a>(
         rows.truncate(max_rows);
         let mut set = result_set(client, &rows, max_rows).await?;
         set.truncated = truncated;
+        if rows.is_empty() {
+            // No row to read the columns from: the statement describes them
+            // (a round trip only for an empty cursor).
+            let described = client.prepare(&sql).await.map_err(|e| classify(&e))?;
+            set.columns = columns_of(described.columns());
+        }
         Ok(Value::Rows(set))
     })
 }
