@@ -214,8 +214,19 @@ impl Value {
 pub struct ResultSet {
     pub columns: Vec<Column>,
     pub rows: Vec<Vec<Value>>,
-    /// The reader stopped at its row cap.
+    /// The reader stopped at its row cap, or (a job's result) the rows
+    /// past the inline part were spooled.
     pub truncated: bool,
+    /// A job's rows kept past its inline part, for ReadJobResult and
+    /// Flight: the whole result is `rows` then these.
+    pub spooled_rows: u64,
+}
+
+impl ResultSet {
+    /// Every row of the result, inline and spooled.
+    pub fn total_rows(&self) -> u64 {
+        self.rows.len() as u64 + self.spooled_rows
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -265,30 +276,51 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    /// One line per result set cut at the row cap, saying how to get every
-    /// row: `cur truncated at 10000 rows (--max-cursor-rows): use ExecuteStream`.
-    pub fn truncation_notes(&self) -> Vec<String> {
+    /// Every result set by output name ("" for a function's result), the
+    /// names ReadJobResult and Flight tickets use.
+    pub fn result_sets(&self) -> impl Iterator<Item = (&str, &ResultSet)> {
         let named = self
             .values
             .iter()
-            .map(|(name, value)| (name.as_str(), value))
-            .chain(self.return_value.iter().map(|value| ("the result", value)));
-        let mut notes: Vec<String> = named
+            .map(|(name, value)| (name.as_str(), value));
+        named
+            .chain(self.return_value.iter().map(|value| ("", value)))
             .filter_map(|(name, value)| match value {
-                Value::Rows(set) if set.truncated => Some((name, set.rows.len())),
+                Value::Rows(set) => Some((name, set)),
                 _ => None,
             })
+    }
+
+    /// One line per result set cut at the row cap, saying how to get every
+    /// row: `cur truncated at 10000 rows (--max-cursor-rows): use
+    /// ExecuteStream, or SubmitAsync and ReadJobResult or Flight`; for a
+    /// job whose rows past the inline part were spooled, how to read them.
+    pub fn truncation_notes(&self) -> Vec<String> {
+        let named = self
+            .result_sets()
+            .map(|(name, set)| (if name.is_empty() { "the result" } else { name }, set))
             .chain(
                 self.implicit_results
                     .iter()
-                    .filter(|set| set.truncated)
-                    .map(|set| ("an implicit result", set.rows.len())),
-            )
-            .map(|(name, rows)| {
-                format!(
-                    "{name} truncated at {rows} rows (--max-cursor-rows): use ExecuteStream to \
-                     read every row"
-                )
+                    .map(|set| ("an implicit result", set)),
+            );
+        let mut notes: Vec<String> = named
+            .filter(|(_, set)| set.truncated)
+            .map(|(name, set)| {
+                let inline = set.rows.len();
+                if set.spooled_rows > 0 {
+                    format!(
+                        "{name}: the first {inline} of its {} rows are inline \
+                         (--max-cursor-rows, --max-inline-result-bytes): read every row with \
+                         ReadJobResult or Flight",
+                        set.total_rows()
+                    )
+                } else {
+                    format!(
+                        "{name} truncated at {inline} rows (--max-cursor-rows): use \
+                         ExecuteStream, or SubmitAsync and ReadJobResult or Flight"
+                    )
+                }
             })
             .collect();
         notes.dedup();

@@ -187,6 +187,26 @@ pub struct ServeConfig {
     #[arg(long, env = "PROCGATE_MAX_RESPONSE_BYTES", default_value_t = 64 << 20)]
     pub max_response_bytes: usize,
 
+    /// Most bytes of a job's result set kept inline in the job (GetJob,
+    /// WatchJob), besides --max-cursor-rows; its other rows are spooled and
+    /// read with ReadJobResult or Arrow Flight. A number of bytes, or with
+    /// a unit: 512KiB, 1MiB.
+    #[arg(long, env = "PROCGATE_MAX_INLINE_RESULT_BYTES", default_value = "1MiB", value_parser = parse_bytes)]
+    pub max_inline_result_bytes: u64,
+
+    /// Where jobs' result rows past their inline part are spooled in memory
+    /// mode: a directory of this process's own is made in it, and removed
+    /// at exit. Default: the system's temporary directory. In database mode
+    /// they go to a table of the job store instead.
+    #[arg(long, env = "PROCGATE_SPOOL_DIR")]
+    pub spool_dir: Option<std::path::PathBuf>,
+
+    /// Most bytes spooled in all (per instance in memory mode, per job store
+    /// in database mode); a job whose result would pass it fails with
+    /// RESOURCE_EXHAUSTED and its spooled rows are freed.
+    #[arg(long, env = "PROCGATE_MAX_SPOOL_BYTES", default_value = "4GiB", value_parser = parse_bytes)]
+    pub max_spool_bytes: u64,
+
     /// Serve the jobs dashboard at `/`: `auto` serves it when listening on
     /// loopback only.
     #[arg(long, env = "PROCGATE_DASHBOARD", value_enum, default_value_t = DashboardMode::Auto)]
@@ -342,9 +362,58 @@ impl ServeConfig {
     }
 }
 
+/// A size in bytes: a number, or one with a unit (B, KB, MB, GB, KiB, MiB,
+/// GiB; any case).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| {
+        format!("{text:?} is not a size: use a number of bytes, or one such as 512KiB or 4GiB")
+    })?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?}: use B, KB, MB, GB, KiB, MiB or GiB"
+            ));
+        }
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_take_a_number_or_a_unit() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_bytes("4gib"), Ok(4 << 30));
+        assert_eq!(parse_bytes("512 KB"), Ok(512_000));
+        assert!(parse_bytes("lots").unwrap_err().contains("not a size"));
+        assert!(
+            parse_bytes("3 parsecs")
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
+        assert!(
+            parse_bytes("99999999999999GiB")
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
 
     fn parse(args: &[&str]) -> ServeConfig {
         ServeConfig::parse_from(args).unwrap()

@@ -54,6 +54,12 @@ pub enum Error {
     /// Asked of a backend that cannot do it (yet).
     #[error("{0}")]
     Unimplemented(String),
+    /// A job has no such result set, or its spooled rows are gone.
+    #[error("{0}")]
+    ResultNotFound(String),
+    /// Past the end of something: a result's rows, the response size.
+    #[error("{0}")]
+    OutOfRange(String),
     /// A bug or an unexpected state in procgate itself.
     #[error("{0}")]
     Internal(String),

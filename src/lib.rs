@@ -34,6 +34,7 @@ pub mod error;
 pub mod jobs;
 pub mod name;
 pub mod server;
+pub mod spool;
 pub mod sync_call;
 
 /// The generated protobuf types and gRPC stubs of `procgate.v1`.

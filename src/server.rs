@@ -41,6 +41,8 @@ use crate::jobs::store::oracle::OracleTable;
 use crate::jobs::{Engine, JobTable, Jobs, LocalJobs, StoreSettings};
 use crate::proto;
 use crate::proto::procedure_service_server::ProcedureServiceServer;
+use crate::spool::keep::Keeping;
+use crate::spool::{FileSpool, Spool};
 
 /// The service name health reports under, besides the server-wide "".
 const SERVICE_NAME: &str = "procgate.v1.ProcedureService";
@@ -75,34 +77,55 @@ pub async fn run_with(
     let cors = cors_layer(&config.cors_origins)?;
     let dashboard = config.serves_dashboard(local_addr);
     let limits = config.job_limits();
-    let local = LocalJobs::new(backend.clone(), limits.max_running, limits.max_messages);
     let settings = config.store_settings();
-    let (table, settings): (Arc<dyn JobTable>, _) = match config.job_store {
+    let file_spool = || -> Result<Arc<dyn Spool>> {
+        Ok(Arc::new(FileSpool::create(
+            config.spool_dir.as_deref(),
+            config.max_spool_bytes,
+        )?))
+    };
+    let (table, spool, settings): (Arc<dyn JobTable>, _, _) = match config.job_store {
         // Writing a change to memory costs nothing worth coalescing.
         JobStoreKind::Memory => (
             Arc::new(MemoryTable::new(limits.max_retained)),
+            file_spool()?,
             StoreSettings {
                 progress_interval: Duration::ZERO,
                 ..settings
             },
         ),
-        JobStoreKind::Database => {
-            let table: Arc<dyn JobTable> = match backend.kind() {
-                "oracle" => Arc::new(
+        JobStoreKind::Database => match backend.kind() {
+            // Oracle calls do not stream (yet): their results stay inline.
+            "oracle" => (
+                Arc::new(
                     OracleTable::open(database_url, &settings.schema, settings.pool_size).await?,
                 ),
-                _ => Arc::new(
-                    PostgresStore::open(
-                        database_url,
-                        &settings.schema,
-                        settings.pool_size as usize,
-                    )
-                    .await?,
-                ),
-            };
-            (table, settings)
-        }
+                file_spool()?,
+                settings,
+            ),
+            _ => {
+                let store = PostgresStore::open(
+                    database_url,
+                    &settings.schema,
+                    settings.pool_size as usize,
+                )
+                .await?;
+                let spool: Arc<dyn Spool> = Arc::new(store.spool(config.max_spool_bytes));
+                (Arc::new(store), spool, settings)
+            }
+        },
     };
+    let keeping = Keeping {
+        spool: spool.clone(),
+        max_inline_rows: config.max_cursor_rows,
+        max_inline_bytes: config.max_inline_result_bytes.min(usize::MAX as u64) as usize,
+    };
+    let local = LocalJobs::new(
+        backend.clone(),
+        limits.max_running,
+        limits.max_messages,
+        keeping,
+    );
     let jobs: Jobs = Engine::start(table, local.clone(), settings, limits.max_pending).await?;
     let api = ProcedureApi {
         backend: backend.clone(),
@@ -113,6 +136,7 @@ pub async fn run_with(
         log_params: config.log_params,
         streams: Arc::new(tokio::sync::Semaphore::new(config.max_streams as usize)),
         max_streams: config.max_streams as usize,
+        spool,
     };
 
     let tokens = TokenCheck::new(&config.tokens, config.token_file.as_deref())?;

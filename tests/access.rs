@@ -34,7 +34,10 @@ async fn callers_see_only_their_own_jobs_unless_admin() {
     let denied = [
         client
             .get_job(as_user(
-                pb::GetJobRequest { id: id.clone() },
+                pb::GetJobRequest {
+                    id: id.clone(),
+                    ..Default::default()
+                },
                 "bob-secret-22",
             ))
             .await
@@ -44,6 +47,7 @@ async fn callers_see_only_their_own_jobs_unless_admin() {
                 pb::WatchJobRequest {
                     id: id.clone(),
                     since_revision: 0,
+                    ..Default::default()
                 },
                 "bob-secret-22",
             ))

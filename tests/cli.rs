@@ -143,7 +143,7 @@ async fn submit_watch_and_cancel_end_with_the_jobs_exit_code() {
     assert!(out.contains("COMPLETED") && out.contains("FAILED"), "{out}");
     assert!(!out.contains("CANCELLED"), "{out}");
 
-    let (code, out, _) = run(&server, &["jobs", "--procedure", "nap", "--json"]).await;
+    let (code, out, _) = run(&server, &["jobs", "--procedure", "nap", "--json", "--full"]).await;
     assert_eq!(code, Some(0));
     let jobs: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(jobs.as_array().unwrap().len(), 1);

@@ -159,6 +159,7 @@ async fn a_job_submitted_on_one_instance_is_seen_and_cancelled_on_another() {
         .client
         .get_job(pb::GetJobRequest {
             id: done.id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -324,7 +325,10 @@ async fn jobs_survive_a_restart_and_page_over_ten_thousand() {
     let mut second = Instance::start(&db, "second", &[]).await;
     let again = second
         .client
-        .get_job(pb::GetJobRequest { id: job.id.clone() })
+        .get_job(pb::GetJobRequest {
+            id: job.id.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -406,6 +410,7 @@ async fn watchers_on_another_instance_share_one_follower_and_see_every_change() 
                 .watch_job(pb::WatchJobRequest {
                     id,
                     since_revision: 0,
+                    ..Default::default()
                 })
                 .await
                 .unwrap()

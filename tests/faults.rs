@@ -40,7 +40,10 @@ async fn states(client: &Client, ids: &[String]) -> Vec<S> {
     for id in ids {
         let job = client
             .clone()
-            .get_job(pb::GetJobRequest { id: id.clone() })
+            .get_job(pb::GetJobRequest {
+                id: id.clone(),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -278,6 +281,7 @@ async fn abandoned_watchers_and_callers_leave_nothing_behind() {
         .watch_job(pb::WatchJobRequest {
             id: chatty.id.clone(),
             since_revision: 0,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -293,6 +297,7 @@ async fn abandoned_watchers_and_callers_leave_nothing_behind() {
             .watch_job(pb::WatchJobRequest {
                 id: long.id.clone(),
                 since_revision: 0,
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -475,11 +475,18 @@ async fn send(client: &mut Client, channel: &Channel, rpc: Rpc) -> Result<(), to
     match rpc {
         Rpc::Execute(r) => client.execute_sync(r).await.map(drop),
         Rpc::Submit(r) => client.submit_async(r).await.map(drop),
-        Rpc::Get(id) => client.get_job(pb::GetJobRequest { id }).await.map(drop),
+        Rpc::Get(id) => client
+            .get_job(pb::GetJobRequest {
+                id,
+                ..Default::default()
+            })
+            .await
+            .map(drop),
         Rpc::Watch(id) => client
             .watch_job(pb::WatchJobRequest {
                 id,
                 since_revision: 0,
+                ..Default::default()
             })
             .await
             .map(drop),

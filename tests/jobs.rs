@@ -137,7 +137,10 @@ async fn jobs_report_outputs_errors_and_can_be_deleted() {
         .await
         .unwrap();
     let gone = client
-        .get_job(pb::GetJobRequest { id: sum.id.clone() })
+        .get_job(pb::GetJobRequest {
+            id: sum.id.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
@@ -253,7 +256,10 @@ async fn fifty_jobs_never_run_more_than_max_running_at_once() {
     assert!(most >= 2, "jobs did not run in parallel (at most {most})");
     for id in ids {
         let job = client
-            .get_job(pb::GetJobRequest { id })
+            .get_job(pb::GetJobRequest {
+                id,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -516,7 +522,13 @@ async fn finished_jobs_expire_after_the_retention_period() {
             let mut client = client.clone();
             let id = job.id.clone();
             async move {
-                let status = client.get_job(pb::GetJobRequest { id }).await.err()?;
+                let status = client
+                    .get_job(pb::GetJobRequest {
+                        id,
+                        ..Default::default()
+                    })
+                    .await
+                    .err()?;
                 (status.code() == Code::NotFound).then_some(())
             }
         },
@@ -526,6 +538,7 @@ async fn finished_jobs_expire_after_the_retention_period() {
     let still = client
         .get_job(pb::GetJobRequest {
             id: running.id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -568,6 +581,7 @@ async fn many_watchers_share_one_job_and_all_see_the_end() {
             .watch_job(pb::WatchJobRequest {
                 id: id.into(),
                 since_revision: 0,
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -584,6 +598,7 @@ async fn a_watcher_that_disconnects_releases_its_stream() {
         .watch_job(pb::WatchJobRequest {
             id: job.id.clone(),
             since_revision: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -85,6 +85,7 @@ async fn every_rpc_needs_the_token_but_health_and_reflection() {
             pb::WatchJobRequest {
                 id: uuid::Uuid::new_v4().to_string(),
                 since_revision: 0,
+                ..Default::default()
             },
             Some("wrong"),
         ))

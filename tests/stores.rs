@@ -265,7 +265,13 @@ async fn another_owners_job_does_not_exist_for_a_caller(store: Store) {
     let id = alices.id.clone();
     let bob = "bob-secret-22";
     let get = client
-        .get_job(as_user(pb::GetJobRequest { id: id.clone() }, bob))
+        .get_job(as_user(
+            pb::GetJobRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+            bob,
+        ))
         .await
         .unwrap_err();
     let cancel = client
@@ -277,6 +283,7 @@ async fn another_owners_job_does_not_exist_for_a_caller(store: Store) {
             pb::WatchJobRequest {
                 id: id.clone(),
                 since_revision: 0,
+                ..Default::default()
             },
             bob,
         ))
@@ -379,6 +386,7 @@ async fn only_ended_jobs_can_be_deleted_and_then_they_are_gone(store: Store) {
     let gone = client
         .get_job(pb::GetJobRequest {
             id: done.id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -425,7 +433,10 @@ async fn ended_jobs_expire_and_their_watchers_hear_of_it(store: Store) {
     );
     assert_eq!(state_of(&tombstone), S::Completed);
     let gone = client
-        .get_job(pb::GetJobRequest { id: job.id })
+        .get_job(pb::GetJobRequest {
+            id: job.id,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
@@ -442,6 +453,7 @@ async fn every_watcher_of_a_job_sees_its_end(store: Store) {
             .watch_job(pb::WatchJobRequest {
                 id: job.id.clone(),
                 since_revision: 0,
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -104,8 +104,8 @@ async fn a_big_set_streams_in_bounded_batches_with_no_row_cap() {
     assert!(set.truncated);
     assert!(
         capped.messages.contains(
-            &"the result truncated at 10000 rows (--max-cursor-rows): use ExecuteStream to \
-              read every row"
+            &"the result truncated at 10000 rows (--max-cursor-rows): use ExecuteStream, or \
+              SubmitAsync and ReadJobResult or Flight"
                 .to_string()
         ),
         "{:?}",
@@ -276,8 +276,8 @@ async fn a_job_whose_result_was_cut_says_so_in_its_messages() {
     assert_eq!(
         done.messages,
         [
-            "the result truncated at 100 rows (--max-cursor-rows): use ExecuteStream to read \
-          every row"
+            "the result: the first 100 of its 150 rows are inline (--max-cursor-rows, \
+             --max-inline-result-bytes): read every row with ReadJobResult or Flight"
         ]
     );
 }

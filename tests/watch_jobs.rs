@@ -35,6 +35,7 @@ fn watch_request(states: &[S], procedure: &str, since: u64) -> pb::WatchJobsRequ
         states: states.iter().map(|s| *s as i32).collect(),
         procedure: procedure.into(),
         since_revision: since,
+        ..Default::default()
     }
 }
 
@@ -354,6 +355,7 @@ async fn watch_job_since_a_revision_sends_only_what_is_newer(store: Store) {
                 .watch_job(pb::WatchJobRequest {
                     id,
                     since_revision: since,
+                    ..Default::default()
                 })
                 .await
                 .unwrap()
@@ -390,6 +392,7 @@ async fn watch_job_since_a_revision_sends_only_what_is_newer(store: Store) {
         .watch_job(pb::WatchJobRequest {
             id: staged.id.clone(),
             since_revision: 1_000_000_000_000,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -414,6 +417,7 @@ async fn watch_streams_end_at_shutdown_instead_of_holding_it_up(store: Store) {
         .watch_job(pb::WatchJobRequest {
             id: pending.id.clone(),
             since_revision: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -41,8 +41,11 @@ const client = createClient(
   createGrpcWebTransport({ baseUrl: location.origin, interceptors: [withToken] }),
 );
 
+// The table's jobs in the basic view (no params, outputs or messages), as
+// ListJobs and WatchJobs send them; the selected one is also read in full.
 const jobs = new Map<string, Job>();
 let selected: string | undefined;
+let detail: Job | undefined;
 
 const $ = <T extends HTMLElement>(selector: string) => document.querySelector(selector) as T;
 const tbody = $<HTMLTableSectionElement>("#jobs tbody");
@@ -211,7 +214,10 @@ function upsert(job: Job) {
   const existing = tbody.querySelector(`tr[data-job-id="${job.id}"]`);
   if (existing) {
     existing.replaceWith(renderRow(job));
-    if (job.id === selected) renderDetail();
+    if (job.id === selected) {
+      renderDetail();
+      void loadDetail(job.id, job.revision);
+    }
   } else {
     render();
   }
@@ -319,16 +325,33 @@ async function follow(filter: Filter, since: bigint, signal: AbortSignal) {
 
 function select(id: string) {
   selected = id;
+  detail = undefined;
   render();
+  void loadDetail(id, 0n);
+}
+
+/** Reads the selected job in full (GetJob), unless what is shown is as new. */
+async function loadDetail(id: string, revision: bigint) {
+  if (detail && detail.id === id && detail.revision >= revision) return;
+  try {
+    const full = await client.getJob({ id });
+    if (selected !== id || (detail && detail.id === id && detail.revision >= full.revision)) return;
+    detail = full;
+    renderDetail();
+  } catch (err) {
+    showError(err);
+  }
 }
 
 function renderDetail() {
   const panel = $("#detail");
-  const job = selected ? jobs.get(selected) : undefined;
-  if (!job) {
+  const basic = selected ? jobs.get(selected) : undefined;
+  if (!basic) {
     panel.hidden = true;
     return;
   }
+  // Params, outputs and messages come with the full view.
+  const job = detail && detail.id === basic.id && detail.revision >= basic.revision ? detail : { ...basic, params: detail?.params ?? [], outputs: detail?.outputs ?? {}, returnValue: detail?.returnValue, messages: detail?.messages ?? [] };
   panel.hidden = false;
   const cancel = el("button", { id: "cancel", type: "button" }, "Cancel") as HTMLButtonElement;
   cancel.disabled = !isLive(job) || job.cancelRequested;
@@ -426,6 +449,7 @@ async function submit(event: Event) {
     });
     clearError();
     selected = job.id;
+    detail = job;
     upsert(job); // the stream brings its changes
   } catch (err) {
     showError(err);

@@ -220,6 +220,7 @@ fn result_set_to_proto(set: &ResultSet) -> pb::ResultSet {
         columns: set.columns.iter().map(column_to_proto).collect(),
         rows: set.rows.iter().map(|row| row_to_proto(row)).collect(),
         truncated: set.truncated,
+        total_rows: set.total_rows(),
     }
 }
 
@@ -310,7 +311,45 @@ pub fn job_state_from_proto(raw: i32) -> Result<Option<JobState>> {
     })
 }
 
-pub fn job_to_proto(job: &JobSnapshot) -> pb::Job {
+/// How much of a job a response carries (`procgate.v1.JobView`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// No params, outputs or messages.
+    Basic,
+    Full,
+}
+
+impl View {
+    /// The view a request asked for; UNSPECIFIED is the RPC's default.
+    pub fn from_proto(raw: i32, default: View) -> Result<View> {
+        match pb::JobView::try_from(raw) {
+            Ok(pb::JobView::Unspecified) => Ok(default),
+            Ok(pb::JobView::Basic) => Ok(View::Basic),
+            Ok(pb::JobView::Full) => Ok(View::Full),
+            Err(_) => Err(invalid(format!(
+                "unknown job view {raw}: use JOB_VIEW_BASIC or JOB_VIEW_FULL"
+            ))),
+        }
+    }
+}
+
+/// A response message, if it fits in `max_bytes` (`--max-response-bytes`).
+/// Checked here rather than left to tonic's encoder, so that the caller
+/// learns what to do instead.
+pub fn within<M: prost::Message>(message: M, max_bytes: usize, what: &str) -> Result<M> {
+    let size = message.encoded_len();
+    if size > max_bytes {
+        return Err(Error::OutOfRange(format!(
+            "{what} takes {size} bytes, over this gateway's --max-response-bytes of {max_bytes}: \
+             ask for view JOB_VIEW_BASIC (no params, outputs or messages), and read a job's \
+             result sets with ReadJobResult or Arrow Flight"
+        )));
+    }
+    Ok(message)
+}
+
+pub fn job_to_proto(job: &JobSnapshot, view: View) -> pb::Job {
+    let full = view == View::Full;
     let ProtoOutputs {
         outputs,
         return_value,
@@ -318,6 +357,7 @@ pub fn job_to_proto(job: &JobSnapshot) -> pb::Job {
     } = job
         .outputs
         .as_deref()
+        .filter(|_| full)
         .map(outputs_to_proto)
         .unwrap_or_default();
     pb::Job {
@@ -344,8 +384,14 @@ pub fn job_to_proto(job: &JobSnapshot) -> pb::Job {
             },
         }),
         cancel_requested: job.cancel_requested,
-        params: job.call.params.iter().map(param_to_proto).collect(),
-        messages: job.messages.lines.iter().cloned().collect(),
+        params: match view {
+            View::Full => job.call.params.iter().map(param_to_proto).collect(),
+            View::Basic => Vec::new(),
+        },
+        messages: match view {
+            View::Full => job.messages.lines.iter().cloned().collect(),
+            View::Basic => Vec::new(),
+        },
         messages_dropped: job.messages.dropped,
         request_id: job.request_id.as_deref().unwrap_or_default().to_string(),
         owner: job.owner.to_string(),
@@ -356,10 +402,10 @@ pub fn job_to_proto(job: &JobSnapshot) -> pb::Job {
 }
 
 /// A WatchJobs event; a deletion carries what its tombstone keeps.
-pub fn event_to_proto(event: &FeedEvent) -> pb::JobEvent {
+pub fn event_to_proto(event: &FeedEvent, view: View) -> pb::JobEvent {
     let (kind, job) = match event {
-        FeedEvent::Existing(job) => (pb::JobEventType::Existing, Some(job_to_proto(job))),
-        FeedEvent::Changed(job) => (pb::JobEventType::Changed, Some(job_to_proto(job))),
+        FeedEvent::Existing(job) => (pb::JobEventType::Existing, Some(job_to_proto(job, view))),
+        FeedEvent::Changed(job) => (pb::JobEventType::Changed, Some(job_to_proto(job, view))),
         FeedEvent::Synced(_) => (pb::JobEventType::Synced, None),
         FeedEvent::Deleted(tombstone) => (
             pb::JobEventType::Deleted,

@@ -27,11 +27,13 @@ use crate::jobs::{JobState, Jobs, ListFilter, WatchFilter};
 use crate::name::ProcedureName;
 use crate::proto as pb;
 use crate::proto::procedure_service_server::ProcedureService;
+use crate::spool::Spool;
+use crate::spool::read::JobResult;
 use crate::sync_call;
-use convert::{call_from_proto, describe_call, job_to_proto, sync_response};
+use convert::{View, call_from_proto, describe_call, job_to_proto, sync_response, within};
 use stream::ExecuteStream;
 
-pub use watch::{JobEventStream, JobStream, job_events};
+pub use watch::{JobEventStream, JobStream, Shape, job_events};
 
 /// Shared handles the handlers work with.
 pub struct ProcedureApi {
@@ -46,6 +48,8 @@ pub struct ProcedureApi {
     /// One permit per ExecuteStream that may be open (`--max-streams`).
     pub streams: Arc<tokio::sync::Semaphore>,
     pub max_streams: usize,
+    /// Where jobs' result rows past their inline part are kept.
+    pub spool: Arc<dyn Spool>,
 }
 
 impl ProcedureApi {
@@ -57,6 +61,18 @@ impl ProcedureApi {
         self.allow.check(&call.name)?;
         debug!(call = %describe_call(&call, self.log_params), "accepted");
         Ok(call)
+    }
+
+    /// A job in the view asked for, if it fits in a response.
+    fn job(&self, job: &crate::jobs::JobSnapshot, view: View) -> Result<pb::Job, Error> {
+        within(job_to_proto(job, view), self.max_response_bytes, "the job")
+    }
+
+    fn shape(&self, raw_view: i32, default: View) -> Result<Shape, Error> {
+        Ok(Shape {
+            view: View::from_proto(raw_view, default)?,
+            max_bytes: self.max_response_bytes,
+        })
     }
 }
 
@@ -136,7 +152,7 @@ impl ProcedureService for ProcedureApi {
         let request_id = (!request.request_id.is_empty()).then_some(request.request_id);
         let job = self.jobs.submit(call, request_id, &caller).await?;
         info!(job = %job.id, "job submitted");
-        Ok(Response::new(job_to_proto(&job)))
+        Ok(Response::new(self.job(&job, View::Full)?))
     }
 
     async fn get_job(
@@ -144,8 +160,23 @@ impl ProcedureService for ProcedureApi {
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let caller = caller_of(&request);
-        let job = self.jobs.get(&request.into_inner().id, &caller).await?;
-        Ok(Response::new(job_to_proto(&job)))
+        let request = request.into_inner();
+        let view = View::from_proto(request.view, View::Full)?;
+        let job = self.jobs.get(&request.id, &caller).await?;
+        Ok(Response::new(self.job(&job, view)?))
+    }
+
+    type ReadJobResultStream = ExecuteStream;
+
+    async fn read_job_result(
+        &self,
+        request: Request<pb::ReadJobResultRequest>,
+    ) -> Result<Response<Self::ReadJobResultStream>, Status> {
+        let caller = caller_of(&request);
+        let request = request.into_inner();
+        let job = self.jobs.get(&request.job_id, &caller).await?;
+        let result = JobResult::open(&job, &request.output, request.start_row, &self.spool).await?;
+        Ok(Response::new(stream::job_result(result)))
     }
 
     async fn list_jobs(
@@ -154,6 +185,7 @@ impl ProcedureService for ProcedureApi {
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let caller = caller_of(&request);
         let request = request.into_inner();
+        let view = View::from_proto(request.view, View::Basic)?;
         let filter = ListFilter {
             states: job_states(&request.states)?,
             procedure: procedure_filter(request.procedure)?,
@@ -167,10 +199,19 @@ impl ProcedureService for ProcedureApi {
                 &caller,
             )
             .await?;
-        Ok(Response::new(pb::ListJobsResponse {
-            jobs: page.jobs.iter().map(job_to_proto).collect(),
+        let response = pb::ListJobsResponse {
+            jobs: page
+                .jobs
+                .iter()
+                .map(|job| job_to_proto(job, view))
+                .collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
-        }))
+        };
+        Ok(Response::new(within(
+            response,
+            self.max_response_bytes,
+            "this page of jobs",
+        )?))
     }
 
     type WatchJobStream = JobStream;
@@ -181,9 +222,14 @@ impl ProcedureService for ProcedureApi {
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let caller = caller_of(&request);
         let request = request.into_inner();
+        let shape = self.shape(request.view, View::Full)?;
         let since = (request.since_revision > 0).then_some(request.since_revision);
         let rx = self.jobs.watch(&request.id, &caller, since).await?;
-        Ok(Response::new(JobStream::new(rx, request.since_revision)))
+        Ok(Response::new(JobStream::new(
+            rx,
+            request.since_revision,
+            shape,
+        )))
     }
 
     type WatchJobsStream = JobEventStream;
@@ -194,6 +240,7 @@ impl ProcedureService for ProcedureApi {
     ) -> Result<Response<Self::WatchJobsStream>, Status> {
         let caller = caller_of(&request);
         let request = request.into_inner();
+        let shape = self.shape(request.view, View::Basic)?;
         let filter = WatchFilter {
             states: job_states(&request.states)?,
             procedure: procedure_filter(request.procedure)?,
@@ -201,7 +248,7 @@ impl ProcedureService for ProcedureApi {
         };
         let since = (request.since_revision > 0).then_some(request.since_revision);
         let (subscription, first) = self.jobs.watch_jobs(filter, since).await?;
-        Ok(Response::new(job_events(subscription, first)))
+        Ok(Response::new(job_events(subscription, first, shape)))
     }
 
     async fn cancel_job(
@@ -211,7 +258,7 @@ impl ProcedureService for ProcedureApi {
         let caller = caller_of(&request);
         let job = self.jobs.cancel(&request.into_inner().id, &caller).await?;
         info!(job = %job.id, state = job.state.name(), "cancel requested");
-        Ok(Response::new(job_to_proto(&job)))
+        Ok(Response::new(self.job(&job, View::Full)?))
     }
 
     async fn delete_job(
@@ -219,7 +266,12 @@ impl ProcedureService for ProcedureApi {
         request: Request<pb::DeleteJobRequest>,
     ) -> Result<Response<pb::DeleteJobResponse>, Status> {
         let caller = caller_of(&request);
-        self.jobs.delete(&request.into_inner().id, &caller).await?;
+        let id = request.into_inner().id;
+        self.jobs.delete(&id, &caller).await?;
+        // At once, whoever still holds a copy of the job.
+        if let Ok(id) = id.parse() {
+            self.spool.forget(id);
+        }
         Ok(Response::new(pb::DeleteJobResponse {}))
     }
 

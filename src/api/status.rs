@@ -16,7 +16,10 @@ pub const DB_CODE_TRAILER: &str = "procgate-db-code";
 pub fn code_of(error: &Error) -> Code {
     match error {
         Error::InvalidArgument(_) => Code::InvalidArgument,
-        Error::ProcedureNotFound(_) | Error::JobNotFound(_) => Code::NotFound,
+        Error::ProcedureNotFound(_) | Error::JobNotFound(_) | Error::ResultNotFound(_) => {
+            Code::NotFound
+        }
+        Error::OutOfRange(_) => Code::OutOfRange,
         Error::WrongJobState(_) => Code::FailedPrecondition,
         Error::AlreadyExists(_) => Code::AlreadyExists,
         Error::NotAllowed(_) => Code::PermissionDenied,

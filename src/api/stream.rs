@@ -1,6 +1,6 @@
 //! ExecuteStream as protobuf: each output's start, its row batches as the
 //! backend hands them on, then `done` (or the error, as the stream's
-//! status).
+//! status); and ReadJobResult, the same messages read from a job.
 //!
 //! The call runs on a task of its own, so that the stream can be answered
 //! at once; the backend hands its rows through a channel of one part, so it
@@ -25,6 +25,7 @@ use crate::call::ProcedureCall;
 use crate::error::Error;
 use crate::proto as pb;
 use crate::proto::execute_stream_response::Kind;
+use crate::spool::read::JobResult;
 use crate::sync_call;
 
 /// The ExecuteStream response stream.
@@ -71,6 +72,36 @@ pub fn execute_stream(
     })
     .map(|done| done.map_err(Status::from));
     Box::pin(parts.chain(done))
+}
+
+/// ReadJobResult: the result set's start, then its rows as they are read
+/// from the job and its spool, one batch at a time as the client takes
+/// them; no `done`.
+pub fn job_result(result: JobResult) -> ExecuteStream {
+    let start = pb::ExecuteStreamResponse {
+        kind: Some(Kind::Start(pb::ResultSetStart {
+            output: result.output.clone(),
+            columns: result.columns.iter().map(column_to_proto).collect(),
+        })),
+    };
+    let rows = futures_util::stream::unfold(Some(result), |reading| async move {
+        let mut result = reading?;
+        match result.next_batch().await {
+            Ok(Some(rows)) => {
+                let batch = Kind::Rows(pb::RowBatch {
+                    output: result.output.clone(),
+                    rows,
+                });
+                Some((
+                    Ok(pb::ExecuteStreamResponse { kind: Some(batch) }),
+                    Some(result),
+                ))
+            }
+            Ok(None) => None,
+            Err(e) => Some((Err(Status::from(e)), None)),
+        }
+    });
+    Box::pin(futures_util::stream::once(std::future::ready(Ok(start))).chain(rows))
 }
 
 fn part_to_proto(part: ResultPart) -> pb::ExecuteStreamResponse {

@@ -15,11 +15,29 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::WatchStream;
 use tonic::Status;
 
-use crate::api::convert::{event_to_proto, job_to_proto};
+use crate::api::convert::{View, event_to_proto, job_to_proto, within};
 use crate::jobs::{FeedEvent, JobSnapshot, JobWatch, Subscription, lifecycle};
 use crate::proto as pb;
 
-pub enum JobStream {
+/// What a stream sends of each job: its view, within the response size.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub view: View,
+    pub max_bytes: usize,
+}
+
+impl Shape {
+    fn job(self, job: &JobSnapshot) -> Result<pb::Job, Status> {
+        within(job_to_proto(job, self.view), self.max_bytes, "the job").map_err(Status::from)
+    }
+}
+
+pub struct JobStream {
+    state: Following,
+    shape: Shape,
+}
+
+enum Following {
     /// Following a live job; snapshots no newer than `since` are skipped
     /// (the client has them), and a skipped terminal one ends the stream.
     Live {
@@ -33,18 +51,19 @@ pub enum JobStream {
 
 impl JobStream {
     /// `since`: the revision the client already has (0: none).
-    pub fn new(watch: JobWatch, since: u64) -> Self {
+    pub fn new(watch: JobWatch, since: u64, shape: Shape) -> Self {
         let since = (since > 0).then_some(since);
-        match watch {
-            JobWatch::Live(rx) => JobStream::Live {
+        let state = match watch {
+            JobWatch::Live(rx) => Following::Live {
                 changes: WatchStream::new(rx),
                 since,
             },
             JobWatch::Ended(job) if since.is_some_and(|s| job.revision <= s) => {
-                JobStream::Last(None)
+                Following::Last(None)
             }
-            JobWatch::Ended(job) => JobStream::Last(Some(job)),
-        }
+            JobWatch::Ended(job) => Following::Last(Some(job)),
+        };
+        JobStream { state, shape }
     }
 }
 
@@ -52,17 +71,18 @@ impl Stream for JobStream {
     type Item = Result<pb::Job, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let shape = self.shape;
         loop {
-            let job = match &mut *self {
-                JobStream::Last(last) => {
-                    return Poll::Ready(last.take().map(|job| Ok(job_to_proto(&job))));
+            let job = match &mut self.state {
+                Following::Last(last) => {
+                    return Poll::Ready(last.take().map(|job| shape.job(&job)));
                 }
-                JobStream::Live { changes, since } => {
+                Following::Live { changes, since } => {
                     let job = ready!(Pin::new(&mut *changes).poll_next(cx));
                     match job {
                         Some(job) if since.is_some_and(|s| job.revision <= s) => {
                             if job.state.is_terminal() {
-                                *self = JobStream::Last(None);
+                                self.state = Following::Last(None);
                             }
                             continue;
                         }
@@ -70,7 +90,7 @@ impl Stream for JobStream {
                         // The channel closed before the job ended: the
                         // instance is shutting down.
                         None => {
-                            *self = JobStream::Last(None);
+                            self.state = Following::Last(None);
                             let ended = lifecycle::watch_interrupted_by_shutdown();
                             return Poll::Ready(Some(Err(ended.into())));
                         }
@@ -78,10 +98,11 @@ impl Stream for JobStream {
                 }
             };
             return Poll::Ready(job.map(|job| {
-                if job.state.is_terminal() {
-                    *self = JobStream::Last(None);
+                let sent = shape.job(&job);
+                if job.state.is_terminal() || sent.is_err() {
+                    self.state = Following::Last(None);
                 }
-                Ok(job_to_proto(&job))
+                sent
             }));
         }
     }
@@ -94,17 +115,33 @@ pub type JobEventStream =
 /// The first events, then every change the feed queues for the
 /// subscription; when the instance shuts down, UNAVAILABLE after the last
 /// one, so that the client resumes elsewhere from the revision it saw.
-pub fn job_events(subscription: Subscription, first: Vec<FeedEvent>) -> JobEventStream {
+pub fn job_events(
+    subscription: Subscription,
+    first: Vec<FeedEvent>,
+    shape: Shape,
+) -> JobEventStream {
     let state = Some((subscription, first.into_iter()));
-    Box::pin(futures_util::stream::unfold(state, |state| async move {
-        let (subscription, mut first) = state?;
-        let event = match first.next() {
-            Some(event) => Some(event),
-            None => subscription.next().await,
-        };
-        Some(match event {
-            Some(event) => (Ok(event_to_proto(&event)), Some((subscription, first))),
-            None => (Err(lifecycle::watch_interrupted_by_shutdown().into()), None),
-        })
-    }))
+    Box::pin(futures_util::stream::unfold(
+        state,
+        move |state| async move {
+            let (subscription, mut first) = state?;
+            let event = match first.next() {
+                Some(event) => Some(event),
+                None => subscription.next().await,
+            };
+            Some(match event {
+                Some(event) => {
+                    let sent = within(
+                        event_to_proto(&event, shape.view),
+                        shape.max_bytes,
+                        "the job",
+                    )
+                    .map_err(Status::from);
+                    let more = sent.is_ok().then_some((subscription, first));
+                    (sent, more)
+                }
+                None => (Err(lifecycle::watch_interrupted_by_shutdown().into()), None),
+            })
+        },
+    ))
 }

@@ -15,14 +15,14 @@ mod interrupt;
 pub mod oracle;
 pub mod postgres;
 pub mod signature;
-mod stream;
+pub mod stream;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use interrupt::Interrupt;
-pub use stream::{ResultPart, RowSink};
+pub use stream::{ResultPart, RowSink, approximate_size};
 
 use crate::call::{Direction, Outputs, ProcedureCall, ValueType};
 use crate::error::{Error, Result};

@@ -84,7 +84,7 @@ impl RowSink {
 }
 
 /// About the bytes a value takes on the wire.
-fn approximate_size(value: &Value) -> usize {
+pub fn approximate_size(value: &Value) -> usize {
     match value {
         Value::String(s) | Value::Number(s) | Value::Json(s) => s.len() + 4,
         Value::Bytes(b) => b.len() + 4,

@@ -238,6 +238,7 @@ async fn wait_running(client: &mut Client, id: &str) -> Result<(), String> {
         .watch_job(pb::WatchJobRequest {
             id: id.into(),
             since_revision: 0,
+            ..Default::default()
         })
         .await
         .map_err(|s| super::render::status_line(&s))?

@@ -101,6 +101,10 @@ pub enum ClientCommand {
         /// showed) instead of starting with the live jobs.
         #[arg(long, requires = "watch")]
         since_revision: Option<u64>,
+        /// Each job in full (params, outputs, messages), not only its
+        /// state and timings.
+        #[arg(long)]
+        full: bool,
         #[arg(long)]
         json: bool,
     },
@@ -309,6 +313,7 @@ async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome,
             procedure,
             watch: true,
             since_revision,
+            full,
             json,
             ..
         } => {
@@ -316,6 +321,7 @@ async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome,
                 states: parse_states(&state)?,
                 procedure: procedure.unwrap_or_default(),
                 since_revision: since_revision.unwrap_or_default(),
+                view: view_of(full) as i32,
             };
             let mut events = client.watch_jobs(request).await?.into_inner();
             while let Some(event) = events.message().await? {
@@ -331,10 +337,11 @@ async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome,
             state,
             procedure,
             limit,
+            full,
             json,
             ..
         } => {
-            let jobs = list(client, &state, procedure, limit).await?;
+            let jobs = list(client, &state, procedure, limit, view_of(full)).await?;
             if json {
                 let all: Vec<_> = jobs.iter().map(job_json).collect();
                 println!("{}", serde_json::to_string_pretty(&all).expect("JSON"));
@@ -344,7 +351,13 @@ async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome,
             Ok(Outcome::Done)
         }
         ClientCommand::Job { id, json, .. } => {
-            let job = client.get_job(pb::GetJobRequest { id }).await?.into_inner();
+            let job = client
+                .get_job(pb::GetJobRequest {
+                    id,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
             if json {
                 println!(
                     "{}",
@@ -488,12 +501,21 @@ fn parse_states(states: &[String]) -> Result<Vec<i32>, Status> {
         .collect()
 }
 
+fn view_of(full: bool) -> pb::JobView {
+    if full {
+        pb::JobView::Full
+    } else {
+        pb::JobView::Basic
+    }
+}
+
 /// Up to `limit` jobs, following pages.
 pub async fn list(
     client: &mut Client,
     states: &[String],
     procedure: Option<String>,
     limit: usize,
+    view: pb::JobView,
 ) -> Result<Vec<pb::Job>, Status> {
     let states = parse_states(states)?;
     let mut jobs = Vec::new();
@@ -505,6 +527,7 @@ pub async fn list(
                 procedure: procedure.clone().unwrap_or_default(),
                 page_size: (limit - jobs.len()).min(1000) as u32,
                 page_token,
+                view: view as i32,
             })
             .await?
             .into_inner();

@@ -43,6 +43,7 @@ pub async fn follow(client: &Client, ids: &[String]) -> Result<Vec<pb::Job>, Sta
                 .watch_job(pb::WatchJobRequest {
                     id: id.clone(),
                     since_revision: 0,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();

@@ -35,6 +35,7 @@ pub fn submit(call: ProcedureCall, request_id: Option<Arc<str>>, owner: Arc<str>
         start_time: None,
         end_time: None,
         outputs: None,
+        spool: None,
         error: None,
         cancel_requested: false,
         call: Arc::new(call),
@@ -233,6 +234,7 @@ pub fn as_submitted(job: &JobSnapshot) -> JobSnapshot {
         start_time: None,
         end_time: None,
         outputs: None,
+        spool: None,
         error: None,
         cancel_requested: false,
         messages: Default::default(),
@@ -250,6 +252,7 @@ pub fn as_started(job: &JobSnapshot, start_revision: u64) -> JobSnapshot {
         progress_message: "connection acquired".into(),
         end_time: None,
         outputs: None,
+        spool: None,
         error: None,
         revision: start_revision,
         ..job.clone()

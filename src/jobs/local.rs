@@ -19,12 +19,14 @@ use super::lifecycle::{self, Cancel};
 use super::live::LiveJob;
 use super::runner::{self, Ran};
 use crate::backend::Backend;
+use crate::spool::keep::Keeping;
 
 pub struct LocalJobs {
     running: Mutex<HashMap<Uuid, LiveJob>>,
     backend: Arc<dyn Backend>,
     pub(super) slots: Arc<Semaphore>,
     max_messages: usize,
+    keeping: Keeping,
     accepting: AtomicBool,
     /// Woken each time a job ends, for [`LocalJobs::until_idle`].
     job_ended: Notify,
@@ -37,12 +39,18 @@ pub struct LocalJobs {
 }
 
 impl LocalJobs {
-    pub fn new(backend: Arc<dyn Backend>, max_running: usize, max_messages: usize) -> Arc<Self> {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        max_running: usize,
+        max_messages: usize,
+        keeping: Keeping,
+    ) -> Arc<Self> {
         Arc::new(LocalJobs {
             running: Mutex::default(),
             backend,
             slots: Arc::new(Semaphore::new(max_running)),
             max_messages,
+            keeping,
             accepting: AtomicBool::new(true),
             job_ended: Notify::new(),
             database_up: watch::Sender::new(false),
@@ -72,7 +80,7 @@ impl LocalJobs {
     pub(super) async fn run(&self, job: LiveJob) -> Ran {
         let (id, procedure) = job.with(|j| (j.id, j.call.display_name.clone()));
         let span = info_span!("job", %id, %procedure);
-        let ran = runner::run(&self.backend, &job, self.max_messages)
+        let ran = runner::run(&self.backend, &job, self.max_messages, &self.keeping)
             .instrument(span)
             .await;
         if ran == Ran::NoConnection {

@@ -101,6 +101,9 @@ pub struct JobSnapshot {
     pub start_time: Option<SystemTime>,
     pub end_time: Option<SystemTime>,
     pub outputs: Option<Arc<Outputs>>,
+    /// Holds its spooled result rows (memory mode): they are freed when
+    /// the last copy of the job goes.
+    pub spool: Option<Arc<crate::spool::SpoolHold>>,
     /// Why it failed or was cancelled.
     /// Boxed: most jobs have none, and a retained job should stay small.
     pub error: Option<Box<Error>>,

@@ -20,6 +20,7 @@ use super::lifecycle;
 use super::live::LiveJob;
 use crate::backend::{Backend, Phase, Progress};
 use crate::error::Error;
+use crate::spool::keep::{self, Keeping};
 
 /// How a run went, for the scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,14 +32,27 @@ pub(super) enum Ran {
     NoConnection,
 }
 
-pub(super) async fn run(backend: &Arc<dyn Backend>, job: &LiveJob, max_messages: usize) -> Ran {
+pub(super) async fn run(
+    backend: &Arc<dyn Backend>,
+    job: &LiveJob,
+    max_messages: usize,
+    keeping: &Keeping,
+) -> Ran {
     let progress: Arc<dyn Progress> = Arc::new(JobProgress {
         job: job.clone(),
         max_messages,
     });
-    let call = job.with(|j| j.call.clone());
+    let (id, call) = job.with(|j| (j.id, j.call.clone()));
+    let running = keep::execute(
+        backend.as_ref(),
+        &call,
+        &progress,
+        &job.interrupt,
+        id,
+        keeping,
+    );
     // A panic in the call must end the job, not leave it RUNNING forever.
-    let result = AssertUnwindSafe(backend.execute(&call, &progress, &job.interrupt))
+    let result = AssertUnwindSafe(running)
         .catch_unwind()
         .await
         .unwrap_or_else(|_| {
@@ -51,17 +65,27 @@ pub(super) async fn run(backend: &Arc<dyn Backend>, job: &LiveJob, max_messages:
     if database_down && job.with(|j| j.state == JobState::Pending) {
         return Ran::NoConnection;
     }
+    let (result, spooled) = match result {
+        Ok((outputs, spooled)) => (Ok(outputs), spooled),
+        Err(e) => (Err(e), None),
+    };
     if let Ok(outputs) = &result {
         for note in outputs.truncation_notes() {
             progress.message(note);
         }
     }
-    let cancelled = job.interrupt.is_requested();
+    // Asked for by a cancel, not by the call stopping itself (its result
+    // did not fit in the spool).
+    let cancelled = job.with(|j| j.cancel_requested) && job.interrupt.is_requested();
     let now = SystemTime::now();
     job.change(|j| {
         // A call that failed before its connection ends without starting.
         lifecycle::start(j, now);
-        lifecycle::finish(j, result, cancelled, now)
+        let ended = lifecycle::finish(j, result, cancelled, now);
+        if ended && j.state == JobState::Completed {
+            j.spool = spooled.map(Arc::new);
+        }
+        ended
     });
     job.with(|j| {
         let duration = j.duration().unwrap_or_default();

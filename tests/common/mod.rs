@@ -310,6 +310,7 @@ pub async fn watch_to_end(client: &mut Client, id: &str) -> Vec<pb::Job> {
         .watch_job(pb::WatchJobRequest {
             id: id.into(),
             since_revision: 0,
+            ..Default::default()
         })
         .await
         .expect("WatchJob")
@@ -347,7 +348,10 @@ pub async fn wait_job(
             let id = id.to_string();
             async move {
                 let job = client
-                    .get_job(pb::GetJobRequest { id })
+                    .get_job(pb::GetJobRequest {
+                        id,
+                        ..Default::default()
+                    })
                     .await
                     .ok()?
                     .into_inner();

@@ -214,7 +214,7 @@ pub async fn result_set(client: &Client, rows: &[Row], max_rows: usize) -> Resul
     Ok(ResultSet {
         columns,
         rows: decoded,
-        truncated: false,
+        ..Default::default()
     })
 }
 

@@ -244,6 +244,7 @@ pub async fn remote_watchers(url: &str, many: usize) -> Result<RemoteWatchers, S
                 .watch_job(pb::WatchJobRequest {
                     id: job.id.clone(),
                     since_revision: 0,
+                    ..Default::default()
                 })
                 .await
                 .map_err(|s| s.message().to_string())?
@@ -269,6 +270,7 @@ pub async fn remote_watchers(url: &str, many: usize) -> Result<RemoteWatchers, S
                     let request = pb::WatchJobRequest {
                         id,
                         since_revision: 0,
+                        ..Default::default()
                     };
                     let mut stream = client.watch_job(request).await?.into_inner();
                     let mut last = None;

@@ -168,6 +168,7 @@ pub async fn submit_and_watch(mut client: Client) -> Result<(), tonic::Status> {
         .watch_job(pb::WatchJobRequest {
             id: job.id,
             since_revision: 0,
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -361,6 +361,7 @@ async fn watch_fan_out(gateway: &Gateway, watchers: usize, job_ms: u64) -> Resul
                 .watch_job(pb::WatchJobRequest {
                     id,
                     since_revision: 0,
+                    ..Default::default()
                 })
                 .await?
                 .into_inner();
@@ -562,6 +563,7 @@ async fn database_store(
             .watch_job(pb::WatchJobRequest {
                 id: job.id,
                 since_revision: 0,
+                ..Default::default()
             })
             .await
             .map_err(|s| s.message().to_string())?

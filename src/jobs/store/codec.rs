@@ -99,6 +99,7 @@ fn result_set_to_json(set: &ResultSet) -> Json {
         "columns": set.columns.iter().map(|c| json!({ "name": c.name, "type": type_name(c.value_type) })).collect::<Vec<_>>(),
         "rows": set.rows.iter().map(|row| row.iter().map(value_to_json).collect::<Vec<_>>()).collect::<Vec<_>>(),
         "truncated": set.truncated,
+        "spooled_rows": set.spooled_rows,
     })
 }
 
@@ -123,6 +124,7 @@ fn result_set_from_json(json: &Json) -> Decoded<ResultSet> {
         columns,
         rows,
         truncated: json["truncated"].as_bool().unwrap_or(false),
+        spooled_rows: json["spooled_rows"].as_u64().unwrap_or(0),
     })
 }
 
@@ -278,6 +280,8 @@ pub fn error_to_json(error: &Error) -> Json {
         Error::Unavailable(m) => ("unavailable", m),
         Error::Interrupted(m) => ("interrupted", m),
         Error::Unimplemented(m) => ("unimplemented", m),
+        Error::ResultNotFound(m) => ("result_not_found", m),
+        Error::OutOfRange(m) => ("out_of_range", m),
         Error::Internal(m) => ("internal", m),
         Error::Database(db) => {
             let kind = kind_name(db.kind);
@@ -305,6 +309,8 @@ pub fn error_from_json(json: &Json) -> Decoded<Error> {
         "unavailable" => Error::Unavailable(message()),
         "interrupted" => Error::Interrupted(message()),
         "unimplemented" => Error::Unimplemented(message()),
+        "result_not_found" => Error::ResultNotFound(message()),
+        "out_of_range" => Error::OutOfRange(message()),
         "internal" => Error::Internal(message()),
         "database" => {
             let stored = inner["kind"]
@@ -352,6 +358,7 @@ mod tests {
                 }],
                 rows: vec![vec![Value::Integer(1)], vec![Value::Null]],
                 truncated: true,
+                spooled_rows: 3,
             }),
         ]
     }

@@ -19,6 +19,9 @@ pub mod codec;
 pub mod memory;
 pub mod oracle;
 pub mod schema;
+mod spool;
+
+pub use spool::PostgresSpool;
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
@@ -117,6 +120,12 @@ impl PostgresStore {
         let client = store.client().await?;
         schema::check(&client, schema).await?;
         Ok(store)
+    }
+
+    /// The spool of job results in this store, sharing its pool, holding at
+    /// most `cap` bytes.
+    pub fn spool(&self, cap: u64) -> PostgresSpool {
+        PostgresSpool::new(self.pool.clone(), self.schema.clone(), cap)
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
@@ -854,6 +863,7 @@ fn from_row(row: &Row) -> Result<JobSnapshot> {
         owner: row.get::<_, String>("owner").into(),
         revision: row.get::<_, i64>("revision") as u64,
         create_revision: row.get::<_, i64>("create_revision") as u64,
+        spool: None,
     };
     Ok(job)
 }

@@ -9,10 +9,10 @@
 use crate::error::{Error, Result};
 
 /// The schema version this binary reads and writes.
-pub const VERSION: i32 = 2;
+pub const VERSION: i32 = 3;
 
 /// PostgreSQL migrations, in order; `{s}` is the quoted schema.
-const MIGRATIONS: [&str; 2] = ["
+const MIGRATIONS: [&str; 3] = ["
 CREATE TABLE IF NOT EXISTS {s}.procgate_instances (
     id          uuid PRIMARY KEY,
     name        text NOT NULL,
@@ -76,6 +76,19 @@ CREATE TABLE {s}.procgate_feed (
     purged_through bigint NOT NULL DEFAULT 0
 );
 INSERT INTO {s}.procgate_feed DEFAULT VALUES;
+", "
+-- Version 3: a job's result rows past its inline part, in chunks, so that
+-- any instance serves them; they go with their job.
+CREATE TABLE {s}.procgate_job_results (
+    job_id    uuid NOT NULL REFERENCES {s}.procgate_jobs (id) ON DELETE CASCADE,
+    output    text NOT NULL,
+    chunk     integer NOT NULL,
+    first_row bigint NOT NULL,
+    row_count integer NOT NULL,
+    size      bigint NOT NULL,
+    data      bytea NOT NULL,
+    PRIMARY KEY (job_id, output, chunk)
+);
 "];
 
 const VERSION_TABLE: &str = "
@@ -226,7 +239,7 @@ mod tests {
             .map(|r| r.get(0))
             .collect();
 
-        assert_eq!(migrate(&mut client, "ops").await.unwrap(), [2]);
+        assert_eq!(migrate(&mut client, "ops").await.unwrap(), [2, 3]);
         let after = client
             .query(
                 "SELECT procedure, create_revision, revision FROM ops.procgate_jobs \

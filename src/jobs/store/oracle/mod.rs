@@ -380,6 +380,7 @@ fn from_row(row: &oracle::Row) -> Result<ChangedJob> {
         owner: get_text(1)?.unwrap_or_default().into(),
         revision: get_int(14)?.unwrap_or(0) as u64,
         create_revision: get_int(15)?.unwrap_or(0) as u64,
+        spool: None,
     };
     Ok(ChangedJob {
         job,

@@ -25,7 +25,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file procgate/v1/procgate.proto.
  */
 export const file_procgate_v1_procgate: GenFile = /*@__PURE__*/
-  fileDesc("Chpwcm9jZ2F0ZS92MS9wcm9jZ2F0ZS5wcm90bxILcHJvY2dhdGUudjEibwoNUHJvY2VkdXJlQ2FsbBIRCglwcm9jZWR1cmUYASABKAkSIgoGcGFyYW1zGAIgAygLMhIucHJvY2dhdGUudjEuUGFyYW0SJwoHcmV0dXJucxgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZSKXAQoFUGFyYW0SDAoEbmFtZRgBIAEoCRIpCglkaXJlY3Rpb24YAiABKA4yFi5wcm9jZ2F0ZS52MS5EaXJlY3Rpb24SJAoEdHlwZRgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZRIhCgV2YWx1ZRgEIAEoCzISLnByb2NnYXRlLnYxLlZhbHVlEgwKBHNpemUYBSABKA0i3wIKBVZhbHVlEjAKCm51bGxfdmFsdWUYASABKA4yGi5nb29nbGUucHJvdG9idWYuTnVsbFZhbHVlSAASFgoMc3RyaW5nX3ZhbHVlGAIgASgJSAASFwoNaW50ZWdlcl92YWx1ZRgDIAEoA0gAEhYKDG51bWJlcl92YWx1ZRgEIAEoCUgAEhUKC2Zsb2F0X3ZhbHVlGAUgASgBSAASFAoKYm9vbF92YWx1ZRgGIAEoCEgAEhQKCmRhdGVfdmFsdWUYByABKAlIABI1Cg90aW1lc3RhbXBfdmFsdWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAASFQoLYnl0ZXNfdmFsdWUYCSABKAxIABIUCgpqc29uX3ZhbHVlGAogASgJSAASLAoKcm93c192YWx1ZRgLIAEoCzIWLnByb2NnYXRlLnYxLlJlc3VsdFNldEgAQgYKBGtpbmQiZAoJUmVzdWx0U2V0EiQKB2NvbHVtbnMYASADKAsyEy5wcm9jZ2F0ZS52MS5Db2x1bW4SHgoEcm93cxgCIAMoCzIQLnByb2NnYXRlLnYxLlJvdxIRCgl0cnVuY2F0ZWQYAyABKAgiPAoGQ29sdW1uEgwKBG5hbWUYASABKAkSJAoEdHlwZRgCIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZSIpCgNSb3cSIgoGdmFsdWVzGAEgAygLMhIucHJvY2dhdGUudjEuVmFsdWUiPgoSRXhlY3V0ZVN5bmNSZXF1ZXN0EigKBGNhbGwYASABKAsyGi5wcm9jZ2F0ZS52MS5Qcm9jZWR1cmVDYWxsIs0CChNFeGVjdXRlU3luY1Jlc3BvbnNlEj4KB291dHB1dHMYASADKAsyLS5wcm9jZ2F0ZS52MS5FeGVjdXRlU3luY1Jlc3BvbnNlLk91dHB1dHNFbnRyeRIoCgxyZXR1cm5fdmFsdWUYAiABKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZRIQCghtZXNzYWdlcxgDIAMoCRIqCgdlbGFwc2VkGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKEGltcGxpY2l0X3Jlc3VsdHMYBSADKAsyFi5wcm9jZ2F0ZS52MS5SZXN1bHRTZXQSGAoQbWVzc2FnZXNfZHJvcHBlZBgGIAEoBBpCCgxPdXRwdXRzRW50cnkSCwoDa2V5GAEgASgJEiEKBXZhbHVlGAIgASgLMhIucHJvY2dhdGUudjEuVmFsdWU6AjgBIqYBChVFeGVjdXRlU3RyZWFtUmVzcG9uc2USLAoFc3RhcnQYASABKAsyGy5wcm9jZ2F0ZS52MS5SZXN1bHRTZXRTdGFydEgAEiUKBHJvd3MYAiABKAsyFS5wcm9jZ2F0ZS52MS5Sb3dCYXRjaEgAEjAKBGRvbmUYAyABKAsyIC5wcm9jZ2F0ZS52MS5FeGVjdXRlU3luY1Jlc3BvbnNlSABCBgoEa2luZCJGCg5SZXN1bHRTZXRTdGFydBIOCgZvdXRwdXQYASABKAkSJAoHY29sdW1ucxgCIAMoCzITLnByb2NnYXRlLnYxLkNvbHVtbiI6CghSb3dCYXRjaBIOCgZvdXRwdXQYASABKAkSHgoEcm93cxgCIAMoCzIQLnByb2NnYXRlLnYxLlJvdyJSChJTdWJtaXRBc3luY1JlcXVlc3QSKAoEY2FsbBgBIAEoCzIaLnByb2NnYXRlLnYxLlByb2NlZHVyZUNhbGwSEgoKcmVxdWVzdF9pZBgCIAEoCSLgBQoDSm9iEgoKAmlkGAEgASgJEiQKBXN0YXRlGAIgASgOMhUucHJvY2dhdGUudjEuSm9iU3RhdGUSEQoJcHJvY2VkdXJlGAMgASgJEhAKCHByb2dyZXNzGAQgASgNEhgKEHByb2dyZXNzX21lc3NhZ2UYBSABKAkSLwoLY3JlYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCghkdXJhdGlvbhgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgdvdXRwdXRzGAogAygLMh0ucHJvY2dhdGUudjEuSm9iLk91dHB1dHNFbnRyeRIoCgxyZXR1cm5fdmFsdWUYCyABKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZRIkCgVlcnJvchgMIAEoCzIVLnByb2NnYXRlLnYxLkpvYkVycm9yEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYDSABKAgSIgoGcGFyYW1zGA4gAygLMhIucHJvY2dhdGUudjEuUGFyYW0SEAoIbWVzc2FnZXMYDyADKAkSGAoQbWVzc2FnZXNfZHJvcHBlZBgQIAEoBBISCgpyZXF1ZXN0X2lkGBEgASgJEjAKEGltcGxpY2l0X3Jlc3VsdHMYEiADKAsyFi5wcm9jZ2F0ZS52MS5SZXN1bHRTZXQSDQoFb3duZXIYEyABKAkSEAoIcmV2aXNpb24YFCABKAQSFwoPY3JlYXRlX3JldmlzaW9uGBUgASgEGkIKDE91dHB1dHNFbnRyeRILCgNrZXkYASABKAkSIQoFdmFsdWUYAiABKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZToCOAEiSgoISm9iRXJyb3ISDAoEY29kZRgBIAEoBRIPCgdtZXNzYWdlGAIgASgJEg8KB2RiX2NvZGUYAyABKAkSDgoGcmVhc29uGAQgASgJIhsKDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAkiNQoPV2F0Y2hKb2JSZXF1ZXN0EgoKAmlkGAEgASgJEhYKDnNpbmNlX3JldmlzaW9uGAIgASgEImQKEFdhdGNoSm9ic1JlcXVlc3QSJQoGc3RhdGVzGAEgAygOMhUucHJvY2dhdGUudjEuSm9iU3RhdGUSEQoJcHJvY2VkdXJlGAIgASgJEhYKDnNpbmNlX3JldmlzaW9uGAMgASgEImQKCEpvYkV2ZW50EicKBHR5cGUYASABKA4yGS5wcm9jZ2F0ZS52MS5Kb2JFdmVudFR5cGUSHQoDam9iGAIgASgLMhAucHJvY2dhdGUudjEuSm9iEhAKCHJldmlzaW9uGAMgASgEIh4KEENhbmNlbEpvYlJlcXVlc3QSCgoCaWQYASABKAkiHgoQRGVsZXRlSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSITChFEZWxldGVKb2JSZXNwb25zZSJyCg9MaXN0Sm9ic1JlcXVlc3QSJQoGc3RhdGVzGAEgAygOMhUucHJvY2dhdGUudjEuSm9iU3RhdGUSEQoJcHJvY2VkdXJlGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJIksKEExpc3RKb2JzUmVzcG9uc2USHgoEam9icxgBIAMoCzIQLnByb2NnYXRlLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiLQoYRGVzY3JpYmVQcm9jZWR1cmVSZXF1ZXN0EhEKCXByb2NlZHVyZRgBIAEoCSK/AQoUUHJvY2VkdXJlRGVzY3JpcHRpb24SEQoJcHJvY2VkdXJlGAEgASgJEi0KBnBhcmFtcxgCIAMoCzIdLnByb2NnYXRlLnYxLlBhcmFtRGVzY3JpcHRpb24SJwoHcmV0dXJucxgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZRIXCg9yZXR1cm5zX2RiX3R5cGUYBCABKAkSEQoJb3ZlcmxvYWRzGAUgASgNEhAKCG92ZXJsb2FkGAYgASgJIpcBChBQYXJhbURlc2NyaXB0aW9uEgwKBG5hbWUYASABKAkSKQoJZGlyZWN0aW9uGAIgASgOMhYucHJvY2dhdGUudjEuRGlyZWN0aW9uEiQKBHR5cGUYAyABKA4yFi5wcm9jZ2F0ZS52MS5WYWx1ZVR5cGUSDwoHZGJfdHlwZRgEIAEoCRITCgtoYXNfZGVmYXVsdBgFIAEoCCphCglEaXJlY3Rpb24SGQoVRElSRUNUSU9OX1VOU1BFQ0lGSUVEEAASEAoMRElSRUNUSU9OX0lOEAESEQoNRElSRUNUSU9OX09VVBACEhQKEERJUkVDVElPTl9JTl9PVVQQAyqhAgoJVmFsdWVUeXBlEhoKFlZBTFVFX1RZUEVfVU5TUEVDSUZJRUQQABIVChFWQUxVRV9UWVBFX1NUUklORxABEhYKElZBTFVFX1RZUEVfSU5URUdFUhACEhUKEVZBTFVFX1RZUEVfTlVNQkVSEAMSFAoQVkFMVUVfVFlQRV9GTE9BVBAEEhYKElZBTFVFX1RZUEVfQk9PTEVBThAFEhMKD1ZBTFVFX1RZUEVfREFURRAGEhgKFFZBTFVFX1RZUEVfVElNRVNUQU1QEAcSFAoQVkFMVUVfVFlQRV9CWVRFUxAIEhMKD1ZBTFVFX1RZUEVfQ0xPQhAJEhMKD1ZBTFVFX1RZUEVfSlNPThAKEhUKEVZBTFVFX1RZUEVfQ1VSU09SEAsqmwEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhUKEUpPQl9TVEFURV9QRU5ESU5HEAESFQoRSk9CX1NUQVRFX1JVTk5JTkcQAhIXChNKT0JfU1RBVEVfQ09NUExFVEVEEAMSFAoQSk9CX1NUQVRFX0ZBSUxFRBAEEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBSqeAQoMSm9iRXZlbnRUeXBlEh4KGkpPQl9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGwoXSk9CX0VWRU5UX1RZUEVfRVhJU1RJTkcQARIZChVKT0JfRVZFTlRfVFlQRV9TWU5DRUQQAhIaChZKT0JfRVZFTlRfVFlQRV9DSEFOR0VEEAMSGgoWSk9CX0VWRU5UX1RZUEVfREVMRVRFRBAEMusFChBQcm9jZWR1cmVTZXJ2aWNlElAKC0V4ZWN1dGVTeW5jEh8ucHJvY2dhdGUudjEuRXhlY3V0ZVN5bmNSZXF1ZXN0GiAucHJvY2dhdGUudjEuRXhlY3V0ZVN5bmNSZXNwb25zZRJWCg1FeGVjdXRlU3RyZWFtEh8ucHJvY2dhdGUudjEuRXhlY3V0ZVN5bmNSZXF1ZXN0GiIucHJvY2dhdGUudjEuRXhlY3V0ZVN0cmVhbVJlc3BvbnNlMAESQAoLU3VibWl0QXN5bmMSHy5wcm9jZ2F0ZS52MS5TdWJtaXRBc3luY1JlcXVlc3QaEC5wcm9jZ2F0ZS52MS5Kb2ISNgoGR2V0Sm9iEhoucHJvY2dhdGUudjEuR2V0Sm9iUmVxdWVzdBoQLnByb2NnYXRlLnYxLkpvYhJHCghMaXN0Sm9icxIcLnByb2NnYXRlLnYxLkxpc3RKb2JzUmVxdWVzdBodLnByb2NnYXRlLnYxLkxpc3RKb2JzUmVzcG9uc2USPAoIV2F0Y2hKb2ISHC5wcm9jZ2F0ZS52MS5XYXRjaEpvYlJlcXVlc3QaEC5wcm9jZ2F0ZS52MS5Kb2IwARJDCglXYXRjaEpvYnMSHS5wcm9jZ2F0ZS52MS5XYXRjaEpvYnNSZXF1ZXN0GhUucHJvY2dhdGUudjEuSm9iRXZlbnQwARI8CglDYW5jZWxKb2ISHS5wcm9jZ2F0ZS52MS5DYW5jZWxKb2JSZXF1ZXN0GhAucHJvY2dhdGUudjEuSm9iEkoKCURlbGV0ZUpvYhIdLnByb2NnYXRlLnYxLkRlbGV0ZUpvYlJlcXVlc3QaHi5wcm9jZ2F0ZS52MS5EZWxldGVKb2JSZXNwb25zZRJdChFEZXNjcmliZVByb2NlZHVyZRIlLnByb2NnYXRlLnYxLkRlc2NyaWJlUHJvY2VkdXJlUmVxdWVzdBohLnByb2NnYXRlLnYxLlByb2NlZHVyZURlc2NyaXB0aW9uYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chpwcm9jZ2F0ZS92MS9wcm9jZ2F0ZS5wcm90bxILcHJvY2dhdGUudjEibwoNUHJvY2VkdXJlQ2FsbBIRCglwcm9jZWR1cmUYASABKAkSIgoGcGFyYW1zGAIgAygLMhIucHJvY2dhdGUudjEuUGFyYW0SJwoHcmV0dXJucxgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZSKXAQoFUGFyYW0SDAoEbmFtZRgBIAEoCRIpCglkaXJlY3Rpb24YAiABKA4yFi5wcm9jZ2F0ZS52MS5EaXJlY3Rpb24SJAoEdHlwZRgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZRIhCgV2YWx1ZRgEIAEoCzISLnByb2NnYXRlLnYxLlZhbHVlEgwKBHNpemUYBSABKA0i3wIKBVZhbHVlEjAKCm51bGxfdmFsdWUYASABKA4yGi5nb29nbGUucHJvdG9idWYuTnVsbFZhbHVlSAASFgoMc3RyaW5nX3ZhbHVlGAIgASgJSAASFwoNaW50ZWdlcl92YWx1ZRgDIAEoA0gAEhYKDG51bWJlcl92YWx1ZRgEIAEoCUgAEhUKC2Zsb2F0X3ZhbHVlGAUgASgBSAASFAoKYm9vbF92YWx1ZRgGIAEoCEgAEhQKCmRhdGVfdmFsdWUYByABKAlIABI1Cg90aW1lc3RhbXBfdmFsdWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAASFQoLYnl0ZXNfdmFsdWUYCSABKAxIABIUCgpqc29uX3ZhbHVlGAogASgJSAASLAoKcm93c192YWx1ZRgLIAEoCzIWLnByb2NnYXRlLnYxLlJlc3VsdFNldEgAQgYKBGtpbmQieAoJUmVzdWx0U2V0EiQKB2NvbHVtbnMYASADKAsyEy5wcm9jZ2F0ZS52MS5Db2x1bW4SHgoEcm93cxgCIAMoCzIQLnByb2NnYXRlLnYxLlJvdxIRCgl0cnVuY2F0ZWQYAyABKAgSEgoKdG90YWxfcm93cxgEIAEoBCI8CgZDb2x1bW4SDAoEbmFtZRgBIAEoCRIkCgR0eXBlGAIgASgOMhYucHJvY2dhdGUudjEuVmFsdWVUeXBlIikKA1JvdxIiCgZ2YWx1ZXMYASADKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZSI+ChJFeGVjdXRlU3luY1JlcXVlc3QSKAoEY2FsbBgBIAEoCzIaLnByb2NnYXRlLnYxLlByb2NlZHVyZUNhbGwizQIKE0V4ZWN1dGVTeW5jUmVzcG9uc2USPgoHb3V0cHV0cxgBIAMoCzItLnByb2NnYXRlLnYxLkV4ZWN1dGVTeW5jUmVzcG9uc2UuT3V0cHV0c0VudHJ5EigKDHJldHVybl92YWx1ZRgCIAEoCzISLnByb2NnYXRlLnYxLlZhbHVlEhAKCG1lc3NhZ2VzGAMgAygJEioKB2VsYXBzZWQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMAoQaW1wbGljaXRfcmVzdWx0cxgFIAMoCzIWLnByb2NnYXRlLnYxLlJlc3VsdFNldBIYChBtZXNzYWdlc19kcm9wcGVkGAYgASgEGkIKDE91dHB1dHNFbnRyeRILCgNrZXkYASABKAkSIQoFdmFsdWUYAiABKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZToCOAEipgEKFUV4ZWN1dGVTdHJlYW1SZXNwb25zZRIsCgVzdGFydBgBIAEoCzIbLnByb2NnYXRlLnYxLlJlc3VsdFNldFN0YXJ0SAASJQoEcm93cxgCIAEoCzIVLnByb2NnYXRlLnYxLlJvd0JhdGNoSAASMAoEZG9uZRgDIAEoCzIgLnByb2NnYXRlLnYxLkV4ZWN1dGVTeW5jUmVzcG9uc2VIAEIGCgRraW5kIkYKDlJlc3VsdFNldFN0YXJ0Eg4KBm91dHB1dBgBIAEoCRIkCgdjb2x1bW5zGAIgAygLMhMucHJvY2dhdGUudjEuQ29sdW1uIjoKCFJvd0JhdGNoEg4KBm91dHB1dBgBIAEoCRIeCgRyb3dzGAIgAygLMhAucHJvY2dhdGUudjEuUm93IlIKElN1Ym1pdEFzeW5jUmVxdWVzdBIoCgRjYWxsGAEgASgLMhoucHJvY2dhdGUudjEuUHJvY2VkdXJlQ2FsbBISCgpyZXF1ZXN0X2lkGAIgASgJIuAFCgNKb2ISCgoCaWQYASABKAkSJAoFc3RhdGUYAiABKA4yFS5wcm9jZ2F0ZS52MS5Kb2JTdGF0ZRIRCglwcm9jZWR1cmUYAyABKAkSEAoIcHJvZ3Jlc3MYBCABKA0SGAoQcHJvZ3Jlc3NfbWVzc2FnZRgFIAEoCRIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCGR1cmF0aW9uGAkgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KB291dHB1dHMYCiADKAsyHS5wcm9jZ2F0ZS52MS5Kb2IuT3V0cHV0c0VudHJ5EigKDHJldHVybl92YWx1ZRgLIAEoCzISLnByb2NnYXRlLnYxLlZhbHVlEiQKBWVycm9yGAwgASgLMhUucHJvY2dhdGUudjEuSm9iRXJyb3ISGAoQY2FuY2VsX3JlcXVlc3RlZBgNIAEoCBIiCgZwYXJhbXMYDiADKAsyEi5wcm9jZ2F0ZS52MS5QYXJhbRIQCghtZXNzYWdlcxgPIAMoCRIYChBtZXNzYWdlc19kcm9wcGVkGBAgASgEEhIKCnJlcXVlc3RfaWQYESABKAkSMAoQaW1wbGljaXRfcmVzdWx0cxgSIAMoCzIWLnByb2NnYXRlLnYxLlJlc3VsdFNldBINCgVvd25lchgTIAEoCRIQCghyZXZpc2lvbhgUIAEoBBIXCg9jcmVhdGVfcmV2aXNpb24YFSABKAQaQgoMT3V0cHV0c0VudHJ5EgsKA2tleRgBIAEoCRIhCgV2YWx1ZRgCIAEoCzISLnByb2NnYXRlLnYxLlZhbHVlOgI4ASJKCghKb2JFcnJvchIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkSDwoHZGJfY29kZRgDIAEoCRIOCgZyZWFzb24YBCABKAkiPwoNR2V0Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCRIiCgR2aWV3GAIgASgOMhQucHJvY2dhdGUudjEuSm9iVmlldyJJChRSZWFkSm9iUmVzdWx0UmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDgoGb3V0cHV0GAIgASgJEhEKCXN0YXJ0X3JvdxgDIAEoBCJZCg9XYXRjaEpvYlJlcXVlc3QSCgoCaWQYASABKAkSFgoOc2luY2VfcmV2aXNpb24YAiABKAQSIgoEdmlldxgDIAEoDjIULnByb2NnYXRlLnYxLkpvYlZpZXciiAEKEFdhdGNoSm9ic1JlcXVlc3QSJQoGc3RhdGVzGAEgAygOMhUucHJvY2dhdGUudjEuSm9iU3RhdGUSEQoJcHJvY2VkdXJlGAIgASgJEhYKDnNpbmNlX3JldmlzaW9uGAMgASgEEiIKBHZpZXcYBCABKA4yFC5wcm9jZ2F0ZS52MS5Kb2JWaWV3ImQKCEpvYkV2ZW50EicKBHR5cGUYASABKA4yGS5wcm9jZ2F0ZS52MS5Kb2JFdmVudFR5cGUSHQoDam9iGAIgASgLMhAucHJvY2dhdGUudjEuSm9iEhAKCHJldmlzaW9uGAMgASgEIh4KEENhbmNlbEpvYlJlcXVlc3QSCgoCaWQYASABKAkiHgoQRGVsZXRlSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSITChFEZWxldGVKb2JSZXNwb25zZSKWAQoPTGlzdEpvYnNSZXF1ZXN0EiUKBnN0YXRlcxgBIAMoDjIVLnByb2NnYXRlLnYxLkpvYlN0YXRlEhEKCXByb2NlZHVyZRgCIAEoCRIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCRIiCgR2aWV3GAUgASgOMhQucHJvY2dhdGUudjEuSm9iVmlldyJLChBMaXN0Sm9ic1Jlc3BvbnNlEh4KBGpvYnMYASADKAsyEC5wcm9jZ2F0ZS52MS5Kb2ISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIi0KGERlc2NyaWJlUHJvY2VkdXJlUmVxdWVzdBIRCglwcm9jZWR1cmUYASABKAkivwEKFFByb2NlZHVyZURlc2NyaXB0aW9uEhEKCXByb2NlZHVyZRgBIAEoCRItCgZwYXJhbXMYAiADKAsyHS5wcm9jZ2F0ZS52MS5QYXJhbURlc2NyaXB0aW9uEicKB3JldHVybnMYAyABKA4yFi5wcm9jZ2F0ZS52MS5WYWx1ZVR5cGUSFwoPcmV0dXJuc19kYl90eXBlGAQgASgJEhEKCW92ZXJsb2FkcxgFIAEoDRIQCghvdmVybG9hZBgGIAEoCSKXAQoQUGFyYW1EZXNjcmlwdGlvbhIMCgRuYW1lGAEgASgJEikKCWRpcmVjdGlvbhgCIAEoDjIWLnByb2NnYXRlLnYxLkRpcmVjdGlvbhIkCgR0eXBlGAMgASgOMhYucHJvY2dhdGUudjEuVmFsdWVUeXBlEg8KB2RiX3R5cGUYBCABKAkSEwoLaGFzX2RlZmF1bHQYBSABKAgqYQoJRGlyZWN0aW9uEhkKFURJUkVDVElPTl9VTlNQRUNJRklFRBAAEhAKDERJUkVDVElPTl9JThABEhEKDURJUkVDVElPTl9PVVQQAhIUChBESVJFQ1RJT05fSU5fT1VUEAMqoQIKCVZhbHVlVHlwZRIaChZWQUxVRV9UWVBFX1VOU1BFQ0lGSUVEEAASFQoRVkFMVUVfVFlQRV9TVFJJTkcQARIWChJWQUxVRV9UWVBFX0lOVEVHRVIQAhIVChFWQUxVRV9UWVBFX05VTUJFUhADEhQKEFZBTFVFX1RZUEVfRkxPQVQQBBIWChJWQUxVRV9UWVBFX0JPT0xFQU4QBRITCg9WQUxVRV9UWVBFX0RBVEUQBhIYChRWQUxVRV9UWVBFX1RJTUVTVEFNUBAHEhQKEFZBTFVFX1RZUEVfQllURVMQCBITCg9WQUxVRV9UWVBFX0NMT0IQCRITCg9WQUxVRV9UWVBFX0pTT04QChIVChFWQUxVRV9UWVBFX0NVUlNPUhALKpsBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFKT0JfU1RBVEVfUEVORElORxABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX0NPTVBMRVRFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAUqSgoHSm9iVmlldxIYChRKT0JfVklFV19VTlNQRUNJRklFRBAAEhIKDkpPQl9WSUVXX0JBU0lDEAESEQoNSk9CX1ZJRVdfRlVMTBACKp4BCgxKb2JFdmVudFR5cGUSHgoaSk9CX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIbChdKT0JfRVZFTlRfVFlQRV9FWElTVElORxABEhkKFUpPQl9FVkVOVF9UWVBFX1NZTkNFRBACEhoKFkpPQl9FVkVOVF9UWVBFX0NIQU5HRUQQAxIaChZKT0JfRVZFTlRfVFlQRV9ERUxFVEVEEAQyxQYKEFByb2NlZHVyZVNlcnZpY2USUAoLRXhlY3V0ZVN5bmMSHy5wcm9jZ2F0ZS52MS5FeGVjdXRlU3luY1JlcXVlc3QaIC5wcm9jZ2F0ZS52MS5FeGVjdXRlU3luY1Jlc3BvbnNlElYKDUV4ZWN1dGVTdHJlYW0SHy5wcm9jZ2F0ZS52MS5FeGVjdXRlU3luY1JlcXVlc3QaIi5wcm9jZ2F0ZS52MS5FeGVjdXRlU3RyZWFtUmVzcG9uc2UwARJACgtTdWJtaXRBc3luYxIfLnByb2NnYXRlLnYxLlN1Ym1pdEFzeW5jUmVxdWVzdBoQLnByb2NnYXRlLnYxLkpvYhI2CgZHZXRKb2ISGi5wcm9jZ2F0ZS52MS5HZXRKb2JSZXF1ZXN0GhAucHJvY2dhdGUudjEuSm9iEkcKCExpc3RKb2JzEhwucHJvY2dhdGUudjEuTGlzdEpvYnNSZXF1ZXN0Gh0ucHJvY2dhdGUudjEuTGlzdEpvYnNSZXNwb25zZRJYCg1SZWFkSm9iUmVzdWx0EiEucHJvY2dhdGUudjEuUmVhZEpvYlJlc3VsdFJlcXVlc3QaIi5wcm9jZ2F0ZS52MS5FeGVjdXRlU3RyZWFtUmVzcG9uc2UwARI8CghXYXRjaEpvYhIcLnByb2NnYXRlLnYxLldhdGNoSm9iUmVxdWVzdBoQLnByb2NnYXRlLnYxLkpvYjABEkMKCVdhdGNoSm9icxIdLnByb2NnYXRlLnYxLldhdGNoSm9ic1JlcXVlc3QaFS5wcm9jZ2F0ZS52MS5Kb2JFdmVudDABEjwKCUNhbmNlbEpvYhIdLnByb2NnYXRlLnYxLkNhbmNlbEpvYlJlcXVlc3QaEC5wcm9jZ2F0ZS52MS5Kb2ISSgoJRGVsZXRlSm9iEh0ucHJvY2dhdGUudjEuRGVsZXRlSm9iUmVxdWVzdBoeLnByb2NnYXRlLnYxLkRlbGV0ZUpvYlJlc3BvbnNlEl0KEURlc2NyaWJlUHJvY2VkdXJlEiUucHJvY2dhdGUudjEuRGVzY3JpYmVQcm9jZWR1cmVSZXF1ZXN0GiEucHJvY2dhdGUudjEuUHJvY2VkdXJlRGVzY3JpcHRpb25iBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * What to call, and with what.
@@ -226,11 +226,21 @@ export type ResultSet = Message<"procgate.v1.ResultSet"> & {
   rows: Row[];
 
   /**
-   * True when the server stopped reading at its row cap (--max-cursor-rows).
+   * True when the server stopped reading at its row cap (--max-cursor-rows)
+   * or, for a job, when rows past the inline part were spooled: read every
+   * row with ReadJobResult or Arrow Flight.
    *
    * @generated from field: bool truncated = 3;
    */
   truncated: boolean;
+
+  /**
+   * Every row of the result: for a job, those here and those spooled; for
+   * ExecuteSync, those here.
+   *
+   * @generated from field: uint64 total_rows = 4;
+   */
+  totalRows: bigint;
 };
 
 /**
@@ -674,6 +684,13 @@ export type GetJobRequest = Message<"procgate.v1.GetJobRequest"> & {
    * @generated from field: string id = 1;
    */
   id: string;
+
+  /**
+   * Default JOB_VIEW_FULL.
+   *
+   * @generated from field: procgate.v1.JobView view = 2;
+   */
+  view: JobView;
 };
 
 /**
@@ -682,6 +699,38 @@ export type GetJobRequest = Message<"procgate.v1.GetJobRequest"> & {
  */
 export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
   messageDesc(file_procgate_v1_procgate, 14);
+
+/**
+ * @generated from message procgate.v1.ReadJobResultRequest
+ */
+export type ReadJobResultRequest = Message<"procgate.v1.ReadJobResultRequest"> & {
+  /**
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * The result set's name: a cursor parameter's, "" for a function's result.
+   *
+   * @generated from field: string output = 2;
+   */
+  output: string;
+
+  /**
+   * The 0-based index of the first row to send, over the whole result
+   * (inline rows included): resume a broken read where it stopped.
+   *
+   * @generated from field: uint64 start_row = 3;
+   */
+  startRow: bigint;
+};
+
+/**
+ * Describes the message procgate.v1.ReadJobResultRequest.
+ * Use `create(ReadJobResultRequestSchema)` to create a new message.
+ */
+export const ReadJobResultRequestSchema: GenMessage<ReadJobResultRequest> = /*@__PURE__*/
+  messageDesc(file_procgate_v1_procgate, 15);
 
 /**
  * @generated from message procgate.v1.WatchJobRequest
@@ -699,6 +748,13 @@ export type WatchJobRequest = Message<"procgate.v1.WatchJobRequest"> & {
    * @generated from field: uint64 since_revision = 2;
    */
   sinceRevision: bigint;
+
+  /**
+   * Default JOB_VIEW_FULL.
+   *
+   * @generated from field: procgate.v1.JobView view = 3;
+   */
+  view: JobView;
 };
 
 /**
@@ -706,7 +762,7 @@ export type WatchJobRequest = Message<"procgate.v1.WatchJobRequest"> & {
  * Use `create(WatchJobRequestSchema)` to create a new message.
  */
 export const WatchJobRequestSchema: GenMessage<WatchJobRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 15);
+  messageDesc(file_procgate_v1_procgate, 16);
 
 /**
  * @generated from message procgate.v1.WatchJobsRequest
@@ -737,6 +793,13 @@ export type WatchJobsRequest = Message<"procgate.v1.WatchJobsRequest"> & {
    * @generated from field: uint64 since_revision = 3;
    */
   sinceRevision: bigint;
+
+  /**
+   * Default JOB_VIEW_BASIC.
+   *
+   * @generated from field: procgate.v1.JobView view = 4;
+   */
+  view: JobView;
 };
 
 /**
@@ -744,7 +807,7 @@ export type WatchJobsRequest = Message<"procgate.v1.WatchJobsRequest"> & {
  * Use `create(WatchJobsRequestSchema)` to create a new message.
  */
 export const WatchJobsRequestSchema: GenMessage<WatchJobsRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 16);
+  messageDesc(file_procgate_v1_procgate, 17);
 
 /**
  * @generated from message procgate.v1.JobEvent
@@ -776,7 +839,7 @@ export type JobEvent = Message<"procgate.v1.JobEvent"> & {
  * Use `create(JobEventSchema)` to create a new message.
  */
 export const JobEventSchema: GenMessage<JobEvent> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 17);
+  messageDesc(file_procgate_v1_procgate, 18);
 
 /**
  * @generated from message procgate.v1.CancelJobRequest
@@ -793,7 +856,7 @@ export type CancelJobRequest = Message<"procgate.v1.CancelJobRequest"> & {
  * Use `create(CancelJobRequestSchema)` to create a new message.
  */
 export const CancelJobRequestSchema: GenMessage<CancelJobRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 18);
+  messageDesc(file_procgate_v1_procgate, 19);
 
 /**
  * @generated from message procgate.v1.DeleteJobRequest
@@ -810,7 +873,7 @@ export type DeleteJobRequest = Message<"procgate.v1.DeleteJobRequest"> & {
  * Use `create(DeleteJobRequestSchema)` to create a new message.
  */
 export const DeleteJobRequestSchema: GenMessage<DeleteJobRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 19);
+  messageDesc(file_procgate_v1_procgate, 20);
 
 /**
  * @generated from message procgate.v1.DeleteJobResponse
@@ -823,7 +886,7 @@ export type DeleteJobResponse = Message<"procgate.v1.DeleteJobResponse"> & {
  * Use `create(DeleteJobResponseSchema)` to create a new message.
  */
 export const DeleteJobResponseSchema: GenMessage<DeleteJobResponse> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 20);
+  messageDesc(file_procgate_v1_procgate, 21);
 
 /**
  * @generated from message procgate.v1.ListJobsRequest
@@ -856,6 +919,13 @@ export type ListJobsRequest = Message<"procgate.v1.ListJobsRequest"> & {
    * @generated from field: string page_token = 4;
    */
   pageToken: string;
+
+  /**
+   * Default JOB_VIEW_BASIC.
+   *
+   * @generated from field: procgate.v1.JobView view = 5;
+   */
+  view: JobView;
 };
 
 /**
@@ -863,7 +933,7 @@ export type ListJobsRequest = Message<"procgate.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 21);
+  messageDesc(file_procgate_v1_procgate, 22);
 
 /**
  * @generated from message procgate.v1.ListJobsResponse
@@ -887,7 +957,7 @@ export type ListJobsResponse = Message<"procgate.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 22);
+  messageDesc(file_procgate_v1_procgate, 23);
 
 /**
  * @generated from message procgate.v1.DescribeProcedureRequest
@@ -906,7 +976,7 @@ export type DescribeProcedureRequest = Message<"procgate.v1.DescribeProcedureReq
  * Use `create(DescribeProcedureRequestSchema)` to create a new message.
  */
 export const DescribeProcedureRequestSchema: GenMessage<DescribeProcedureRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 23);
+  messageDesc(file_procgate_v1_procgate, 24);
 
 /**
  * @generated from message procgate.v1.ProcedureDescription
@@ -959,7 +1029,7 @@ export type ProcedureDescription = Message<"procgate.v1.ProcedureDescription"> &
  * Use `create(ProcedureDescriptionSchema)` to create a new message.
  */
 export const ProcedureDescriptionSchema: GenMessage<ProcedureDescription> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 24);
+  messageDesc(file_procgate_v1_procgate, 25);
 
 /**
  * @generated from message procgate.v1.ParamDescription
@@ -1002,7 +1072,7 @@ export type ParamDescription = Message<"procgate.v1.ParamDescription"> & {
  * Use `create(ParamDescriptionSchema)` to create a new message.
  */
 export const ParamDescriptionSchema: GenMessage<ParamDescription> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 25);
+  messageDesc(file_procgate_v1_procgate, 26);
 
 /**
  * @generated from enum procgate.v1.Direction
@@ -1170,6 +1240,42 @@ export const JobStateSchema: GenEnum<JobState> = /*@__PURE__*/
   enumDesc(file_procgate_v1_procgate, 2);
 
 /**
+ * How much of a job a response carries (AIP-157).
+ *
+ * @generated from enum procgate.v1.JobView
+ */
+export enum JobView {
+  /**
+   * The RPC's default: BASIC for ListJobs and WatchJobs, FULL for GetJob
+   * and WatchJob.
+   *
+   * @generated from enum value: JOB_VIEW_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Everything but params, outputs and messages (messages_dropped stays).
+   *
+   * @generated from enum value: JOB_VIEW_BASIC = 1;
+   */
+  BASIC = 1,
+
+  /**
+   * Everything; a job's inline result sets are bounded by --max-cursor-rows
+   * and --max-inline-result-bytes.
+   *
+   * @generated from enum value: JOB_VIEW_FULL = 2;
+   */
+  FULL = 2,
+}
+
+/**
+ * Describes the enum procgate.v1.JobView.
+ */
+export const JobViewSchema: GenEnum<JobView> = /*@__PURE__*/
+  enumDesc(file_procgate_v1_procgate, 3);
+
+/**
  * @generated from enum procgate.v1.JobEventType
  */
 export enum JobEventType {
@@ -1207,7 +1313,7 @@ export enum JobEventType {
  * Describes the enum procgate.v1.JobEventType.
  */
 export const JobEventTypeSchema: GenEnum<JobEventType> = /*@__PURE__*/
-  enumDesc(file_procgate_v1_procgate, 3);
+  enumDesc(file_procgate_v1_procgate, 4);
 
 /**
  * Runs stored procedures and functions, directly or as background jobs.
@@ -1259,7 +1365,10 @@ export const ProcedureService: GenService<{
     output: typeof JobSchema;
   },
   /**
-   * One job as it is now. NOT_FOUND for an unknown (or expired) id.
+   * One job as it is now (JOB_VIEW_FULL by default). NOT_FOUND for an
+   * unknown (or expired) id. OUT_OF_RANGE when the job is bigger than
+   * --max-response-bytes: ask for JOB_VIEW_BASIC, and read its results with
+   * ReadJobResult.
    *
    * @generated from rpc procgate.v1.ProcedureService.GetJob
    */
@@ -1269,7 +1378,8 @@ export const ProcedureService: GenService<{
     output: typeof JobSchema;
   },
   /**
-   * Jobs, newest first, optionally filtered by state and procedure name.
+   * Jobs, newest first, optionally filtered by state and procedure name
+   * (JOB_VIEW_BASIC by default: no params, outputs or messages).
    *
    * @generated from rpc procgate.v1.ProcedureService.ListJobs
    */
@@ -1277,6 +1387,22 @@ export const ProcedureService: GenService<{
     methodKind: "unary";
     input: typeof ListJobsRequestSchema;
     output: typeof ListJobsResponseSchema;
+  },
+  /**
+   * Every row of a COMPLETED job's result set ("" for a function's
+   * result): its ResultSetStart, then its rows in batches (inline ones
+   * first, then those spooled past --max-cursor-rows and
+   * --max-inline-result-bytes), from start_row on; no `done`. NOT_FOUND for
+   * an unknown or deleted job or output (another owner's job too),
+   * FAILED_PRECONDITION for a job not COMPLETED, OUT_OF_RANGE for a
+   * start_row past the end.
+   *
+   * @generated from rpc procgate.v1.ProcedureService.ReadJobResult
+   */
+  readJobResult: {
+    methodKind: "server_streaming";
+    input: typeof ReadJobResultRequestSchema;
+    output: typeof ExecuteStreamResponseSchema;
   },
   /**
    * Streams a job: its current snapshot first, then one message per change
