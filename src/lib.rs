@@ -31,6 +31,7 @@ pub mod config;
 pub mod dashboard;
 pub mod embedded;
 pub mod error;
+pub mod flight;
 pub mod jobs;
 pub mod name;
 pub mod server;

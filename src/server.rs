@@ -3,7 +3,8 @@
 //! [`run`] takes an already-bound listener and a shutdown future, in the way
 //! of mini-redis's `server::run`: `main` binds the configured address and
 //! passes Ctrl-C/SIGTERM, tests bind `127.0.0.1:0` and pass a channel. Besides
-//! ProcedureService it serves gRPC health (SERVING only while the database
+//! ProcedureService it serves Arrow Flight (jobs' result sets for data tools,
+//! with the same tokens), gRPC health (SERVING only while the database
 //! answers) and reflection in both v1 and v1alpha (grpcurl and buf curl
 //! speak v1; Python's grpcio-reflection only v1alpha).
 
@@ -35,6 +36,7 @@ use crate::config::JobStoreKind;
 use crate::config::ServeConfig;
 use crate::dashboard::DashboardLayer;
 use crate::error::{Error, Result};
+use crate::flight::FlightApi;
 use crate::jobs::store::PostgresStore;
 use crate::jobs::store::memory::MemoryTable;
 use crate::jobs::store::oracle::OracleTable;
@@ -43,6 +45,7 @@ use crate::proto;
 use crate::proto::procedure_service_server::ProcedureServiceServer;
 use crate::spool::keep::Keeping;
 use crate::spool::{FileSpool, Spool};
+use arrow_flight::flight_service_server::FlightServiceServer;
 
 /// The service name health reports under, besides the server-wide "".
 const SERVICE_NAME: &str = "procgate.v1.ProcedureService";
@@ -127,6 +130,10 @@ pub async fn run_with(
         keeping,
     );
     let jobs: Jobs = Engine::start(table, local.clone(), settings, limits.max_pending).await?;
+    let flight = FlightApi {
+        jobs: jobs.clone(),
+        spool: spool.clone(),
+    };
     let api = ProcedureApi {
         backend: backend.clone(),
         jobs: jobs.clone(),
@@ -188,6 +195,12 @@ pub async fn run_with(
         .add_service(reflection_v1alpha)
         .add_service(InterceptedService::new(
             ProcedureServiceServer::new(api)
+                .max_decoding_message_size(config.max_request_bytes)
+                .max_encoding_message_size(config.max_response_bytes),
+            tokens.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            FlightServiceServer::new(flight)
                 .max_decoding_message_size(config.max_request_bytes)
                 .max_encoding_message_size(config.max_response_bytes),
             tokens,
