@@ -344,3 +344,67 @@ async fn jobs_watch_prints_one_line_per_event() {
         .collect();
     assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
 }
+
+/// Big results go to CSV while they stream: `call --output` and `result --csv`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_results_are_written_as_csv_while_they_stream() {
+    let gw = Gateway::start(&["--max-cursor-rows", "100"]).await;
+    let server = format!("http://{}", gw.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rows.csv");
+    let path = file.to_string_lossy().into_owned();
+    let (code, _, err) = run(
+        &server,
+        &[
+            "call",
+            "numbers",
+            "n:integer=25000",
+            "--returns",
+            "cursor",
+            "--output",
+            &path,
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("wrote 25000 rows"), "{err}");
+    let csv = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines.len(),
+        25_001,
+        "a header and every row, past --max-cursor-rows"
+    );
+    assert_eq!(lines[0], "num,label");
+    assert_eq!(lines[25_000], "25000,row 25000");
+
+    let (code, id, err) = run(
+        &server,
+        &[
+            "submit",
+            "open_numbers",
+            "n:integer=3000",
+            "rows:out:cursor",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let id = id.trim().to_string();
+    let client = gw.client().await;
+    wait_state(&client, &id, S::Completed).await;
+    let (code, out, err) = run(&server, &["result", &id, "rows", "--csv"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3_001);
+    assert_eq!(lines[0], "num,half_more,label");
+    assert_eq!(lines[3_000], "3000,4500.0,n3000");
+    let (code, out, _) = run(&server, &["result", &id, "rows", "--start-row", "2998"]).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["[2999,\"4498.5\",\"n2999\"]", "[3000,\"4500.0\",\"n3000\"]"]
+    );
+    let (code, _, err) = run(&server, &["result", &id, "nope"]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("NOT_FOUND"), "{err}");
+}

@@ -1,5 +1,5 @@
 //! The terminal client: `procgate call | submit | watch | jobs | job |
-//! cancel | delete | describe`, talking gRPC to a procgate server.
+//! result | cancel | delete | describe`, talking gRPC to a procgate server.
 //!
 //! Exit codes say how things went, so scripts can branch on them:
 //! 0 done (a job COMPLETED), 1 the RPC failed, 2 bad command line,
@@ -7,6 +7,7 @@
 //! message and the database's code on one line.
 
 pub mod demo;
+mod export;
 mod params;
 pub mod render;
 mod watch;
@@ -56,6 +57,36 @@ pub enum ClientCommand {
         /// Print the response as JSON.
         #[arg(long)]
         json: bool,
+        /// Stream the call (ExecuteStream) and write its result set's rows,
+        /// every one of them, to this CSV file as they arrive; the scalar
+        /// outputs are printed as usual.
+        #[arg(long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+        /// With --output: which result set to write (a cursor parameter's
+        /// name); default the first one.
+        #[arg(long, value_name = "NAME", requires = "output")]
+        result_set: Option<String>,
+    },
+    /// Write a COMPLETED job's result set, every row, as it streams
+    /// (ReadJobResult): JSON lines by default, CSV with --csv.
+    Result {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The job id.
+        job: String,
+        /// The result set: a cursor parameter's name; empty (the default)
+        /// for a function's result.
+        #[arg(default_value = "")]
+        output: String,
+        /// CSV with a header of column names (NULL is an empty field).
+        #[arg(long)]
+        csv: bool,
+        /// Write to this file instead of standard output.
+        #[arg(long = "output", value_name = "FILE")]
+        file: Option<std::path::PathBuf>,
+        /// Start at this row (0-based), to resume a broken export.
+        #[arg(long, default_value_t = 0)]
+        start_row: u64,
     },
     /// Start a procedure as a background job (SubmitAsync).
     Submit {
@@ -141,6 +172,7 @@ impl ClientCommand {
     pub fn server(&self) -> &ServerArgs {
         match self {
             ClientCommand::Call { server, .. }
+            | ClientCommand::Result { server, .. }
             | ClientCommand::Submit { server, .. }
             | ClientCommand::Watch { server, .. }
             | ClientCommand::Jobs { server, .. }
@@ -285,6 +317,61 @@ pub async fn run_on(client: &mut Client, command: ClientCommand) -> Outcome {
 
 async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome, Status> {
     match command {
+        ClientCommand::Call {
+            call,
+            json,
+            output: Some(path),
+            result_set,
+            ..
+        } => {
+            let call = call.to_proto().map_err(Status::invalid_argument)?;
+            let parts = client
+                .execute_stream(pb::ExecuteSyncRequest { call: Some(call) })
+                .await?
+                .into_inner();
+            let file = create(&path)?;
+            let (done, rows) =
+                export::write_rows(parts, file, export::Format::Csv, result_set.as_deref()).await?;
+            eprintln!("wrote {rows} rows to {}", path.display());
+            if let Some(done) = done {
+                print_call(&done, json);
+            }
+            Ok(Outcome::Done)
+        }
+        ClientCommand::Result {
+            job,
+            output,
+            csv,
+            file,
+            start_row,
+            ..
+        } => {
+            let parts = client
+                .read_job_result(pb::ReadJobResultRequest {
+                    job_id: job,
+                    output: output.clone(),
+                    start_row,
+                })
+                .await?
+                .into_inner();
+            let format = if csv {
+                export::Format::Csv
+            } else {
+                export::Format::JsonLines
+            };
+            let written = match &file {
+                Some(path) => export::write_rows(parts, create(path)?, format, Some(&output)).await,
+                None => {
+                    let stdout = std::io::BufWriter::new(std::io::stdout().lock());
+                    export::write_rows(parts, stdout, format, Some(&output)).await
+                }
+            };
+            let (_, rows) = written?;
+            if let Some(path) = file {
+                eprintln!("wrote {rows} rows to {}", path.display());
+            }
+            Ok(Outcome::Done)
+        }
         ClientCommand::Call { call, json, .. } => {
             let call = call.to_proto().map_err(Status::invalid_argument)?;
             let response = client
@@ -417,6 +504,13 @@ pub async fn submit(
         })
         .await?
         .into_inner())
+}
+
+/// A file to write rows to, buffered.
+fn create(path: &std::path::Path) -> Result<std::io::BufWriter<std::fs::File>, Status> {
+    std::fs::File::create(path)
+        .map(std::io::BufWriter::new)
+        .map_err(|e| Status::invalid_argument(format!("cannot write {}: {e}", path.display())))
 }
 
 pub fn print_call(response: &pb::ExecuteSyncResponse, json: bool) {
