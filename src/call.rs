@@ -105,6 +105,21 @@ pub enum Value {
 }
 
 impl Value {
+    /// About the bytes it takes on the wire and in memory.
+    pub fn approximate_size(&self) -> usize {
+        match self {
+            Value::String(s) | Value::Number(s) | Value::Json(s) => s.len() + 4,
+            Value::Bytes(b) => b.len() + 4,
+            Value::Rows(set) => set.approximate_size(),
+            Value::Null
+            | Value::Integer(_)
+            | Value::Float(_)
+            | Value::Bool(_)
+            | Value::Date(_)
+            | Value::Timestamp(_) => 12,
+        }
+    }
+
     /// The type this value naturally has (None for NULL).
     pub fn natural_type(&self) -> Option<ValueType> {
         Some(match self {
@@ -223,6 +238,16 @@ pub struct ResultSet {
 }
 
 impl ResultSet {
+    /// About the bytes its inline rows take.
+    pub fn approximate_size(&self) -> usize {
+        self.rows
+            .iter()
+            .flatten()
+            .map(Value::approximate_size)
+            .sum::<usize>()
+            + 8
+    }
+
     /// Every row of the result, inline and spooled.
     pub fn total_rows(&self) -> u64 {
         self.rows.len() as u64 + self.spooled_rows
@@ -260,6 +285,15 @@ pub struct ProcedureCall {
 }
 
 impl ProcedureCall {
+    /// About the bytes its parameters' values take.
+    pub fn approximate_size(&self) -> usize {
+        self.params
+            .iter()
+            .filter_map(|p| p.value.as_ref())
+            .map(Value::approximate_size)
+            .sum()
+    }
+
     pub fn param(&self, folded_name: &str, fold: fn(&Identifier) -> String) -> Option<&Param> {
         self.params.iter().find(|p| fold(&p.name) == folded_name)
     }
@@ -276,6 +310,22 @@ pub struct Outputs {
 }
 
 impl Outputs {
+    /// About the bytes its values take.
+    pub fn approximate_size(&self) -> usize {
+        let values: usize = self
+            .values
+            .values()
+            .chain(&self.return_value)
+            .map(Value::approximate_size)
+            .sum();
+        values
+            + self
+                .implicit_results
+                .iter()
+                .map(ResultSet::approximate_size)
+                .sum::<usize>()
+    }
+
     /// Every result set by output name ("" for a function's result), the
     /// names ReadJobResult and Flight tickets use.
     pub fn result_sets(&self) -> impl Iterator<Item = (&str, &ResultSet)> {

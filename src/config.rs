@@ -164,6 +164,13 @@ pub struct ServeConfig {
     #[arg(long, env = "PROCGATE_MAX_RETAINED_JOBS", default_value_t = 100_000)]
     pub max_retained_jobs: usize,
 
+    /// Most bytes the memory store's retained jobs hold (their parameters'
+    /// values, inline outputs and messages); past it the oldest finished
+    /// jobs are dropped first. Memory mode only: the database store keeps
+    /// jobs in the database.
+    #[arg(long, env = "PROCGATE_MAX_RETAINED_BYTES", default_value = "256MiB", value_parser = parse_bytes)]
+    pub max_retained_bytes: u64,
+
     /// How often expired jobs are swept.
     #[arg(long, env = "PROCGATE_SWEEP_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub sweep_interval: Duration,
@@ -357,6 +364,7 @@ impl ServeConfig {
             max_running: self.max_running_jobs(),
             max_pending: self.max_pending_jobs,
             max_retained: self.max_retained_jobs,
+            max_retained_bytes: self.max_retained_bytes.min(usize::MAX as u64) as usize,
             max_messages: self.max_messages,
         }
     }

@@ -90,7 +90,10 @@ pub async fn run_with(
     let (table, spool, settings): (Arc<dyn JobTable>, _, _) = match config.job_store {
         // Writing a change to memory costs nothing worth coalescing.
         JobStoreKind::Memory => (
-            Arc::new(MemoryTable::new(limits.max_retained)),
+            Arc::new(MemoryTable::new(
+                limits.max_retained,
+                limits.max_retained_bytes,
+            )),
             file_spool()?,
             StoreSettings {
                 progress_interval: Duration::ZERO,

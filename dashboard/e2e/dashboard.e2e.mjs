@@ -139,6 +139,8 @@ try {
   step("the detail shows params, outputs and messages");
   await page.click(row(long));
   await page.locator("#detail-state").filter({ hasText: "COMPLETED" }).waitFor();
+  // The table holds jobs in the basic view; the detail reads the full job.
+  await page.locator("#detail h3").filter({ hasText: "Parameters" }).waitFor();
   const detail = await page.locator("#detail").innerText();
   assert.match(detail, /p_fecha = 2024-03-01/, "the params are listed");
   assert.match(detail, /p_resultado: 5 pasos procesados para 2024-03-01/, "the outputs are shown");

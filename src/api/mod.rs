@@ -68,6 +68,18 @@ impl ProcedureApi {
         within(job_to_proto(job, view), self.max_response_bytes, "the job")
     }
 
+    /// The job SubmitAsync and CancelJob answer with: in full, unless that
+    /// would pass what a gRPC client accepts by default, since the job was
+    /// started (or cancelled) whatever the answer: then in the basic view.
+    fn answer_job(&self, job: &crate::jobs::JobSnapshot) -> pb::Job {
+        let full = job_to_proto(job, View::Full);
+        if prost::Message::encoded_len(&full) <= DEFAULT_CLIENT_LIMIT.min(self.max_response_bytes) {
+            full
+        } else {
+            job_to_proto(job, View::Basic)
+        }
+    }
+
     fn shape(&self, raw_view: i32, default: View) -> Result<Shape, Error> {
         Ok(Shape {
             view: View::from_proto(raw_view, default)?,
@@ -152,7 +164,7 @@ impl ProcedureService for ProcedureApi {
         let request_id = (!request.request_id.is_empty()).then_some(request.request_id);
         let job = self.jobs.submit(call, request_id, &caller).await?;
         info!(job = %job.id, "job submitted");
-        Ok(Response::new(self.job(&job, View::Full)?))
+        Ok(Response::new(self.answer_job(&job)))
     }
 
     async fn get_job(
@@ -258,7 +270,7 @@ impl ProcedureService for ProcedureApi {
         let caller = caller_of(&request);
         let job = self.jobs.cancel(&request.into_inner().id, &caller).await?;
         info!(job = %job.id, state = job.state.name(), "cancel requested");
-        Ok(Response::new(self.job(&job, View::Full)?))
+        Ok(Response::new(self.answer_job(&job)))
     }
 
     async fn delete_job(
@@ -285,6 +297,9 @@ impl ProcedureService for ProcedureApi {
         Ok(Response::new(convert::description_to_proto(&description)))
     }
 }
+
+/// The largest message a gRPC client receives unless told otherwise.
+const DEFAULT_CLIENT_LIMIT: usize = 4 << 20;
 
 /// The states a ListJobs or WatchJobs request filters on (UNSPECIFIED
 /// stands for none).

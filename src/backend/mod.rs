@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use interrupt::Interrupt;
-pub use stream::{ResultPart, RowSink, approximate_size};
+pub use stream::{ResultPart, RowSink};
 
 use crate::call::{Direction, Outputs, ProcedureCall, ValueType};
 use crate::error::{Error, Result};

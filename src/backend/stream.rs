@@ -59,7 +59,7 @@ impl RowSink {
         let mut batch = Vec::new();
         let mut bytes = 0;
         for row in rows {
-            let size: usize = row.iter().map(approximate_size).sum();
+            let size: usize = row.iter().map(Value::approximate_size).sum();
             if !batch.is_empty()
                 && (batch.len() == MAX_BATCH_ROWS || bytes + size > MAX_BATCH_BYTES)
             {
@@ -80,28 +80,6 @@ impl RowSink {
             rows,
         };
         self.tx.send(rows).await.is_ok()
-    }
-}
-
-/// About the bytes a value takes on the wire.
-pub fn approximate_size(value: &Value) -> usize {
-    match value {
-        Value::String(s) | Value::Number(s) | Value::Json(s) => s.len() + 4,
-        Value::Bytes(b) => b.len() + 4,
-        Value::Rows(set) => {
-            set.rows
-                .iter()
-                .flatten()
-                .map(approximate_size)
-                .sum::<usize>()
-                + 8
-        }
-        Value::Null
-        | Value::Integer(_)
-        | Value::Float(_)
-        | Value::Bool(_)
-        | Value::Date(_)
-        | Value::Timestamp(_) => 12,
     }
 }
 

@@ -123,6 +123,15 @@ pub struct JobSnapshot {
 }
 
 impl JobSnapshot {
+    /// About the bytes it holds beyond its fixed fields: its parameters'
+    /// values, outputs, messages and error, for `--max-retained-bytes`.
+    pub fn approximate_bytes(&self) -> usize {
+        let outputs = self.outputs.as_deref().map_or(0, Outputs::approximate_size);
+        let messages: usize = self.messages.lines.iter().map(String::len).sum();
+        let error = self.error.as_ref().map_or(0, |e| e.to_string().len());
+        self.call.approximate_size() + outputs + messages + error
+    }
+
     /// How long it ran (or waited, if cancelled while pending), once ended.
     pub fn duration(&self) -> Option<Duration> {
         let end = self.end_time?;
@@ -140,6 +149,9 @@ pub struct JobLimits {
     pub max_pending: usize,
     /// Most jobs the memory table keeps; the oldest finished ones go first.
     pub max_retained: usize,
+    /// Most bytes the memory table's jobs hold (`--max-retained-bytes`);
+    /// past it, the oldest finished ones go first.
+    pub max_retained_bytes: usize,
     /// Messages kept per job.
     pub max_messages: usize,
 }

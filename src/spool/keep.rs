@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::codec::Chunk;
 use super::{Spool, SpoolHold, SpoolWriter};
 use crate::backend::stream::{MAX_BATCH_BYTES, MAX_BATCH_ROWS};
-use crate::backend::{Backend, Interrupt, Progress, ResultPart, RowSink, approximate_size};
+use crate::backend::{Backend, Interrupt, Progress, ResultPart, RowSink};
 use crate::call::{Column, Outputs, ProcedureCall, ResultSet, Value};
 use crate::error::{Error, Result};
 
@@ -160,7 +160,7 @@ impl KeptSet {
         keeping: &Keeping,
     ) -> Result<()> {
         for row in rows {
-            let size: usize = row.iter().map(approximate_size).sum();
+            let size: usize = row.iter().map(Value::approximate_size).sum();
             if self.writer.is_none() {
                 if self.set.rows.len() < keeping.max_inline_rows
                     && self.inline_bytes + size <= keeping.max_inline_bytes

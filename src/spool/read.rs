@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use super::{Spool, SpoolReader};
 use crate::api::convert::row_to_proto;
-use crate::backend::approximate_size;
 use crate::backend::stream::{MAX_BATCH_BYTES, MAX_BATCH_ROWS};
 use crate::call::{Column, ResultSet, Value};
 use crate::error::{Error, Result};
@@ -102,7 +101,7 @@ impl JobResult {
         let mut bytes = 0;
         while batch.len() < MAX_BATCH_ROWS && bytes < MAX_BATCH_BYTES {
             let Some(row) = self.inline.next() else { break };
-            bytes += row.iter().map(approximate_size).sum::<usize>();
+            bytes += row.iter().map(Value::approximate_size).sum::<usize>();
             batch.push(row_to_proto(&row));
         }
         if !batch.is_empty() {

@@ -261,6 +261,12 @@ impl PostgresBackend {
         // the session it names must never run another call, or that call
         // would be cancelled instead.
         session.discard |= interrupt.is_requested() || ran.unfit || ran.reset.is_err();
+        // The driver's buffers grow to the largest message a session
+        // carried and never shrink: one that moved a big call is closed, not
+        // pooled, so that its memory goes with it.
+        let moved =
+            call.approximate_size() + ran.outputs.as_ref().map_or(0, Outputs::approximate_size);
+        session.discard |= moved > BIG_CALL_BYTES;
         // Pipelined messages run in order: a FATAL answer to the reset, or
         // a session ended before anything was written, means the call
         // never ran.
@@ -343,6 +349,9 @@ impl PostgresBackend {
         }
     }
 }
+
+/// A call whose values take more than this closes its session afterwards.
+const BIG_CALL_BYTES: usize = 4 << 20;
 
 #[async_trait::async_trait]
 impl Backend for PostgresBackend {

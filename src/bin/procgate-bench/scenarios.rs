@@ -225,7 +225,7 @@ pub async fn run_all(options: &Options) -> Result<(), String> {
     let remote = feeds::remote_watchers(&url, profile.remote_watchers).await?;
 
     println!(
-        "scenario 9: {} rows through ExecuteStream, and through psql COPY",
+        "scenario 9: {} rows through ExecuteStream, as a job read with ReadJobResult and Flight, and through psql COPY",
         profile.big_result_rows
     );
     let fresh = Gateway::start(&url, GATEWAY_FLAGS).await?;

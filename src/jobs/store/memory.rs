@@ -8,8 +8,10 @@
 //! Listing walks a `BTreeMap` keyed by the revision taken at submit, and
 //! claiming takes the first entry of the queue (unclaimed PENDING jobs by
 //! that same revision): a page or a claim costs what it returns, not a scan
-//! of every job. At most `max_retained` jobs are kept: a submit past it
-//! forgets the oldest finished one, with a tombstone as a deletion leaves.
+//! of every job. At most `max_retained` jobs, holding at most
+//! `max_retained_bytes` (their parameters, outputs and messages), are kept:
+//! past either, the oldest finished ones are forgotten, each with a
+//! tombstone as a deletion leaves.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,6 +34,7 @@ use crate::jobs::{JobSnapshot, JobState};
 pub struct MemoryTable {
     tables: Mutex<Tables>,
     max_retained: usize,
+    max_retained_bytes: usize,
 }
 
 #[derive(Default)]
@@ -50,6 +53,8 @@ struct Tables {
     unclaimed: BTreeMap<u64, Uuid>,
     /// PENDING jobs, claimed or not.
     pending: u64,
+    /// What the rows hold, by [`JobSnapshot::approximate_bytes`].
+    retained_bytes: usize,
     /// (owner, request_id) → job: idempotency keys are per owner.
     by_request_id: HashMap<(Arc<str>, Arc<str>), Uuid>,
     /// Deletions by revision.
@@ -62,6 +67,8 @@ struct Row {
     instance: Option<Uuid>,
     /// The revision at which it became RUNNING.
     start_revision: Option<u64>,
+    /// Its [`JobSnapshot::approximate_bytes`] when submitted and once ended.
+    bytes: usize,
 }
 
 impl Row {
@@ -121,6 +128,7 @@ impl Tables {
     /// Removes a job, leaving a tombstone with the next revision.
     fn remove(&mut self, id: &Uuid, now: SystemTime) -> Option<JobSnapshot> {
         let row = self.rows.remove(id)?;
+        self.retained_bytes -= row.bytes;
         let job = row.job;
         self.by_create.remove(&job.create_revision);
         self.by_revision.remove(&job.revision);
@@ -138,32 +146,42 @@ impl Tables {
         Some(job)
     }
 
-    /// Keeps at most `max_retained` jobs, counting one about to be added,
-    /// by forgetting the oldest finished ones.
-    fn make_room(&mut self, max_retained: usize) {
-        let excess = (self.rows.len() + 1).saturating_sub(max_retained);
-        if excess == 0 {
-            return;
-        }
-        let oldest_finished: Vec<Uuid> = self
-            .by_create
-            .values()
-            .filter(|id| self.rows[*id].job.state.is_terminal())
-            .take(excess)
-            .copied()
-            .collect();
+    /// Keeps at most `max_jobs` jobs holding at most `max_bytes`, counting
+    /// `adding` about to be added, by forgetting the oldest finished ones
+    /// (never `keep`, a job that just ended: its outputs are still wanted).
+    fn make_room(
+        &mut self,
+        max_jobs: usize,
+        max_bytes: usize,
+        adding: Option<usize>,
+        keep: Option<Uuid>,
+    ) {
         let now = SystemTime::now();
-        for id in &oldest_finished {
-            self.remove(id, now);
+        loop {
+            let jobs = self.rows.len() + usize::from(adding.is_some());
+            let bytes = self.retained_bytes + adding.unwrap_or(0);
+            if jobs <= max_jobs && bytes <= max_bytes {
+                return;
+            }
+            let oldest_finished = self
+                .by_create
+                .values()
+                .find(|id| Some(**id) != keep && self.rows[*id].job.state.is_terminal())
+                .copied();
+            match oldest_finished {
+                Some(id) => drop(self.remove(&id, now)),
+                None => return,
+            }
         }
     }
 }
 
 impl MemoryTable {
-    pub fn new(max_retained: usize) -> MemoryTable {
+    pub fn new(max_retained: usize, max_retained_bytes: usize) -> MemoryTable {
         MemoryTable {
             tables: Mutex::default(),
             max_retained,
+            max_retained_bytes,
         }
     }
 
@@ -191,7 +209,13 @@ impl JobTable for MemoryTable {
         if let Some(existing) = key.as_ref().and_then(|key| tables.by_request_id.get(key)) {
             return Ok(tables.rows[existing].job.clone());
         }
-        tables.make_room(self.max_retained);
+        let bytes = job.approximate_bytes();
+        tables.make_room(
+            self.max_retained,
+            self.max_retained_bytes,
+            Some(bytes),
+            None,
+        );
         let revision = tables.next();
         let job = JobSnapshot {
             revision,
@@ -211,8 +235,10 @@ impl JobTable for MemoryTable {
                 job: job.clone(),
                 instance: None,
                 start_revision: None,
+                bytes,
             }),
         );
+        tables.retained_bytes += bytes;
         Ok(job)
     }
 
@@ -285,7 +311,7 @@ impl JobTable for MemoryTable {
 
     async fn save(&self, job: &JobSnapshot, instance: &Uuid) -> Result<bool> {
         let mut tables = self.lock();
-        Ok(tables.update(&job.id, |row, revision| {
+        let saved = tables.update(&job.id, |row, revision| {
             // Never backwards: a stale PENDING snapshot does not undo a start.
             let backwards = row.job.state == JobState::Running && job.state == JobState::Pending;
             if row.job.state.is_terminal() || row.instance != Some(*instance) || backwards {
@@ -308,7 +334,21 @@ impl JobTable for MemoryTable {
                 ..job.clone()
             };
             true
-        }))
+        });
+        if saved && job.state.is_terminal() {
+            // Its outputs and messages count from now on.
+            let row = tables.rows.get_mut(&job.id).expect("just saved");
+            let (old, new) = (row.bytes, row.job.approximate_bytes());
+            row.bytes = new;
+            tables.retained_bytes = tables.retained_bytes - old + new;
+            tables.make_room(
+                self.max_retained,
+                self.max_retained_bytes,
+                None,
+                Some(job.id),
+            );
+        }
+        Ok(saved)
     }
 
     async fn release(&self, job: &JobSnapshot, instance: &Uuid) -> Result<()> {
@@ -514,7 +554,7 @@ mod tests {
 
     #[tokio::test]
     async fn claims_follow_submission_order_and_a_released_job_is_first_again() {
-        let table = MemoryTable::new(100);
+        let table = MemoryTable::new(100, usize::MAX);
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let first = table.insert(&submitted("p.a", None)).await.unwrap();
         let second = table.insert(&submitted("p.b", None)).await.unwrap();
@@ -541,7 +581,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_the_claimer_saves_and_nothing_overwrites_an_end() {
-        let table = MemoryTable::new(100);
+        let table = MemoryTable::new(100, usize::MAX);
         let (me, other) = (Uuid::new_v4(), Uuid::new_v4());
         table.insert(&submitted("p.a", None)).await.unwrap();
         let mut job = table.claim(&me).await.unwrap().unwrap();
@@ -571,7 +611,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_start_and_an_end_saved_at_once_are_both_in_the_feed() {
-        let table = MemoryTable::new(100);
+        let table = MemoryTable::new(100, usize::MAX);
         let me = Uuid::new_v4();
         table.insert(&submitted("p.a", None)).await.unwrap();
         let mut job = table.claim(&me).await.unwrap().unwrap();
@@ -591,7 +631,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_id_is_insert_or_get() {
-        let table = MemoryTable::new(100);
+        let table = MemoryTable::new(100, usize::MAX);
         let first = table.insert(&submitted("p.a", Some("k"))).await.unwrap();
         let again = table.insert(&submitted("p.a", Some("k"))).await.unwrap();
         assert_eq!(again.id, first.id);
@@ -602,7 +642,7 @@ mod tests {
 
     #[tokio::test]
     async fn deletions_leave_tombstones_until_purged_and_old_resumes_are_refused() {
-        let table = MemoryTable::new(100);
+        let table = MemoryTable::new(100, usize::MAX);
         let job = table.insert(&submitted("p.a", None)).await.unwrap();
         assert!(!table.delete(&job.id).await.unwrap(), "a live job stays");
         table.cancel(&job.id).await.unwrap();
@@ -626,7 +666,7 @@ mod tests {
 
     #[tokio::test]
     async fn past_max_retained_the_oldest_finished_job_goes() {
-        let table = MemoryTable::new(2);
+        let table = MemoryTable::new(2, usize::MAX);
         let old = table.insert(&submitted("p.a", None)).await.unwrap();
         table.cancel(&old.id).await.unwrap();
         let live = table.insert(&submitted("p.b", None)).await.unwrap();
@@ -642,5 +682,58 @@ mod tests {
             .unwrap();
         let names: Vec<_> = page.iter().map(|j| j.call.display_name.as_str()).collect();
         assert_eq!(names, ["p.c", "p.b"], "newest first");
+    }
+
+    #[tokio::test]
+    async fn past_max_retained_bytes_the_oldest_finished_jobs_go_but_not_one_just_ended() {
+        let table = MemoryTable::new(100, 2_500);
+        let me = Uuid::new_v4();
+        let mut ended = Vec::new();
+        for name in ["p.a", "p.b", "p.c"] {
+            table.insert(&submitted(name, None)).await.unwrap();
+            let mut job = table.claim(&me).await.unwrap().unwrap();
+            let now = SystemTime::now();
+            lifecycle::start(&mut job, now);
+            let mut outputs = crate::call::Outputs::default();
+            outputs
+                .values
+                .insert("big".into(), crate::call::Value::String("x".repeat(1_000)));
+            lifecycle::finish(&mut job, Ok(outputs), false, now);
+            assert!(table.save(&job, &me).await.unwrap());
+            ended.push(job.id);
+        }
+        // 3 × ~1,004 bytes do not fit in 2,500: the oldest went.
+        assert!(table.get(&ended[0]).await.unwrap().is_none());
+        assert!(table.get(&ended[1]).await.unwrap().is_some());
+        assert!(table.get(&ended[2]).await.unwrap().is_some());
+        assert!(table.lock().retained_bytes <= 2_500);
+
+        // A job bigger than the whole bound pushes out every other finished
+        // job, but stays while it is the newest.
+        let small = MemoryTable::new(100, 10);
+        for id in [0, 1] {
+            small
+                .insert(&submitted(&format!("p.q{id}"), None))
+                .await
+                .unwrap();
+            let mut job = small.claim(&me).await.unwrap().unwrap();
+            let now = SystemTime::now();
+            lifecycle::start(&mut job, now);
+            let mut outputs = crate::call::Outputs::default();
+            outputs
+                .values
+                .insert("big".into(), crate::call::Value::String("y".repeat(100)));
+            lifecycle::finish(&mut job, Ok(outputs), false, now);
+            small.save(&job, &me).await.unwrap();
+            assert!(small.get(&job.id).await.unwrap().is_some(), "just ended");
+        }
+        assert_eq!(small.lock().rows.len(), 1);
+        let deleted = small.lock().rows.keys().copied().next().unwrap();
+        assert!(small.delete(&deleted).await.unwrap());
+        assert_eq!(
+            small.lock().retained_bytes,
+            0,
+            "a deletion gives its bytes back"
+        );
     }
 }

@@ -1355,7 +1355,8 @@ export const ProcedureService: GenService<{
    * Starts a procedure as a background job and answers at once with the job
    * (usually PENDING). The same non-empty request_id returns the job already
    * started with it instead of starting another. RESOURCE_EXHAUSTED when the
-   * queue of pending jobs is full.
+   * queue of pending jobs is full. The job comes in full, or in the basic
+   * view when in full it would pass 4 MiB (a gRPC client's default limit).
    *
    * @generated from rpc procgate.v1.ProcedureService.SubmitAsync
    */
@@ -1441,6 +1442,7 @@ export const ProcedureService: GenService<{
    * Cancels a job. A PENDING job becomes CANCELLED at once; a RUNNING one gets
    * cancel_requested and its statement is interrupted in the database, after
    * which it ends CANCELLED. FAILED_PRECONDITION for a job that already ended.
+   * The job comes back as SubmitAsync answers it.
    *
    * @generated from rpc procgate.v1.ProcedureService.CancelJob
    */
