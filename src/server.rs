@@ -101,7 +101,6 @@ pub async fn run_with(
             },
         ),
         JobStoreKind::Database => match backend.kind() {
-            // Oracle calls do not stream (yet): their results stay inline.
             "oracle" => (
                 Arc::new(
                     OracleTable::open(database_url, &settings.schema, settings.pool_size).await?,
@@ -121,8 +120,12 @@ pub async fn run_with(
             }
         },
     };
+    // The Oracle job store has no spool table yet: its jobs' result sets
+    // stay capped inline, so that every instance reads the same job.
+    let oracle_store =
+        matches!(config.job_store, JobStoreKind::Database) && backend.kind() == "oracle";
     let keeping = Keeping {
-        spool: spool.clone(),
+        spool: (!oracle_store).then(|| spool.clone()),
         max_inline_rows: config.max_cursor_rows,
         max_inline_bytes: config.max_inline_result_bytes.min(usize::MAX as u64) as usize,
     };

@@ -13,6 +13,7 @@ use common::*;
 use procgate::proto::value::Kind;
 use procgate::proto::{self as pb, JobState as S, ValueType as T};
 use prost_types::Timestamp;
+use tokio_stream::StreamExt;
 use tonic::Code;
 
 const URL_VAR: &str = "PROCGATE_ORACLE_TEST_URL";
@@ -240,6 +241,71 @@ async fn functions_cursors_and_implicit_results() {
     .unwrap();
     assert_eq!(implicit.implicit_results.len(), 1);
     assert_eq!(implicit.implicit_results[0].rows.len(), 4);
+}
+
+/// A REF CURSOR streams whole (ExecuteStream), and a job keeps it whole
+/// (spooled past --max-cursor-rows, read back with ReadJobResult).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ref_cursors_stream_and_jobs_keep_them_whole() {
+    let Some(url) = oracle("ref_cursors_stream_and_jobs_keep_them_whole").await else {
+        return;
+    };
+    let gw = Gateway::start_url(&url, &["--max-cursor-rows", "100"]).await;
+    let mut client = gw.client().await;
+    let n = 25_000i64;
+    let numbers = || {
+        call(
+            &proc("open_numbers"),
+            vec![
+                p_in("p_n", Kind::IntegerValue(n)),
+                p_out("p_rows", T::Cursor),
+            ],
+        )
+    };
+    let count = |parts: Vec<pb::ExecuteStreamResponse>| -> usize {
+        parts
+            .into_iter()
+            .filter_map(|p| match p.kind {
+                Some(pb::execute_stream_response::Kind::Rows(batch)) => Some(batch.rows.len()),
+                _ => None,
+            })
+            .sum()
+    };
+    let parts: Vec<_> = client
+        .execute_stream(pb::ExecuteSyncRequest {
+            call: Some(numbers()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        count(parts),
+        n as usize,
+        "every row, past --max-cursor-rows"
+    );
+
+    let job = submit(&mut client, numbers()).await;
+    wait_state(&client, &job.id, S::Completed).await;
+    let parts: Vec<_> = client
+        .read_job_result(pb::ReadJobResultRequest {
+            job_id: job.id.clone(),
+            output: "p_rows".into(),
+            start_row: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(count(parts), n as usize);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

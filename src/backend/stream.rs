@@ -5,7 +5,8 @@
 //! one batch ahead of what the client has taken and memory stays bounded
 //! whatever the result's size. A send waits while the client is slow; it
 //! fails at once once the client went away, and the backend then stops its
-//! statement.
+//! statement. A backend whose driver blocks (Oracle's) uses the
+//! `blocking_` forms from its own thread.
 
 use tokio::sync::mpsc;
 
@@ -32,6 +33,7 @@ pub enum ResultPart {
     },
 }
 
+#[derive(Clone)]
 pub struct RowSink {
     tx: mpsc::Sender<ResultPart>,
 }
@@ -56,31 +58,59 @@ impl RowSink {
     /// about [`MAX_BATCH_BYTES`], each waiting until the client took the
     /// one before; false once the client went away.
     pub async fn rows(&self, output: &str, rows: Vec<Vec<Value>>) -> bool {
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        for row in rows {
-            let size: usize = row.iter().map(Value::approximate_size).sum();
-            if !batch.is_empty()
-                && (batch.len() == MAX_BATCH_ROWS || bytes + size > MAX_BATCH_BYTES)
-            {
-                if !self.send_rows(output, std::mem::take(&mut batch)).await {
-                    return false;
-                }
-                bytes = 0;
+        for rows in batches(rows) {
+            let rows = ResultPart::Rows {
+                output: output.to_string(),
+                rows,
+            };
+            if self.tx.send(rows).await.is_err() {
+                return false;
             }
-            bytes += size;
-            batch.push(row);
         }
-        batch.is_empty() || self.send_rows(output, batch).await
+        true
     }
 
-    async fn send_rows(&self, output: &str, rows: Vec<Vec<Value>>) -> bool {
-        let rows = ResultPart::Rows {
+    /// [`RowSink::start`] from a thread that may block (never a tokio
+    /// worker).
+    pub fn blocking_start(&self, output: &str, columns: Vec<Column>) -> bool {
+        let start = ResultPart::Start {
             output: output.to_string(),
-            rows,
+            columns,
         };
-        self.tx.send(rows).await.is_ok()
+        self.tx.blocking_send(start).is_ok()
     }
+
+    /// [`RowSink::rows`] from a thread that may block.
+    pub fn blocking_rows(&self, output: &str, rows: Vec<Vec<Value>>) -> bool {
+        batches(rows).into_iter().all(|rows| {
+            let rows = ResultPart::Rows {
+                output: output.to_string(),
+                rows,
+            };
+            self.tx.blocking_send(rows).is_ok()
+        })
+    }
+}
+
+/// Rows cut into batches of at most [`MAX_BATCH_ROWS`] rows and about
+/// [`MAX_BATCH_BYTES`]; a bigger row travels alone.
+fn batches(rows: Vec<Vec<Value>>) -> Vec<Vec<Vec<Value>>> {
+    let mut batches = Vec::new();
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    for row in rows {
+        let size: usize = row.iter().map(Value::approximate_size).sum();
+        if !batch.is_empty() && (batch.len() == MAX_BATCH_ROWS || bytes + size > MAX_BATCH_BYTES) {
+            batches.push(std::mem::take(&mut batch));
+            bytes = 0;
+        }
+        bytes += size;
+        batch.push(row);
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    batches
 }
 
 #[cfg(test)]
@@ -106,6 +136,27 @@ mod tests {
         assert!(sink.rows("cur", big).await);
         drop(sink);
         assert_eq!(reader.await.unwrap(), [10_000, 10_000, 5_000, 1, 1]);
+    }
+
+    #[test]
+    fn a_blocking_thread_hands_rows_on_as_the_reader_takes_them() {
+        let (sink, mut rx) = RowSink::channel();
+        let producer = std::thread::spawn(move || {
+            assert!(sink.blocking_start("cur", Vec::new()));
+            let rows: Vec<_> = (0..15_000).map(|i| vec![Value::Integer(i)]).collect();
+            assert!(sink.blocking_rows("cur", rows));
+        });
+        let mut sizes = Vec::new();
+        while let Some(part) = rx.blocking_recv() {
+            if let ResultPart::Rows { rows, .. } = part {
+                sizes.push(rows.len());
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(sizes, [10_000, 5_000]);
+        let (sink, rx) = RowSink::channel();
+        drop(rx);
+        assert!(!sink.blocking_rows("cur", vec![vec![Value::Null]]));
     }
 
     #[tokio::test]

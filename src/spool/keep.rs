@@ -14,7 +14,9 @@ use crate::error::{Error, Result};
 /// How a job keeps its results.
 #[derive(Clone)]
 pub struct Keeping {
-    pub spool: Arc<dyn Spool>,
+    /// None: the job's result sets stay capped inline, as ExecuteSync's
+    /// (a store with no spool that every instance reads: Oracle's).
+    pub spool: Option<Arc<dyn Spool>>,
     /// Most rows of a result set kept inline (`--max-cursor-rows`).
     pub max_inline_rows: usize,
     /// Most bytes of a result set kept inline (`--max-inline-result-bytes`).
@@ -32,6 +34,9 @@ pub async fn execute(
     job: uuid::Uuid,
     keeping: &Keeping,
 ) -> Result<(Outputs, Option<SpoolHold>)> {
+    let Some(spool) = &keeping.spool else {
+        return Ok((backend.execute(call, progress, interrupt).await?, None));
+    };
     let (sink, mut parts) = RowSink::channel();
     let run = async move {
         let ran = backend
@@ -40,10 +45,16 @@ pub async fn execute(
         drop(sink);
         ran
     };
+    let target = Target {
+        job,
+        spool: spool.as_ref(),
+        max_inline_rows: keeping.max_inline_rows,
+        max_inline_bytes: keeping.max_inline_bytes,
+    };
     let keep = async move {
         let mut kept = Kept::default();
         while let Some(part) = parts.recv().await {
-            if let Err(e) = kept.take(part, job, keeping).await {
+            if let Err(e) = kept.take(part, &target).await {
                 // The call's next send fails, and it stops its statement.
                 drop(parts);
                 kept.discard().await;
@@ -59,10 +70,7 @@ pub async fn execute(
         }
         (Ok(mut outputs), Ok(kept)) => {
             let spooled = kept.finish(&mut outputs).await?;
-            Ok((
-                outputs,
-                spooled.then(|| SpoolHold::new(keeping.spool.clone(), job)),
-            ))
+            Ok((outputs, spooled.then(|| SpoolHold::new(spool.clone(), job))))
         }
         (Ok(_), Err(e)) | (Err(_), Err(e)) => Err(e),
         (Err(e), Ok(kept)) => {
@@ -70,6 +78,14 @@ pub async fn execute(
             Err(e)
         }
     }
+}
+
+/// Where one job's rows go, and how many stay inline.
+struct Target<'a> {
+    job: uuid::Uuid,
+    spool: &'a dyn Spool,
+    max_inline_rows: usize,
+    max_inline_bytes: usize,
 }
 
 #[derive(Default)]
@@ -88,7 +104,7 @@ struct KeptSet {
 }
 
 impl Kept {
-    async fn take(&mut self, part: ResultPart, job: uuid::Uuid, keeping: &Keeping) -> Result<()> {
+    async fn take(&mut self, part: ResultPart, target: &Target<'_>) -> Result<()> {
         match part {
             ResultPart::Start { output, columns } => {
                 self.sets.push(KeptSet::new(output, columns));
@@ -100,7 +116,7 @@ impl Kept {
                         "rows of {output:?} arrived before its columns"
                     )));
                 };
-                kept.take(rows, job, keeping).await
+                kept.take(rows, target).await
             }
         }
     }
@@ -153,17 +169,12 @@ impl KeptSet {
         }
     }
 
-    async fn take(
-        &mut self,
-        rows: Vec<Vec<Value>>,
-        job: uuid::Uuid,
-        keeping: &Keeping,
-    ) -> Result<()> {
+    async fn take(&mut self, rows: Vec<Vec<Value>>, target: &Target<'_>) -> Result<()> {
         for row in rows {
             let size: usize = row.iter().map(Value::approximate_size).sum();
             if self.writer.is_none() {
-                if self.set.rows.len() < keeping.max_inline_rows
-                    && self.inline_bytes + size <= keeping.max_inline_bytes
+                if self.set.rows.len() < target.max_inline_rows
+                    && self.inline_bytes + size <= target.max_inline_bytes
                 {
                     self.inline_bytes += size;
                     self.set.rows.push(row);
@@ -172,7 +183,7 @@ impl KeptSet {
                 // The first row past the inline part: every later one is
                 // spooled too, so the result keeps its order.
                 self.set.truncated = true;
-                self.writer = Some(keeping.spool.writer(job, &self.output).await?);
+                self.writer = Some(target.spool.writer(target.job, &self.output).await?);
             }
             if !self.pending.is_empty()
                 && (self.pending.len() == MAX_BATCH_ROWS

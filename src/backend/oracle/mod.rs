@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use oracle::sql_type::{OracleType, RefCursor};
+
 use self::block::Block;
 use self::catalog::Catalog;
 use self::errors::classify;
@@ -39,6 +41,7 @@ use self::pool::{Connection, Manager, Pool};
 use self::session::SessionId;
 use crate::backend::{
     Backend, BackendSettings, Interrupt, ParamDescription, Phase, ProcedureDescription, Progress,
+    RowSink,
 };
 use crate::call::{Outputs, ProcedureCall, ValueType};
 use crate::error::{DbErrorKind, Error, Result};
@@ -186,7 +189,32 @@ impl Backend for OracleBackend {
                 interrupt.clone(),
                 slot.clone(),
             );
-            self.blocking(move |inner| inner.execute(&call, &progress, &interrupt, &slot))
+            self.blocking(move |inner| inner.execute(&call, &progress, &interrupt, &slot, None))
+        };
+        interrupt
+            .guard(work, move || break_statement(slot.clone()))
+            .await?
+    }
+
+    async fn execute_stream(
+        &self,
+        call: &ProcedureCall,
+        progress: &Arc<dyn Progress>,
+        interrupt: &Interrupt,
+        rows: &RowSink,
+    ) -> Result<Outputs> {
+        let slot = BreakSlot::default();
+        let work = {
+            let (call, progress, interrupt, slot, rows) = (
+                call.clone(),
+                progress.clone(),
+                interrupt.clone(),
+                slot.clone(),
+                rows.clone(),
+            );
+            self.blocking(move |inner| {
+                inner.execute(&call, &progress, &interrupt, &slot, Some(&rows))
+            })
         };
         interrupt
             .guard(work, move || break_statement(slot.clone()))
@@ -214,6 +242,7 @@ impl Inner {
         progress: &Arc<dyn Progress>,
         interrupt: &Interrupt,
         slot: &BreakSlot,
+        rows: Option<&RowSink>,
     ) -> Result<Outputs> {
         let conn = self.checkout(self.settings.checkout_timeout)?;
         progress.phase(Phase::ConnectionAcquired);
@@ -249,7 +278,7 @@ impl Inner {
                 let progress = progress.as_ref();
                 scope.spawn(move || self.poll_progress(session, progress, stopped));
             }
-            let result = run_block(&conn, &block, self.settings.max_cursor_rows);
+            let result = run_block(&conn, &block, self.settings.max_cursor_rows, rows);
             drop(stop);
             result
         });
@@ -328,11 +357,19 @@ impl Drop for Armed<'_> {
     }
 }
 
-/// Runs the block and reads everything it returned.
-fn run_block(conn: &Connection, block: &Block, max_rows: usize) -> Result<Outputs> {
+/// Runs the block and reads everything it returned; with a sink, every row
+/// of each REF CURSOR output goes to it instead, fetched by arrays of
+/// [`types::FETCH_ROWS`].
+fn run_block(
+    conn: &Connection,
+    block: &Block,
+    max_rows: usize,
+    sink: Option<&RowSink>,
+) -> Result<Outputs> {
     let mut stmt = conn
         .conn
         .statement(&block.text)
+        .fetch_array_size(types::FETCH_ROWS as u32)
         .build()
         .map_err(|e| classify(&e))?;
     for (i, bind) in block.binds.iter().enumerate() {
@@ -341,6 +378,22 @@ fn run_block(conn: &Connection, block: &Block, max_rows: usize) -> Result<Output
     stmt.execute(&[]).map_err(|e| classify(&e))?;
     let mut outputs = Outputs::default();
     for output in &block.outputs {
+        let streamed = sink.filter(|_| output.binding.oracle_type == OracleType::RefCursor);
+        if let Some(sink) = streamed {
+            let cursor: Option<RefCursor> =
+                stmt.bind_value(output.position).map_err(|e| classify(&e))?;
+            if let Some(mut cursor) = cursor {
+                let name = output.name.as_deref().unwrap_or_default();
+                let sent = types::stream(&mut cursor, name, max_rows, sink)
+                    .map_err(|why| Error::Internal(format!("output {name:?}: {why}")))?;
+                if !sent {
+                    return Err(Error::Cancelled(
+                        "the client went away; the rest of the cursor was not fetched".into(),
+                    ));
+                }
+                continue;
+            }
+        }
         let value = types::decode(
             &types::OutBind(&stmt, output.position),
             &output.binding.oracle_type,

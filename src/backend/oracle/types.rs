@@ -10,6 +10,7 @@ use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use oracle::sql_type::{FromSql, OracleType, RefCursor, ToSql};
 use oracle::{Connection, SqlValue};
 
+use crate::backend::RowSink;
 use crate::call::{Column, ResultSet, Value, ValueType};
 
 /// Default OUT buffer of VARCHAR2 and RAW: the PL/SQL maximum.
@@ -270,45 +271,120 @@ pub fn column_type(oracle_type: &OracleType) -> Option<ValueType> {
     })
 }
 
-/// Reads at most `max_rows` rows of a cursor, marking the set truncated
-/// when more were left.
-pub fn fetch(cursor: &mut RefCursor, max_rows: usize) -> Result<ResultSet, String> {
-    let rows = cursor
-        .query()
-        .map_err(|e| format!("cannot open the cursor: {e}"))?;
-    let columns: Vec<(String, OracleType)> = rows
-        .column_info()
-        .iter()
-        .map(|c| (c.name().to_string(), c.oracle_type().clone()))
-        .collect();
-    let mut set = ResultSet {
-        columns: columns
+/// Rows fetched from a REF CURSOR per round trip (the statement's fetch
+/// array size), and handed on per chunk when streaming.
+pub const FETCH_ROWS: usize = 1000;
+
+/// A cursor opened for reading: its columns, and its rows decoded.
+struct OpenCursor<'c> {
+    columns: Vec<(String, OracleType)>,
+    rows: oracle::ResultSet<'c, oracle::Row>,
+    max_rows: usize,
+}
+
+impl<'c> OpenCursor<'c> {
+    fn open(cursor: &'c mut RefCursor, max_rows: usize) -> Result<OpenCursor<'c>, String> {
+        let rows = cursor
+            .query()
+            .map_err(|e| format!("cannot open the cursor: {e}"))?;
+        let columns = rows
+            .column_info()
+            .iter()
+            .map(|c| (c.name().to_string(), c.oracle_type().clone()))
+            .collect();
+        Ok(OpenCursor {
+            columns,
+            rows,
+            max_rows,
+        })
+    }
+
+    fn columns(&self) -> Vec<Column> {
+        self.columns
             .iter()
             .map(|(name, t)| Column {
                 name: name.clone(),
                 value_type: column_type(t),
             })
-            .collect(),
+            .collect()
+    }
+
+    /// The rows, decoded, as the driver fetches them by arrays.
+    fn decoded(self) -> impl Iterator<Item = Result<Vec<Value>, String>> + 'c {
+        let (columns, max_rows) = (self.columns, self.max_rows);
+        self.rows.map(move |row| {
+            let row = row.map_err(|e| format!("cannot fetch a row: {e}"))?;
+            row.sql_values()
+                .iter()
+                .zip(&columns)
+                .map(|(value, (_, t))| {
+                    let natural = column_type(t).unwrap_or(ValueType::String);
+                    decode(value, t, natural, None, max_rows)
+                })
+                .collect()
+        })
+    }
+}
+
+/// Reads at most `max_rows` rows of a cursor, marking the set truncated
+/// when more were left.
+pub fn fetch(cursor: &mut RefCursor, max_rows: usize) -> Result<ResultSet, String> {
+    let cursor = OpenCursor::open(cursor, max_rows)?;
+    let mut set = ResultSet {
+        columns: cursor.columns(),
         ..Default::default()
     };
-    for row in rows {
-        if set.rows.len() == max_rows {
-            set.truncated = true;
-            break;
-        }
-        let row = row.map_err(|e| format!("cannot fetch a row: {e}"))?;
-        let values = row
-            .sql_values()
-            .iter()
-            .zip(&columns)
-            .map(|(value, (_, t))| {
-                let natural = column_type(t).unwrap_or(ValueType::String);
-                decode(value, t, natural, None, max_rows)
-            })
-            .collect::<Result<_, _>>()?;
-        set.rows.push(values);
-    }
+    let (rows, truncated) = take_rows(cursor.decoded(), max_rows)?;
+    set.rows = rows;
+    set.truncated = truncated;
     Ok(set)
+}
+
+/// Streams every row of a cursor to `sink` as `output`, [`FETCH_ROWS`] at a
+/// time; false once the client went away (the rest is not fetched).
+pub fn stream(
+    cursor: &mut RefCursor,
+    output: &str,
+    max_rows: usize,
+    sink: &RowSink,
+) -> Result<bool, String> {
+    let cursor = OpenCursor::open(cursor, max_rows)?;
+    if !sink.blocking_start(output, cursor.columns()) {
+        return Ok(false);
+    }
+    in_chunks(cursor.decoded(), FETCH_ROWS, |chunk| {
+        sink.blocking_rows(output, chunk)
+    })
+}
+
+/// At most `max` rows; whether more were left.
+fn take_rows(
+    mut rows: impl Iterator<Item = Result<Vec<Value>, String>>,
+    max: usize,
+) -> Result<(Vec<Vec<Value>>, bool), String> {
+    let taken = rows.by_ref().take(max).collect::<Result<Vec<_>, _>>()?;
+    let more = taken.len() == max && rows.next().is_some();
+    Ok((taken, more))
+}
+
+/// Hands rows on in chunks of `chunk`, each as soon as it is full (the
+/// last one shorter); stops at the first chunk `take` refuses. Whether
+/// every row was handed on.
+fn in_chunks(
+    rows: impl Iterator<Item = Result<Vec<Value>, String>>,
+    chunk: usize,
+    mut take: impl FnMut(Vec<Vec<Value>>) -> bool,
+) -> Result<bool, String> {
+    let mut pending = Vec::with_capacity(chunk);
+    for row in rows {
+        pending.push(row?);
+        if pending.len() == chunk
+            && !take(std::mem::replace(&mut pending, Vec::with_capacity(chunk)))
+        {
+            return Ok(false);
+        }
+    }
+    Ok(pending.is_empty() || take(pending))
 }
 
 /// A calendar date as Oracle's DATE takes it (midnight).
@@ -319,6 +395,48 @@ pub fn midnight(date: NaiveDate) -> NaiveDateTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn numbered(n: i64, fail_at: Option<i64>) -> impl Iterator<Item = Result<Vec<Value>, String>> {
+        (1..=n).map(move |i| match fail_at {
+            Some(at) if at == i => Err(format!("cannot fetch row {i}")),
+            _ => Ok(vec![Value::Integer(i)]),
+        })
+    }
+
+    #[test]
+    fn streamed_cursors_go_in_fetch_sized_chunks_until_the_client_goes() {
+        let mut chunks = Vec::new();
+        let all = in_chunks(numbered(2_500, None), FETCH_ROWS, |c| {
+            chunks.push(c.len());
+            true
+        });
+        assert_eq!(all, Ok(true));
+        assert_eq!(chunks, [1000, 1000, 500]);
+
+        let mut read = 0;
+        let stopped = in_chunks(numbered(10_000, None), FETCH_ROWS, |c| {
+            read += c.len();
+            read < 2_000
+        });
+        assert_eq!(stopped, Ok(false), "the client went away");
+        assert_eq!(read, 2_000, "nothing fetched past the refused chunk");
+
+        assert_eq!(
+            in_chunks(numbered(0, None), FETCH_ROWS, |_| unreachable!()),
+            Ok(true)
+        );
+        let failed = in_chunks(numbered(1_500, Some(1_200)), FETCH_ROWS, |_| true);
+        assert_eq!(failed, Err("cannot fetch row 1200".into()));
+    }
+
+    #[test]
+    fn capped_cursors_stop_at_the_cap_and_say_so() {
+        let (rows, more) = take_rows(numbered(12, None), 10).unwrap();
+        assert_eq!((rows.len(), more), (10, true));
+        let (rows, more) = take_rows(numbered(10, None), 10).unwrap();
+        assert_eq!((rows.len(), more), (10, false));
+        assert!(take_rows(numbered(5, Some(3)), 10).is_err());
+    }
     use crate::call::{parse_date, parse_timestamp};
 
     #[test]

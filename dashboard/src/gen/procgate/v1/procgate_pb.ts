@@ -1342,7 +1342,7 @@ export const ProcedureService: GenService<{
    * reads at most one batch ahead of what the client has taken. Deadlines,
    * a client that goes away and errors part-way behave as in ExecuteSync:
    * the statement is cancelled and the error is the stream's status.
-   * PostgreSQL only for now; UNIMPLEMENTED on Oracle.
+   * Oracle streams its REF CURSOR outputs; its implicit results stay capped.
    *
    * @generated from rpc procgate.v1.ProcedureService.ExecuteStream
    */
