@@ -89,6 +89,12 @@ pub struct ServeConfig {
     #[arg(long, env = "PROCGATE_MAX_STREAMS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub max_streams: u32,
 
+    /// ReadJobResult and Arrow Flight DoGet reads open at once; each holds
+    /// an open spool file or a job store connection while its client reads.
+    /// One more is RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PROCGATE_MAX_RESULT_READERS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100000))]
+    pub max_result_readers: u32,
+
     /// How long a call waits for a free connection before RESOURCE_EXHAUSTED.
     #[arg(long, env = "PROCGATE_POOL_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub pool_timeout: Duration,
@@ -186,16 +192,16 @@ pub struct ServeConfig {
     pub max_cursor_rows: usize,
 
     /// Largest request accepted, in bytes; larger ones get RESOURCE_EXHAUSTED.
-    #[arg(long, env = "PROCGATE_MAX_REQUEST_BYTES", default_value_t = 16 << 20)]
+    #[arg(long, env = "PROCGATE_MAX_REQUEST_BYTES", default_value_t = 16 << 20, value_parser = parse_size)]
     pub max_request_bytes: usize,
 
     /// Largest response sent, in bytes (a call whose outputs are bigger fails
     /// instead of exhausting memory).
-    #[arg(long, env = "PROCGATE_MAX_RESPONSE_BYTES", default_value_t = 64 << 20)]
+    #[arg(long, env = "PROCGATE_MAX_RESPONSE_BYTES", default_value_t = 64 << 20, value_parser = parse_size)]
     pub max_response_bytes: usize,
 
-    /// Most bytes of a job's result set kept inline in the job (GetJob,
-    /// WatchJob), besides --max-cursor-rows; its other rows are spooled and
+    /// Most bytes of a job's result sets kept inline in the job (GetJob,
+    /// WatchJob), all of them together, besides --max-cursor-rows each; its other rows are spooled and
     /// read with ReadJobResult or Arrow Flight. A number of bytes, or with
     /// a unit: 512KiB, 1MiB.
     #[arg(long, env = "PROCGATE_MAX_INLINE_RESULT_BYTES", default_value = "1MiB", value_parser = parse_bytes)]
@@ -368,6 +374,12 @@ impl ServeConfig {
             max_messages: self.max_messages,
         }
     }
+}
+
+/// [`parse_bytes`], for a size held in memory.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    parse_bytes(text)
+        .and_then(|bytes| usize::try_from(bytes).map_err(|_| format!("{text:?} is too large")))
 }
 
 /// A size in bytes: a number, or one with a unit (B, KB, MB, GB, KiB, MiB,

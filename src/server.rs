@@ -44,6 +44,7 @@ use crate::jobs::{Engine, JobTable, Jobs, LocalJobs, StoreSettings};
 use crate::proto;
 use crate::proto::procedure_service_server::ProcedureServiceServer;
 use crate::spool::keep::Keeping;
+use crate::spool::read::Readers;
 use crate::spool::{FileSpool, Spool};
 use arrow_flight::flight_service_server::FlightServiceServer;
 
@@ -136,9 +137,11 @@ pub async fn run_with(
         keeping,
     );
     let jobs: Jobs = Engine::start(table, local.clone(), settings, limits.max_pending).await?;
+    let readers = Readers::new(config.max_result_readers as usize);
     let flight = FlightApi {
         jobs: jobs.clone(),
         spool: spool.clone(),
+        readers: readers.clone(),
     };
     let api = ProcedureApi {
         backend: backend.clone(),
@@ -150,6 +153,7 @@ pub async fn run_with(
         streams: Arc::new(tokio::sync::Semaphore::new(config.max_streams as usize)),
         max_streams: config.max_streams as usize,
         spool,
+        readers,
     };
 
     let tokens = TokenCheck::new(&config.tokens, config.token_file.as_deref())?;

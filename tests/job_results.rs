@@ -392,3 +392,78 @@ async fn another_instance_serves_the_spooled_rows() {
         .unwrap();
     assert_eq!(rows, (12_346..=25_000).collect::<Vec<_>>());
 }
+
+/// In database mode a deletion takes the spooled rows at once: a read in
+/// progress ends with NOT_FOUND, never as a short result that looks whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_cut_short_by_a_deletion_says_so() {
+    let gw = gateway(Store::Database, &["--max-cursor-rows", "10"]).await;
+    let mut client = gw.client().await;
+    let job = submit(&mut client, numbers(300_000)).await;
+    wait_state(&client, &job.id, pb::JobState::Completed).await;
+    let mut parts = client
+        .read_job_result(read_request(&job.id, "", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut rows = 0;
+    while rows < 20_000 {
+        if let Some(Part::Rows(batch)) = parts.next().await.unwrap().unwrap().kind {
+            rows += batch.rows.len();
+        }
+    }
+    client
+        .delete_job(pb::DeleteJobRequest { id: job.id.clone() })
+        .await
+        .unwrap();
+    let ended = loop {
+        match parts.next().await {
+            Some(Ok(part)) => {
+                if let Some(Part::Rows(batch)) = part.kind {
+                    rows += batch.rows.len();
+                }
+            }
+            Some(Err(status)) => break status,
+            None => panic!("the read ended OK after {rows} of 300000 rows"),
+        }
+    };
+    assert_eq!(ended.code(), Code::NotFound, "{ended:?}");
+    assert!(ended.message().contains("deleted while"), "{ended:?}");
+}
+
+/// Open reads are bounded (--max-result-readers); one more is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_reads_are_bounded() {
+    let gw = Gateway::start(&["--max-cursor-rows", "10", "--max-result-readers", "1"]).await;
+    let mut client = gw.client().await;
+    let job = submit(&mut client, numbers(100_000)).await;
+    wait_state(&client, &job.id, pb::JobState::Completed).await;
+    let open = client
+        .read_job_result(read_request(&job.id, "", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = read_result(&mut client, read_request(&job.id, "", 0))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("--max-result-readers"),
+        "{refused:?}"
+    );
+    drop(open);
+    eventually(
+        std::time::Duration::from_secs(10),
+        "the reader's slot to free",
+        || {
+            let mut client = client.clone();
+            let id = job.id.clone();
+            async move {
+                read_result(&mut client, read_request(&id, "", 99_990))
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await;
+}

@@ -28,7 +28,7 @@ use crate::name::ProcedureName;
 use crate::proto as pb;
 use crate::proto::procedure_service_server::ProcedureService;
 use crate::spool::Spool;
-use crate::spool::read::JobResult;
+use crate::spool::read::{JobResult, Readers};
 use crate::sync_call;
 use convert::{View, call_from_proto, describe_call, job_to_proto, sync_response, within};
 use stream::ExecuteStream;
@@ -50,6 +50,7 @@ pub struct ProcedureApi {
     pub max_streams: usize,
     /// Where jobs' result rows past their inline part are kept.
     pub spool: Arc<dyn Spool>,
+    pub readers: Readers,
 }
 
 impl ProcedureApi {
@@ -187,7 +188,14 @@ impl ProcedureService for ProcedureApi {
         let caller = caller_of(&request);
         let request = request.into_inner();
         let job = self.jobs.get(&request.job_id, &caller).await?;
-        let result = JobResult::open(&job, &request.output, request.start_row, &self.spool).await?;
+        let result = JobResult::open(
+            &job,
+            &request.output,
+            request.start_row,
+            &self.spool,
+            &self.readers,
+        )
+        .await?;
         Ok(Response::new(stream::job_result(result)))
     }
 

@@ -31,7 +31,7 @@ use crate::auth::caller_of;
 use crate::error::Error;
 use crate::jobs::Jobs;
 use crate::spool::Spool;
-use crate::spool::read::{self, JobResult};
+use crate::spool::read::{self, JobResult, Readers};
 
 pub use arrow::schema_of;
 
@@ -39,6 +39,7 @@ pub use arrow::schema_of;
 pub struct FlightApi {
     pub jobs: Jobs,
     pub spool: Arc<dyn Spool>,
+    pub readers: Readers,
 }
 
 type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -117,7 +118,7 @@ impl FlightService for FlightApi {
         let caller = caller_of(&request);
         let (id, output) = parse_ticket(&request.into_inner().ticket)?;
         let job = self.jobs.get(&id, &caller).await?;
-        let result = JobResult::open(&job, &output, 0, &self.spool).await?;
+        let result = JobResult::open(&job, &output, 0, &self.spool, &self.readers).await?;
         let schema = Arc::new(schema_of(&result.columns));
         let batches = futures_util::stream::unfold(Some(result), {
             let schema = schema.clone();

@@ -91,12 +91,14 @@ struct Target<'a> {
 #[derive(Default)]
 struct Kept {
     sets: Vec<KeptSet>,
+    /// What the inline rows of every result set take: one budget per job,
+    /// so that its full view stays small whatever it returns.
+    inline_bytes: usize,
 }
 
 struct KeptSet {
     output: String,
     set: ResultSet,
-    inline_bytes: usize,
     writer: Option<Box<dyn SpoolWriter>>,
     /// Rows to spool, gathered into chunks of up to 10,000 rows and 1 MiB.
     pending: Vec<Vec<Value>>,
@@ -113,10 +115,11 @@ impl Kept {
             ResultPart::Rows { output, rows } => {
                 let Some(kept) = self.sets.iter_mut().rev().find(|s| s.output == output) else {
                     return Err(Error::Internal(format!(
-                        "rows of {output:?} arrived before its columns"
+                        "rows of {} arrived before its columns",
+                        crate::name::printable(&output)
                     )));
                 };
-                kept.take(rows, target).await
+                kept.take(rows, target, &mut self.inline_bytes).await
             }
         }
     }
@@ -162,21 +165,25 @@ impl KeptSet {
                 columns,
                 ..Default::default()
             },
-            inline_bytes: 0,
             writer: None,
             pending: Vec::new(),
             pending_bytes: 0,
         }
     }
 
-    async fn take(&mut self, rows: Vec<Vec<Value>>, target: &Target<'_>) -> Result<()> {
+    async fn take(
+        &mut self,
+        rows: Vec<Vec<Value>>,
+        target: &Target<'_>,
+        inline_bytes: &mut usize,
+    ) -> Result<()> {
         for row in rows {
             let size: usize = row.iter().map(Value::approximate_size).sum();
             if self.writer.is_none() {
                 if self.set.rows.len() < target.max_inline_rows
-                    && self.inline_bytes + size <= target.max_inline_bytes
+                    && *inline_bytes + size <= target.max_inline_bytes
                 {
-                    self.inline_bytes += size;
+                    *inline_bytes += size;
                     self.set.rows.push(row);
                     continue;
                 }

@@ -99,6 +99,7 @@ pub fn over_cap(cap: u64, scope: &str) -> Error {
 /// The error of an output that has nothing (any more) in the spool.
 fn gone(job: Uuid, output: &str) -> Error {
     Error::ResultNotFound(format!(
-        "job {job} has no spooled rows for output {output:?} (any more)"
+        "job {job} has no spooled rows for output {} (any more)",
+        crate::name::printable(output)
     ))
 }

@@ -10,7 +10,36 @@ use crate::backend::stream::{MAX_BATCH_BYTES, MAX_BATCH_ROWS};
 use crate::call::{Column, ResultSet, Value};
 use crate::error::{Error, Result};
 use crate::jobs::{JobSnapshot, JobState};
+use crate::name::printable;
 use crate::proto as pb;
+
+/// The readers of job results that may be open at once
+/// (`--max-result-readers`): each holds an open spool file or a job store
+/// connection while its client reads.
+#[derive(Clone)]
+pub struct Readers {
+    permits: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+impl Readers {
+    pub fn new(max: usize) -> Readers {
+        Readers {
+            permits: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+        }
+    }
+
+    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().map_err(|_| {
+            Error::Exhausted(format!(
+                "{} ReadJobResult and Flight DoGet reads are already open, this gateway's \
+                 --max-result-readers; retry when one ends",
+                self.max
+            ))
+        })
+    }
+}
 
 /// One output of a job, being read.
 pub struct JobResult {
@@ -20,6 +49,11 @@ pub struct JobResult {
     pub total_rows: u64,
     inline: std::vec::IntoIter<Vec<Value>>,
     spool: Option<Box<dyn SpoolReader>>,
+    job: uuid::Uuid,
+    /// Rows still owed to the reader.
+    left: u64,
+    /// Held until the read ends.
+    _admitted: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// The result set `output` of a job ("" for a function's result).
@@ -52,8 +86,9 @@ pub fn find<'a>(job: &'a JobSnapshot, output: &str) -> Result<&'a ResultSet> {
                 format!("its result sets: {}", names.join(", "))
             };
             Error::ResultNotFound(format!(
-                "job {} has no result set named {output:?}; {known}",
-                job.id
+                "job {} has no result set named {}; {known}",
+                job.id,
+                printable(output)
             ))
         })
 }
@@ -66,12 +101,15 @@ impl JobResult {
         output: &str,
         start_row: u64,
         spool: &Arc<dyn Spool>,
+        readers: &Readers,
     ) -> Result<JobResult> {
         let set = find(job, output)?;
+        let admitted = readers.admit()?;
         let total_rows = set.total_rows();
         if start_row > total_rows {
             return Err(Error::OutOfRange(format!(
-                "start_row {start_row} is past the end of {output:?}, which has {total_rows} rows"
+                "start_row {start_row} is past the end of {}, which has {total_rows} rows",
+                printable(output)
             )));
         }
         let inline_len = set.rows.len() as u64;
@@ -92,6 +130,9 @@ impl JobResult {
             total_rows,
             inline: inline.into_iter(),
             spool,
+            job: job.id,
+            left: total_rows - start_row,
+            _admitted: admitted,
         })
     }
 
@@ -104,12 +145,21 @@ impl JobResult {
             bytes += row.iter().map(Value::approximate_size).sum::<usize>();
             batch.push(row_to_proto(&row));
         }
-        if !batch.is_empty() {
-            return Ok(Some(batch));
+        if batch.is_empty() {
+            batch = match &mut self.spool {
+                Some(spool) => spool.next().await?.unwrap_or_default(),
+                None => Vec::new(),
+            };
         }
-        match &mut self.spool {
-            Some(spool) => spool.next().await,
-            None => Ok(None),
+        if batch.is_empty() && self.left > 0 {
+            // The spooled rows went with the job (a DeleteJob, or its
+            // retention), and the read would end short without a word.
+            return Err(Error::ResultNotFound(format!(
+                "job {} was deleted while its rows were read: {} rows were not sent",
+                self.job, self.left
+            )));
         }
+        self.left = self.left.saturating_sub(batch.len() as u64);
+        Ok((!batch.is_empty()).then_some(batch))
     }
 }
