@@ -55,6 +55,7 @@ async fn a_burst_of_big_jobs_stays_within_its_bound_and_memory_comes_back() {
     let mut client = connect_when_listening(port).await;
     let warm = submit(&mut client, big_copy("warm")).await;
     wait_state(&client, &warm.id, pb::JobState::Completed).await;
+    // A settling moment before the baseline (RSS has no event to wait on).
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = rss_mib(&child.0);
 

@@ -173,13 +173,15 @@ impl Inner {
     }
 }
 
-#[async_trait::async_trait]
-impl Backend for OracleBackend {
-    async fn execute(
+impl OracleBackend {
+    /// Runs a call on a blocking thread, its statement broken when the
+    /// interrupt fires; with `rows`, its REF CURSORs stream there.
+    async fn call(
         &self,
         call: &ProcedureCall,
         progress: &Arc<dyn Progress>,
         interrupt: &Interrupt,
+        rows: Option<RowSink>,
     ) -> Result<Outputs> {
         let slot = BreakSlot::default();
         let work = {
@@ -189,11 +191,25 @@ impl Backend for OracleBackend {
                 interrupt.clone(),
                 slot.clone(),
             );
-            self.blocking(move |inner| inner.execute(&call, &progress, &interrupt, &slot, None))
+            self.blocking(move |inner| {
+                inner.execute(&call, &progress, &interrupt, &slot, rows.as_ref())
+            })
         };
         interrupt
             .guard(work, move || break_statement(slot.clone()))
             .await?
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for OracleBackend {
+    async fn execute(
+        &self,
+        call: &ProcedureCall,
+        progress: &Arc<dyn Progress>,
+        interrupt: &Interrupt,
+    ) -> Result<Outputs> {
+        self.call(call, progress, interrupt, None).await
     }
 
     async fn execute_stream(
@@ -203,22 +219,8 @@ impl Backend for OracleBackend {
         interrupt: &Interrupt,
         rows: &RowSink,
     ) -> Result<Outputs> {
-        let slot = BreakSlot::default();
-        let work = {
-            let (call, progress, interrupt, slot, rows) = (
-                call.clone(),
-                progress.clone(),
-                interrupt.clone(),
-                slot.clone(),
-                rows.clone(),
-            );
-            self.blocking(move |inner| {
-                inner.execute(&call, &progress, &interrupt, &slot, Some(&rows))
-            })
-        };
-        interrupt
-            .guard(work, move || break_statement(slot.clone()))
-            .await?
+        self.call(call, progress, interrupt, Some(rows.clone()))
+            .await
     }
 
     async fn describe(&self, name: &ProcedureName) -> Result<ProcedureDescription> {

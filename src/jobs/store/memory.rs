@@ -684,23 +684,28 @@ mod tests {
         assert_eq!(names, ["p.c", "p.b"], "newest first");
     }
 
+    /// Submits, claims and completes a job whose output holds `bytes`.
+    async fn run_to_end(table: &MemoryTable, me: &Uuid, name: &str, bytes: usize) -> Uuid {
+        table.insert(&submitted(name, None)).await.unwrap();
+        let mut job = table.claim(me).await.unwrap().unwrap();
+        let now = SystemTime::now();
+        lifecycle::start(&mut job, now);
+        let mut outputs = crate::call::Outputs::default();
+        outputs
+            .values
+            .insert("big".into(), crate::call::Value::String("x".repeat(bytes)));
+        lifecycle::finish(&mut job, Ok(outputs), false, now);
+        assert!(table.save(&job, me).await.unwrap());
+        job.id
+    }
+
     #[tokio::test]
     async fn past_max_retained_bytes_the_oldest_finished_jobs_go_but_not_one_just_ended() {
         let table = MemoryTable::new(100, 2_500);
         let me = Uuid::new_v4();
         let mut ended = Vec::new();
         for name in ["p.a", "p.b", "p.c"] {
-            table.insert(&submitted(name, None)).await.unwrap();
-            let mut job = table.claim(&me).await.unwrap().unwrap();
-            let now = SystemTime::now();
-            lifecycle::start(&mut job, now);
-            let mut outputs = crate::call::Outputs::default();
-            outputs
-                .values
-                .insert("big".into(), crate::call::Value::String("x".repeat(1_000)));
-            lifecycle::finish(&mut job, Ok(outputs), false, now);
-            assert!(table.save(&job, &me).await.unwrap());
-            ended.push(job.id);
+            ended.push(run_to_end(&table, &me, name, 1_000).await);
         }
         // 3 × ~1,004 bytes do not fit in 2,500: the oldest went.
         assert!(table.get(&ended[0]).await.unwrap().is_none());
@@ -711,21 +716,9 @@ mod tests {
         // A job bigger than the whole bound pushes out every other finished
         // job, but stays while it is the newest.
         let small = MemoryTable::new(100, 10);
-        for id in [0, 1] {
-            small
-                .insert(&submitted(&format!("p.q{id}"), None))
-                .await
-                .unwrap();
-            let mut job = small.claim(&me).await.unwrap().unwrap();
-            let now = SystemTime::now();
-            lifecycle::start(&mut job, now);
-            let mut outputs = crate::call::Outputs::default();
-            outputs
-                .values
-                .insert("big".into(), crate::call::Value::String("y".repeat(100)));
-            lifecycle::finish(&mut job, Ok(outputs), false, now);
-            small.save(&job, &me).await.unwrap();
-            assert!(small.get(&job.id).await.unwrap().is_some(), "just ended");
+        for name in ["p.q0", "p.q1"] {
+            let id = run_to_end(&small, &me, name, 100).await;
+            assert!(small.get(&id).await.unwrap().is_some(), "just ended");
         }
         assert_eq!(small.lock().rows.len(), 1);
         let deleted = small.lock().rows.keys().copied().next().unwrap();
