@@ -13,6 +13,7 @@ use clap::{Args, ValueEnum};
 
 use crate::backend::BackendSettings;
 use crate::error::{Error, Result};
+use crate::jobs::limits::ProcedureLimit;
 use crate::jobs::{JobLimits, StoreSettings};
 
 /// `host:pid`, unique enough to tell instances apart in logs and messages.
@@ -156,6 +157,20 @@ pub struct ServeConfig {
     /// Jobs allowed to wait; past it SubmitAsync answers RESOURCE_EXHAUSTED.
     #[arg(long, env = "PROCGATE_MAX_PENDING_JOBS", default_value_t = 1000)]
     pub max_pending_jobs: usize,
+
+    /// At most N jobs of procedures matching GLOB run at once (on every
+    /// instance together, in database mode); the others wait PENDING.
+    /// Repeatable: `--procedure-limit 'pkg_etl.carga_*=2'`. Globs match the
+    /// name as submitted, ignoring case; a job must fit every limit it
+    /// matches. ExecuteSync is never limited.
+    #[arg(long = "procedure-limit", env = "PROCGATE_PROCEDURE_LIMIT", value_name = "GLOB=N",
+          value_parser = parse_procedure_limit)]
+    pub procedure_limits: Vec<ProcedureLimit>,
+
+    /// After downtime, the ticks a schedule missed within this long run
+    /// once (one job for them all); older ones are skipped.
+    #[arg(long, env = "PROCGATE_SCHEDULE_CATCH_UP", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub schedule_catch_up: Duration,
 
     /// How long finished jobs are kept.
     #[arg(long, env = "PROCGATE_JOB_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
@@ -410,6 +425,11 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     number
         .checked_mul(scale)
         .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// `--procedure-limit GLOB=N`, refused at parse time (exit 2) when bad.
+fn parse_procedure_limit(spec: &str) -> std::result::Result<ProcedureLimit, String> {
+    ProcedureLimit::parse(spec).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

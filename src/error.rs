@@ -20,6 +20,9 @@ pub enum Error {
     /// No job has this id (or it expired).
     #[error("job {0} not found")]
     JobNotFound(String),
+    /// No schedule has this id (or it is another owner's).
+    #[error("{0}")]
+    ScheduleNotFound(String),
     /// The job is in a state that does not allow the operation.
     #[error("{0}")]
     WrongJobState(String),
@@ -48,6 +51,9 @@ pub enum Error {
     /// ended: whether the procedure finished is unknown.
     #[error("{0}")]
     Interrupted(String),
+    /// A job waited PENDING past its `expire_after` and never started.
+    #[error("{0}")]
+    Expired(String),
     /// The database reported an error while running the call.
     #[error("{0}")]
     Database(DbError),
@@ -109,6 +115,20 @@ impl Error {
         match self {
             Error::Unavailable(_) => true,
             Error::Database(db) => db.kind == DbErrorKind::ConnectionLost,
+            _ => false,
+        }
+    }
+
+    /// Whether trying the same call again may succeed: the database was
+    /// unreachable or the connection lost (UNAVAILABLE), a deadlock, lock
+    /// timeout or serialization failure (ABORTED), or the instance running
+    /// it was lost (INTERRUPTED). Never a user error, a cancel or a deadline.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unavailable(_) | Error::Interrupted(_) => true,
+            Error::Database(db) => {
+                matches!(db.kind, DbErrorKind::Conflict | DbErrorKind::ConnectionLost)
+            }
             _ => false,
         }
     }

@@ -34,6 +34,7 @@ pub mod error;
 pub mod flight;
 pub mod jobs;
 pub mod name;
+pub mod schedules;
 pub mod server;
 pub mod spool;
 pub mod sync_call;

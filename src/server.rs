@@ -37,12 +37,16 @@ use crate::config::ServeConfig;
 use crate::dashboard::DashboardLayer;
 use crate::error::{Error, Result};
 use crate::flight::FlightApi;
+use crate::jobs::limits::ClaimRules;
 use crate::jobs::store::PostgresStore;
 use crate::jobs::store::memory::MemoryTable;
 use crate::jobs::store::oracle::OracleTable;
 use crate::jobs::{Engine, JobTable, Jobs, LocalJobs, StoreSettings};
 use crate::proto;
 use crate::proto::procedure_service_server::ProcedureServiceServer;
+use crate::schedules::memory::MemorySchedules;
+use crate::schedules::ticker::Ticker;
+use crate::schedules::{ScheduleTable, Schedules};
 use crate::spool::keep::Keeping;
 use crate::spool::read::Readers;
 use crate::spool::{FileSpool, Spool};
@@ -88,7 +92,10 @@ pub async fn run_with(
             config.max_spool_bytes,
         )?))
     };
-    let (table, spool, settings): (Arc<dyn JobTable>, _, _) = match config.job_store {
+    let memory_schedules = || -> Arc<dyn ScheduleTable> { Arc::new(MemorySchedules::default()) };
+    let (table, spool, settings, schedule_table): (Arc<dyn JobTable>, _, _, _) = match config
+        .job_store
+    {
         // Writing a change to memory costs nothing worth coalescing.
         JobStoreKind::Memory => (
             Arc::new(MemoryTable::new(
@@ -100,6 +107,7 @@ pub async fn run_with(
                 progress_interval: Duration::ZERO,
                 ..settings
             },
+            memory_schedules(),
         ),
         JobStoreKind::Database => match backend.kind() {
             "oracle" => (
@@ -108,6 +116,7 @@ pub async fn run_with(
                 ),
                 file_spool()?,
                 settings,
+                memory_schedules(),
             ),
             _ => {
                 let store = PostgresStore::open(
@@ -117,7 +126,8 @@ pub async fn run_with(
                 )
                 .await?;
                 let spool: Arc<dyn Spool> = Arc::new(store.spool(config.max_spool_bytes));
-                (Arc::new(store), spool, settings)
+                let schedules: Arc<dyn ScheduleTable> = Arc::new(store.schedules());
+                (Arc::new(store), spool, settings, schedules)
             }
         },
     };
@@ -136,7 +146,35 @@ pub async fn run_with(
         limits.max_messages,
         keeping,
     );
-    let jobs: Jobs = Engine::start(table, local.clone(), settings, limits.max_pending).await?;
+    let rules = ClaimRules {
+        limits: config.procedure_limits.clone(),
+    };
+    if !rules.limits.is_empty() && oracle_store {
+        return Err(Error::InvalidArgument(
+            "--procedure-limit needs the memory or PostgreSQL job store; the Oracle job store \
+             does not count its claims by procedure yet"
+                .into(),
+        ));
+    }
+    let jobs: Jobs =
+        Engine::start(table, local.clone(), settings, limits.max_pending, rules).await?;
+    let allow = AllowList::new(&config.allow, config.allow_system_schemas)?;
+    let ticker = Ticker::new(
+        schedule_table,
+        jobs.clone(),
+        allow.clone(),
+        config.schedule_catch_up,
+        config.store_settings().poll_interval,
+    );
+    let schedules = Arc::new(Schedules::new(
+        ticker.clone(),
+        backend.clone(),
+        allow.clone(),
+        oracle_store.then_some(
+            "schedules need the memory or PostgreSQL job store; the Oracle job store does not \
+             keep them yet",
+        ),
+    ));
     let readers = Readers::new(config.max_result_readers as usize);
     let flight = FlightApi {
         jobs: jobs.clone(),
@@ -146,7 +184,7 @@ pub async fn run_with(
     let api = ProcedureApi {
         backend: backend.clone(),
         jobs: jobs.clone(),
-        allow: AllowList::new(&config.allow, config.allow_system_schemas)?,
+        allow,
         max_messages: config.max_messages,
         max_response_bytes: config.max_response_bytes,
         log_params: config.log_params,
@@ -154,6 +192,7 @@ pub async fn run_with(
         max_streams: config.max_streams as usize,
         spool,
         readers,
+        schedules,
     };
 
     let tokens = TokenCheck::new(&config.tokens, config.token_file.as_deref())?;
@@ -178,6 +217,7 @@ pub async fn run_with(
         sweep_jobs(jobs.clone(), config.sweep_interval, config.job_retention),
     ));
     background.spawn(until(stop.clone(), reload_tokens_on_sighup(tokens.clone())));
+    background.spawn(until(stop.clone(), ticker.run()));
     background.close();
 
     let reflection = || {

@@ -21,6 +21,7 @@ async fn callers_see_only_their_own_jobs_unless_admin() {
     let nap = || pb::SubmitAsyncRequest {
         call: Some(call("nap", vec![p_in("seconds", Kind::FloatValue(30.0))])),
         request_id: "nightly".into(),
+        ..Default::default()
     };
     let alices = client
         .submit_async(as_user(nap(), "alice-secret-1"))

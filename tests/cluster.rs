@@ -200,6 +200,7 @@ async fn a_job_submitted_on_one_instance_is_seen_and_cancelled_on_another() {
     let request = pb::SubmitAsyncRequest {
         call: Some(call("chatty", vec![p_in("lines", Kind::IntegerValue(1))])),
         request_id: "once-only".into(),
+        ..Default::default()
     };
     let first = a
         .client

@@ -396,6 +396,7 @@ async fn sigterm_under_load_drains_and_exits_zero() {
         .submit_async(pb::SubmitAsyncRequest {
             call: Some(nap(0.0)),
             request_id: String::new(),
+            ..Default::default()
         })
         .await;
     assert!(refused.is_err(), "a stopped gateway accepted work");

@@ -48,6 +48,7 @@ async fn do_get_streams_a_jobs_whole_result_as_record_batches() {
             pb::SubmitAsyncRequest {
                 call: Some(numbers(n)),
                 request_id: String::new(),
+                ..Default::default()
             },
             alice,
         ))

@@ -134,6 +134,7 @@ fn cases() -> Vec<Case> {
             Rpc::Submit(pb::SubmitAsyncRequest {
                 call: Some(call(name, vec![one()])),
                 request_id: String::new(),
+                ..Default::default()
             }),
             InvalidArgument,
             "procedure name",
@@ -372,6 +373,7 @@ fn cases() -> Vec<Case> {
             Rpc::Submit(pb::SubmitAsyncRequest {
                 call: Some(call(sumar, vec![one()])),
                 request_id: "r".repeat(129),
+                ..Default::default()
             }),
             InvalidArgument,
             "request_id",

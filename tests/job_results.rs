@@ -136,6 +136,7 @@ async fn readers_say_what_is_wrong(store: Store) {
             pb::SubmitAsyncRequest {
                 call: Some(numbers(50)),
                 request_id: String::new(),
+                ..Default::default()
             },
             alice,
         ))
@@ -204,6 +205,7 @@ async fn readers_say_what_is_wrong(store: Store) {
             pb::SubmitAsyncRequest {
                 call: Some(call("nap", vec![p_in("seconds", Kind::FloatValue(30.0))])),
                 request_id: String::new(),
+                ..Default::default()
             },
             alice,
         ))

@@ -279,6 +279,7 @@ async fn the_pending_queue_is_bounded() {
         .submit_async(pb::SubmitAsyncRequest {
             call: Some(nap(0.0)),
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -301,6 +302,7 @@ async fn the_same_request_id_returns_the_same_job() {
     let request = pb::SubmitAsyncRequest {
         call: Some(call("chatty", vec![p_in("lines", Kind::IntegerValue(1))])),
         request_id: "nightly-2024-05-01".into(),
+        ..Default::default()
     };
     let first = client
         .submit_async(request.clone())
@@ -328,6 +330,7 @@ async fn the_same_request_id_returns_the_same_job() {
         .submit_async(pb::SubmitAsyncRequest {
             call: Some(call("chatty", vec![p_in("lines", Kind::IntegerValue(1))])),
             request_id: "x".repeat(200),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -342,6 +345,7 @@ async fn request_ids_are_checked_before_capacity_and_bound_to_one_call(gw: Gatew
     let submit_with = |call: pb::ProcedureCall, request_id: &str| pb::SubmitAsyncRequest {
         call: Some(call),
         request_id: request_id.into(),
+        ..Default::default()
     };
     // One job runs, one waits: the queue (--max-pending-jobs 1) is full.
     let running = submit(&mut client, nap(30.0)).await;

@@ -511,6 +511,7 @@ async fn the_database_job_store_runs_on_oracle_across_instances() {
     let request = || pb::SubmitAsyncRequest {
         call: Some(nap(60)),
         request_id: "oracle-store-1".into(),
+        ..Default::default()
     };
     let long = on_a.submit_async(request()).await.unwrap().into_inner();
     let again = on_b.submit_async(request()).await.unwrap().into_inner();

@@ -169,6 +169,7 @@ async fn injection_attempts_in_names_never_reach_the_database() {
                     .submit_async(pb::SubmitAsyncRequest {
                         call: Some(c),
                         request_id: String::new(),
+                        ..Default::default()
                     })
                     .await
                     .unwrap_err()
@@ -258,6 +259,7 @@ async fn the_allowlist_limits_callable_procedures() {
             .submit_async(pb::SubmitAsyncRequest {
                 call: Some(call(name, vec![])),
                 request_id: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -318,6 +320,7 @@ async fn system_schemas_are_closed_unless_their_flag_opens_them() {
         .submit_async(pb::SubmitAsyncRequest {
             call: Some(terminate("PG_CATALOG.pg_terminate_backend")),
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

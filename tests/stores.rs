@@ -37,6 +37,7 @@ fn submit_request(name: &str, request_id: &str) -> pb::SubmitAsyncRequest {
     pb::SubmitAsyncRequest {
         call: Some(fake(name)),
         request_id: request_id.into(),
+        ..Default::default()
     }
 }
 
@@ -138,6 +139,7 @@ async fn a_request_id_reused_for_another_call_is_already_exists(store: Store) {
     let with_params = |procedure: &str, order, key: &str| pb::SubmitAsyncRequest {
         call: Some(call(procedure, params(order))),
         request_id: key.into(),
+        ..Default::default()
     };
     let sum = client
         .submit_async(with_params("fake.ok", [("a", 1), ("b", 2)], "sum-1"))

@@ -310,6 +310,7 @@ async fn callers_see_only_their_own_jobs_events(store: Store) {
             let request = pb::SubmitAsyncRequest {
                 call: Some(nap(0.0)),
                 request_id: String::new(),
+                ..Default::default()
             };
             client
                 .submit_async(as_user(request, token))
@@ -457,6 +458,7 @@ async fn nul_characters_in_a_request_id_or_a_filter_are_invalid_arguments(store:
         .submit_async(pb::SubmitAsyncRequest {
             call: Some(nap(0.0)),
             request_id: "rq\0x".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

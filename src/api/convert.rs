@@ -274,6 +274,15 @@ pub fn outputs_to_proto(outputs: &Outputs) -> ProtoOutputs {
     }
 }
 
+/// A call as a client would send it again (a schedule's).
+pub fn call_to_proto(call: &ProcedureCall) -> pb::ProcedureCall {
+    pb::ProcedureCall {
+        procedure: call.display_name.clone(),
+        params: call.params.iter().map(param_to_proto).collect(),
+        returns: value_type_to_proto(call.returns) as i32,
+    }
+}
+
 fn param_to_proto(param: &Param) -> pb::Param {
     let direction = match param.direction {
         Direction::In => pb::Direction::In,
@@ -380,6 +389,7 @@ pub fn job_to_proto(job: &JobSnapshot, view: View) -> pb::Job {
             db_code: e.db_code().unwrap_or_default().to_string(),
             reason: match **e {
                 Error::Interrupted(_) => "INTERRUPTED".into(),
+                Error::Expired(_) => "EXPIRED".into(),
                 _ => String::new(),
             },
         }),
@@ -398,7 +408,81 @@ pub fn job_to_proto(job: &JobSnapshot, view: View) -> pb::Job {
         implicit_results,
         revision: job.revision,
         create_revision: job.create_revision,
+        schedule_id: job
+            .schedule_id()
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        scheduled_time: job.plan().tick.map(|t| t.time.into()),
+        attempt: job.attempt,
+        max_attempts: job.plan().retry.max_attempts,
+        attempt_errors: job
+            .retries
+            .iter()
+            .flat_map(|r| r.errors.iter())
+            .map(|failed| pb::AttemptError {
+                code: crate::api::status::code_of(&failed.error) as i32,
+                message: failed.error.to_string(),
+                db_code: failed.error.db_code().unwrap_or_default().to_string(),
+                time: Some(failed.time.into()),
+            })
+            .collect(),
     }
+}
+
+/// A duration of a request, which must not be negative.
+pub fn duration_from_proto(
+    duration: Option<prost_types::Duration>,
+    field: &str,
+) -> Result<Option<std::time::Duration>, Error> {
+    duration
+        .map(|d| {
+            std::time::Duration::try_from(d).map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "{field} is negative or out of range; give a positive duration such as \"30s\""
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// A retry policy of a request; None when unset or one attempt.
+pub fn retry_from_proto(
+    retry: Option<pb::RetryPolicy>,
+) -> Result<Option<crate::jobs::plan::RetryPolicy>, Error> {
+    let Some(retry) = retry else {
+        return Ok(None);
+    };
+    let zero = std::time::Duration::ZERO;
+    let policy = crate::jobs::plan::RetryPolicy::new(
+        retry.max_attempts,
+        duration_from_proto(retry.initial_backoff, "retry.initial_backoff")?.unwrap_or(zero),
+        duration_from_proto(retry.max_backoff, "retry.max_backoff")?.unwrap_or(zero),
+        retry.multiplier,
+    )?;
+    Ok(Some(policy))
+}
+
+/// A retry policy as a response shows it; None for one attempt.
+pub fn retry_to_proto(policy: &crate::jobs::plan::RetryPolicy) -> Option<pb::RetryPolicy> {
+    (policy.max_attempts > 1).then(|| pb::RetryPolicy {
+        max_attempts: policy.max_attempts,
+        initial_backoff: prost_types::Duration::try_from(policy.initial_backoff).ok(),
+        max_backoff: prost_types::Duration::try_from(policy.max_backoff).ok(),
+        multiplier: policy.multiplier,
+    })
+}
+
+/// A schedule_id filter: empty for every job, else a UUID.
+pub fn schedule_filter(schedule_id: &str) -> Result<Option<uuid::Uuid>, Error> {
+    if schedule_id.is_empty() {
+        return Ok(None);
+    }
+    uuid::Uuid::try_parse(schedule_id).map(Some).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "schedule_id {} is not a UUID; use the id CreateSchedule returned",
+            crate::name::printable(schedule_id)
+        ))
+    })
 }
 
 /// A WatchJobs event; a deletion carries what its tombstone keeps.

@@ -7,6 +7,7 @@
 //! own beyond shared handles.
 
 pub mod convert;
+mod schedules;
 pub mod status;
 mod stream;
 pub mod transport;
@@ -23,14 +24,17 @@ use crate::allow::AllowList;
 use crate::auth::caller_of;
 use crate::backend::Backend;
 use crate::error::Error;
-use crate::jobs::{JobState, Jobs, ListFilter, WatchFilter};
+use crate::jobs::{JobState, Jobs, ListFilter, Submission, WatchFilter};
 use crate::name::ProcedureName;
 use crate::proto as pb;
 use crate::proto::procedure_service_server::ProcedureService;
 use crate::spool::Spool;
 use crate::spool::read::{JobResult, Readers};
 use crate::sync_call;
-use convert::{View, call_from_proto, describe_call, job_to_proto, sync_response, within};
+use convert::{
+    View, call_from_proto, describe_call, duration_from_proto, job_to_proto, retry_from_proto,
+    schedule_filter, sync_response, within,
+};
 use stream::ExecuteStream;
 
 pub use watch::{JobEventStream, JobStream, Shape, job_events};
@@ -51,6 +55,7 @@ pub struct ProcedureApi {
     /// Where jobs' result rows past their inline part are kept.
     pub spool: Arc<dyn Spool>,
     pub readers: Readers,
+    pub schedules: Arc<crate::schedules::Schedules>,
 }
 
 impl ProcedureApi {
@@ -162,8 +167,13 @@ impl ProcedureService for ProcedureApi {
         let caller = caller_of(&request);
         let request = request.into_inner();
         let call = self.accept_call(request.call)?;
-        let request_id = (!request.request_id.is_empty()).then_some(request.request_id);
-        let job = self.jobs.submit(call, request_id, &caller).await?;
+        let submission = Submission {
+            request_id: (!request.request_id.is_empty()).then_some(request.request_id),
+            retry: retry_from_proto(request.retry)?,
+            expire_after: duration_from_proto(request.expire_after, "expire_after")?,
+            ..Submission::default()
+        };
+        let job = self.jobs.submit(call, submission, &caller).await?;
         info!(job = %job.id, "job submitted");
         Ok(Response::new(self.answer_job(&job)))
     }
@@ -209,6 +219,7 @@ impl ProcedureService for ProcedureApi {
         let filter = ListFilter {
             states: job_states(&request.states)?,
             procedure: procedure_filter(request.procedure)?,
+            schedule_id: schedule_filter(&request.schedule_id)?,
         };
         let page = self
             .jobs
@@ -264,6 +275,7 @@ impl ProcedureService for ProcedureApi {
         let filter = WatchFilter {
             states: job_states(&request.states)?,
             procedure: procedure_filter(request.procedure)?,
+            schedule_id: schedule_filter(&request.schedule_id)?,
             caller,
         };
         let since = (request.since_revision > 0).then_some(request.since_revision);
@@ -293,6 +305,79 @@ impl ProcedureService for ProcedureApi {
             self.spool.forget(id);
         }
         Ok(Response::new(pb::DeleteJobResponse {}))
+    }
+
+    async fn create_schedule(
+        &self,
+        request: Request<pb::CreateScheduleRequest>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        let caller = caller_of(&request);
+        let spec = schedules::spec_from_proto(request.into_inner().schedule)?;
+        let schedule = self.schedules.create(spec, &caller).await?;
+        info!(schedule = %schedule.id, cron = %schedule.cron, "schedule created");
+        Ok(Response::new(schedules::schedule_to_proto(&schedule)))
+    }
+
+    async fn get_schedule(
+        &self,
+        request: Request<pb::GetScheduleRequest>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        let caller = caller_of(&request);
+        let schedule = self
+            .schedules
+            .get(&request.into_inner().id, &caller)
+            .await?;
+        Ok(Response::new(schedules::schedule_to_proto(&schedule)))
+    }
+
+    async fn list_schedules(
+        &self,
+        request: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        let caller = caller_of(&request);
+        let request = request.into_inner();
+        let (page, next) = self
+            .schedules
+            .list(request.page_size as usize, &request.page_token, &caller)
+            .await?;
+        let response = pb::ListSchedulesResponse {
+            schedules: page.iter().map(schedules::schedule_to_proto).collect(),
+            next_page_token: next.unwrap_or_default(),
+        };
+        Ok(Response::new(within(
+            response,
+            self.max_response_bytes,
+            "this page of schedules",
+        )?))
+    }
+
+    async fn update_schedule(
+        &self,
+        request: Request<pb::UpdateScheduleRequest>,
+    ) -> Result<Response<pb::Schedule>, Status> {
+        let caller = caller_of(&request);
+        let request = request.into_inner();
+        let mask = schedules::mask_from_proto(request.update_mask)?;
+        let id = request
+            .schedule
+            .as_ref()
+            .map(|s| s.id.clone())
+            .unwrap_or_default();
+        let spec = schedules::spec_from_proto(request.schedule)?;
+        let schedule = self.schedules.update(&id, spec, &mask, &caller).await?;
+        info!(schedule = %schedule.id, paused = schedule.paused, "schedule updated");
+        Ok(Response::new(schedules::schedule_to_proto(&schedule)))
+    }
+
+    async fn delete_schedule(
+        &self,
+        request: Request<pb::DeleteScheduleRequest>,
+    ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
+        let caller = caller_of(&request);
+        let id = request.into_inner().id;
+        self.schedules.delete(&id, &caller).await?;
+        info!(schedule = %id, "schedule deleted");
+        Ok(Response::new(pb::DeleteScheduleResponse {}))
     }
 
     async fn describe_procedure(

@@ -16,16 +16,17 @@ pub const DB_CODE_TRAILER: &str = "procgate-db-code";
 pub fn code_of(error: &Error) -> Code {
     match error {
         Error::InvalidArgument(_) => Code::InvalidArgument,
-        Error::ProcedureNotFound(_) | Error::JobNotFound(_) | Error::ResultNotFound(_) => {
-            Code::NotFound
-        }
+        Error::ProcedureNotFound(_)
+        | Error::JobNotFound(_)
+        | Error::ScheduleNotFound(_)
+        | Error::ResultNotFound(_) => Code::NotFound,
         Error::OutOfRange(_) => Code::OutOfRange,
         Error::WrongJobState(_) => Code::FailedPrecondition,
         Error::AlreadyExists(_) => Code::AlreadyExists,
         Error::NotAllowed(_) => Code::PermissionDenied,
         Error::Unauthenticated(_) => Code::Unauthenticated,
         Error::Exhausted(_) => Code::ResourceExhausted,
-        Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+        Error::DeadlineExceeded(_) | Error::Expired(_) => Code::DeadlineExceeded,
         Error::Cancelled(_) => Code::Cancelled,
         Error::Unavailable(_) => Code::Unavailable,
         Error::Interrupted(_) => Code::Aborted,

@@ -409,6 +409,7 @@ async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome,
                 procedure: procedure.unwrap_or_default(),
                 since_revision: since_revision.unwrap_or_default(),
                 view: view_of(full) as i32,
+                ..Default::default()
             };
             let mut events = client.watch_jobs(request).await?.into_inner();
             while let Some(event) = events.message().await? {
@@ -501,6 +502,7 @@ pub async fn submit(
         .submit_async(pb::SubmitAsyncRequest {
             call: Some(call),
             request_id: request_id.unwrap_or_default(),
+            ..Default::default()
         })
         .await?
         .into_inner())
@@ -622,6 +624,7 @@ pub async fn list(
                 page_size: (limit - jobs.len()).min(1000) as u32,
                 page_token,
                 view: view as i32,
+                ..Default::default()
             })
             .await?
             .into_inner();

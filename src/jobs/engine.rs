@@ -39,10 +39,11 @@
 //! Every task belongs to one `CancellationToken` and `TaskTracker`: after
 //! [`JobStore::shutdown`] returns, nothing of the engine runs or writes.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio::sync::{Notify, OwnedSemaphorePermit, broadcast, watch};
@@ -53,11 +54,13 @@ use uuid::Uuid;
 
 use super::feed::{self, Feed, FeedEvent, Subscription, Tombstone, WatchFilter};
 use super::lifecycle;
+use super::limits::ClaimRules;
 use super::live::LiveJob;
 use super::local::LocalJobs;
+use super::plan::{JobPlan, RetryPolicy};
 use super::runner::Ran;
 use super::table::{Announcement, CancelOutcome, ChangedJob, Changes, JobTable, ListFilter};
-use super::{JobSnapshot, JobState, JobStore, JobWatch, Page};
+use super::{JobSnapshot, JobState, JobStore, JobWatch, Page, Submission};
 use crate::auth::Caller;
 use crate::call::ProcedureCall;
 use crate::error::{Error, Result};
@@ -92,6 +95,12 @@ pub struct StoreSettings {
 
 pub struct Engine {
     table: Arc<dyn JobTable>,
+    /// What claims respect: the procedure limits.
+    rules: ClaimRules,
+    /// Expiry times of jobs submitted here, soonest first, so that the
+    /// expiry task wakes when one is due rather than at its next poll.
+    expiries: Mutex<BinaryHeap<Reverse<SystemTime>>>,
+    expiry_added: Notify,
     /// The jobs this instance runs, with their watch channels.
     local: Arc<LocalJobs>,
     instance: Uuid,
@@ -101,7 +110,7 @@ pub struct Engine {
     /// this instance through it); else the engine hears its own at once.
     announcements_travel: bool,
     /// Woken by a `pending` announcement: the scheduler claims.
-    job_queued: Notify,
+    job_queued: Arc<Notify>,
     /// Whether the change reader reads (someone here watches), so that an
     /// announcement wakes it only then.
     reading: AtomicBool,
@@ -160,6 +169,7 @@ impl Engine {
         local: Arc<LocalJobs>,
         settings: StoreSettings,
         max_pending: usize,
+        rules: ClaimRules,
     ) -> Result<Arc<Engine>> {
         let instance = Uuid::new_v4();
         table
@@ -169,9 +179,12 @@ impl Engine {
         let announcements = table.listen(&tasks, stop.clone());
         let jobs = Arc::new(Engine {
             announcements_travel: announcements.is_some(),
-            job_queued: Notify::new(),
+            job_queued: Arc::new(Notify::new()),
             reading: AtomicBool::new(false),
             table,
+            rules,
+            expiries: Mutex::default(),
+            expiry_added: Notify::new(),
             local,
             instance,
             settings,
@@ -197,6 +210,7 @@ impl Engine {
             jobs.spawn(jobs.clone().hear(announcements.subscribe()));
         }
         jobs.spawn(jobs.clone().poll_cancel_requests());
+        jobs.spawn(jobs.clone().expire_forever());
         jobs.spawn(jobs.clone().read_changes());
         Ok(jobs)
     }
@@ -278,7 +292,7 @@ impl Engine {
             if !self.local.is_accepting() {
                 return; // shutting down: claims nothing more
             }
-            match self.table.claim(&self.instance).await {
+            match self.table.claim(&self.instance, &self.rules).await {
                 Ok(Some(job)) => {
                     let Some(live) = self.local.hold(job.clone()) else {
                         // Shut down meanwhile: it waits for another
@@ -316,6 +330,7 @@ impl Engine {
         // The job's last handle goes with the run, which closes the writer's
         // channel once its last change is out.
         let (ran, unsaved) = tokio::join!(self.local.run(job), self.persist(id, changes));
+        let scheduled = unsaved.as_ref().is_some_and(|j| j.schedule_id().is_some());
         match ran {
             Ran::NoConnection => {
                 self.local.report_database_down();
@@ -328,9 +343,95 @@ impl Engine {
                     // Before the slot frees: the next job must wait, not fail.
                     self.local.report_database_down();
                 }
+                if let Some(job) = unsaved {
+                    // Sent back to PENDING for its next attempt.
+                    self.requeue(job).await;
+                }
             }
         }
         drop(permit);
+        // Its end may free a limit's place or its schedule's next job,
+        // which a claim passed over.
+        if !self.rules.limits.is_empty() || scheduled {
+            self.announce(Announcement::Pending).await;
+        }
+    }
+
+    /// Writes a job that failed transiently back to the queue for its next
+    /// attempt, and wakes the scheduler when its backoff is over.
+    async fn requeue(&self, job: JobSnapshot) {
+        let id = job.id;
+        match self
+            .retrying(|| self.table.retry(&job, &self.instance))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => warn!(%id, "the job's retry was not saved: the store already ended it"),
+            Err(e) => warn!(%id, error = %e, "the job's retry could not be saved"),
+        }
+        self.announce(Announcement::Changed(id)).await;
+        if let Some(not_before) = job.not_before() {
+            let wait = not_before
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            let queued = self.announcer();
+            self.spawn(async move {
+                tokio::time::sleep(wait).await;
+                queued.await;
+            });
+        }
+    }
+
+    /// A future that announces a queued job, for a task to run later.
+    fn announcer(&self) -> impl Future<Output = ()> + Send + 'static {
+        let table = self.table.clone();
+        let travel = self.announcements_travel;
+        let wake = self.job_queued.clone();
+        async move {
+            if travel {
+                table.notify(Announcement::Pending).await;
+            } else {
+                wake.notify_one();
+            }
+        }
+    }
+
+    /// Ends EXPIRED the jobs past their expiry: when one submitted here is
+    /// due, and every poll interval for those of other instances.
+    async fn expire_forever(self: Arc<Self>) {
+        loop {
+            let now = SystemTime::now();
+            let next = self
+                .expiries
+                .lock()
+                .expect("expiries lock")
+                .peek()
+                .map(|r| r.0);
+            let wait = next
+                .map(|t| t.duration_since(now).unwrap_or_default())
+                .unwrap_or(self.settings.poll_interval)
+                .min(self.settings.poll_interval);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.expiry_added.notified() => continue,
+            }
+            let now = SystemTime::now();
+            {
+                let mut expiries = self.expiries.lock().expect("expiries lock");
+                while expiries.peek().is_some_and(|r| r.0 <= now) {
+                    expiries.pop();
+                }
+            }
+            match self.table.expire_due(now).await {
+                Ok(expired) => {
+                    for id in expired {
+                        info!(%id, "a job expired before it started");
+                        self.announce(Announcement::Changed(id)).await;
+                    }
+                }
+                Err(e) => warn!(error = %e, "expiring jobs failed"),
+            }
+        }
     }
 
     /// The writer: saves a claimed job's changes, coalesced, then its end.
@@ -426,7 +527,7 @@ impl Engine {
     async fn cancel_queue(&self) {
         let pending = ListFilter {
             states: [JobState::Pending].into(),
-            procedure: None,
+            ..ListFilter::default()
         };
         let queued = match self.table.list(&pending, None, u64::MAX, usize::MAX).await {
             Ok(queued) => queued,
@@ -723,13 +824,34 @@ impl JobStore for Engine {
     async fn submit(
         &self,
         call: ProcedureCall,
-        request_id: Option<String>,
+        submission: Submission,
         owner: &Caller,
     ) -> Result<JobSnapshot> {
         if !self.local.is_accepting() {
             return Err(lifecycle::shutting_down());
         }
+        let Submission {
+            request_id,
+            retry,
+            expire_after,
+            tick,
+            messages,
+            waiting,
+        } = submission;
         check_request_id(request_id.as_deref())?;
+        let now = SystemTime::now();
+        let plan = JobPlan {
+            retry: retry.unwrap_or(RetryPolicy::ONCE),
+            expire_time: expire_after.map(|after| now + after),
+            tick,
+        };
+        if !plan.is_plain() && !self.table.keeps_plans() {
+            return Err(Error::Unimplemented(
+                "retry, expire_after and schedules need the memory or PostgreSQL job store; the \
+                 Oracle job store does not keep them yet"
+                    .into(),
+            ));
+        }
         // Idempotency before capacity: a retry gets its job even when the
         // queue is full.
         if let Some(request_id) = request_id.as_deref()
@@ -744,13 +866,27 @@ impl JobStore for Engine {
         if self.table.pending().await? >= max_pending as u64 {
             return Err(lifecycle::queue_full(max_pending));
         }
-        let job = lifecycle::submit(call, request_id.map(Into::into), owner.name.clone());
+        let mut job = lifecycle::submit(call, request_id.map(Into::into), owner.name.clone(), plan);
+        job.create_time = now;
+        for line in messages {
+            lifecycle::message(&mut job, line, usize::MAX);
+        }
+        if let Some(waiting) = waiting {
+            job.progress_message = waiting.into();
+        }
         let stored = self.table.insert(&job).await?;
         if stored.id != job.id {
             // Another submit with the same request_id won the race.
             return lifecycle::same_call(stored, &job.call);
         }
         self.announce(Announcement::Pending).await;
+        if let Some(expire_time) = stored.plan().expire_time {
+            self.expiries
+                .lock()
+                .expect("expiries lock")
+                .push(Reverse(expire_time));
+            self.expiry_added.notify_one();
+        }
         Ok(stored)
     }
 

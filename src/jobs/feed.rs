@@ -38,6 +38,8 @@ pub struct Tombstone {
     /// The revision of its deletion.
     pub revision: u64,
     pub deleted_at: SystemTime,
+    /// The schedule that submitted it, if one did.
+    pub schedule_id: Option<Uuid>,
 }
 
 impl Tombstone {
@@ -49,6 +51,7 @@ impl Tombstone {
             state: job.state,
             revision,
             deleted_at,
+            schedule_id: job.schedule_id(),
         }
     }
 }
@@ -89,17 +92,23 @@ pub struct WatchFilter {
     pub states: HashSet<JobState>,
     /// Compared case-insensitively; None: every procedure.
     pub procedure: Option<String>,
+    /// Only the jobs of this schedule.
+    pub schedule_id: Option<Uuid>,
     pub caller: Caller,
 }
 
 impl WatchFilter {
-    /// Whether the caller may see a job of `owner` and `procedure`.
-    pub fn admits(&self, owner: &str, procedure: &str) -> bool {
+    /// Whether the caller may see a job of `owner`, `procedure` and
+    /// `schedule`.
+    pub fn admits(&self, owner: &str, procedure: &str, schedule: Option<Uuid>) -> bool {
         self.caller.may_see(owner)
             && self
                 .procedure
                 .as_deref()
                 .is_none_or(|wanted| procedure.eq_ignore_ascii_case(wanted))
+            && self
+                .schedule_id
+                .is_none_or(|wanted| schedule == Some(wanted))
     }
 
     fn wants_state(&self, state: JobState) -> bool {
@@ -109,7 +118,7 @@ impl WatchFilter {
     /// A change matches when the job matches before or after it, so that a
     /// watcher of RUNNING jobs sees them leave.
     fn matches(&self, job: &JobSnapshot, before: Option<JobState>) -> bool {
-        self.admits(&job.owner, &job.call.display_name)
+        self.admits(&job.owner, &job.call.display_name, job.schedule_id())
             && (self.wants_state(job.state) || before.is_some_and(|s| self.wants_state(s)))
     }
 }
@@ -289,8 +298,11 @@ impl Inner {
     fn fan_out_deleted(&self, tombstone: Arc<Tombstone>) {
         for watcher in self.watchers.values() {
             let filter = &watcher.filter;
-            if filter.admits(&tombstone.owner, &tombstone.procedure)
-                && filter.wants_state(tombstone.state)
+            if filter.admits(
+                &tombstone.owner,
+                &tombstone.procedure,
+                tombstone.schedule_id,
+            ) && filter.wants_state(tombstone.state)
             {
                 let mut queue = watcher.queue.lock().expect("watcher queue");
                 queue.push_deleted(tombstone.clone());
@@ -395,7 +407,12 @@ mod tests {
             params: Vec::new(),
             returns: None,
         };
-        let mut job = super::super::lifecycle::submit(call, None, "".into());
+        let mut job = super::super::lifecycle::submit(
+            call,
+            None,
+            "".into(),
+            super::super::plan::JobPlan::PLAIN,
+        );
         job.state = state;
         job.revision = revision;
         job
@@ -403,6 +420,7 @@ mod tests {
 
     fn filter(states: &[JobState], procedure: Option<&str>) -> WatchFilter {
         WatchFilter {
+            schedule_id: None,
             states: states.iter().copied().collect(),
             procedure: procedure.map(Into::into),
             caller: Caller::anonymous(),

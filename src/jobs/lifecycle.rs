@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! PENDING ──start──▶ RUNNING ──finish──▶ COMPLETED | FAILED | CANCELLED
-//!    │                  └──interrupt──▶ FAILED (INTERRUPTED)
-//!    └──cancel_pending──────────────────▶ CANCELLED
+//!    │  ▲               ├──interrupt──▶ FAILED (INTERRUPTED)
+//!    │  └──────retry────┘  (a transient failure, attempts left: backoff)
+//!    ├──cancel_pending──────────────────▶ CANCELLED
+//!    └──expire (before a first attempt)─▶ FAILED (EXPIRED)
 //! ```
 //!
 //! The engine decides with these functions, on the job it runs (its watch
@@ -20,12 +22,18 @@ use std::time::SystemTime;
 
 use uuid::Uuid;
 
+use super::plan::{AttemptError, JobPlan, human_wait};
 use super::{JobSnapshot, JobState};
 use crate::call::{Outputs, ProcedureCall};
 use crate::error::Error;
 
-/// A new PENDING job of `owner`.
-pub fn submit(call: ProcedureCall, request_id: Option<Arc<str>>, owner: Arc<str>) -> JobSnapshot {
+/// A new PENDING job of `owner`, at its first attempt.
+pub fn submit(
+    call: ProcedureCall,
+    request_id: Option<Arc<str>>,
+    owner: Arc<str>,
+    plan: JobPlan,
+) -> JobSnapshot {
     JobSnapshot {
         id: Uuid::new_v4(),
         state: JobState::Pending,
@@ -44,6 +52,9 @@ pub fn submit(call: ProcedureCall, request_id: Option<Arc<str>>, owner: Arc<str>
         owner,
         revision: 0,
         create_revision: 0,
+        plan: (!plan.is_plain()).then(|| Arc::new(plan)),
+        attempt: 1,
+        retries: None,
     }
 }
 
@@ -82,10 +93,14 @@ pub fn release(job: &mut JobSnapshot) -> bool {
     true
 }
 
-/// PENDING → RUNNING, once a slot and a connection are there.
+/// PENDING → RUNNING, once a slot and a connection are there; a job past
+/// its expiry ends EXPIRED instead (it waited for a connection too long).
 pub fn start(job: &mut JobSnapshot, now: SystemTime) -> bool {
     if job.state != JobState::Pending {
         return false;
+    }
+    if expire(job, now) {
+        return true;
     }
     job.state = JobState::Running;
     job.start_time = Some(now);
@@ -192,12 +207,59 @@ pub fn finish(
                     .into(),
             )));
         }
+        Err(error) if may_retry(job, &error) => retry(job, error, now),
         Err(error) => {
             job.state = JobState::Failed;
             job.progress_message = "failed".into();
             job.error = Some(Box::new(error));
         }
     }
+    true
+}
+
+/// Whether a failed attempt is tried again: the error is transient and the
+/// job's policy has attempts left.
+fn may_retry(job: &JobSnapshot, error: &Error) -> bool {
+    error.is_transient() && job.attempt < job.plan().retry.max_attempts
+}
+
+/// RUNNING → PENDING for the next attempt, after the policy's backoff
+/// (with jitter); the failed attempt's error is kept.
+fn retry(job: &mut JobSnapshot, error: Error, now: SystemTime) {
+    let policy = job.plan().retry;
+    let wait = policy.backoff(job.attempt, fastrand::f64() * 2.0 - 1.0);
+    let retries = job.retries.get_or_insert_with(Default::default);
+    retries.push(AttemptError { time: now, error });
+    retries.not_before = Some(now + wait);
+    job.attempt += 1;
+    job.state = JobState::Pending;
+    job.start_time = None;
+    job.end_time = None;
+    job.progress = 0;
+    job.progress_message = format!(
+        "retrying in {} (attempt {} of {})",
+        human_wait(wait),
+        job.attempt,
+        policy.max_attempts
+    )
+    .into();
+}
+
+/// PENDING → FAILED with reason EXPIRED: it is past its expiry before its
+/// first attempt, so it never starts (yesterday's batch must not run today).
+pub fn expire(job: &mut JobSnapshot, now: SystemTime) -> bool {
+    if !job.is_expired_at(now) {
+        return false;
+    }
+    let waited = now.duration_since(job.create_time).unwrap_or_default();
+    job.state = JobState::Failed;
+    job.end_time = Some(now);
+    job.progress_message = "expired".into();
+    job.error = Some(Box::new(Error::Expired(format!(
+        "EXPIRED: still PENDING {} after it was submitted, past its expire_after; it never \
+         started",
+        human_wait(waited)
+    ))));
     true
 }
 
@@ -212,15 +274,20 @@ pub fn interrupt(
     if job.state != JobState::Running {
         return false;
     }
-    job.state = JobState::Failed;
-    job.end_time = Some(now);
-    job.progress_message = "interrupted".into();
     let lease_until = chrono::DateTime::<chrono::Utc>::from(lease_until);
-    job.error = Some(Box::new(Error::Interrupted(format!(
+    let error = Error::Interrupted(format!(
         "INTERRUPTED: instance {instance} stopped renewing its lease at {} while running this \
          job; whether the procedure finished is unknown",
         lease_until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    ))));
+    ));
+    if may_retry(job, &error) {
+        retry(job, error, now);
+        return true;
+    }
+    job.state = JobState::Failed;
+    job.end_time = Some(now);
+    job.progress_message = "interrupted".into();
+    job.error = Some(Box::new(error));
     true
 }
 
@@ -239,6 +306,8 @@ pub fn as_submitted(job: &JobSnapshot) -> JobSnapshot {
         cancel_requested: false,
         messages: Default::default(),
         revision: job.create_revision,
+        attempt: 1,
+        retries: None,
         ..job.clone()
     }
 }
@@ -361,7 +430,7 @@ mod tests {
             params: Vec::new(),
             returns: None,
         };
-        submit(call, None, "".into())
+        submit(call, None, "".into(), JobPlan::PLAIN)
     }
 
     #[test]

@@ -25,8 +25,10 @@
 mod engine;
 pub mod feed;
 pub mod lifecycle;
+pub mod limits;
 mod live;
 mod local;
+pub mod plan;
 mod runner;
 mod service;
 pub mod store;
@@ -41,12 +43,13 @@ use uuid::Uuid;
 pub use engine::{Engine, StoreSettings};
 pub use feed::{Feed, FeedEvent, Subscription, Tombstone, WatchFilter};
 pub use local::LocalJobs;
-pub use service::{JobStore, JobWatch, Jobs, Page};
+pub use service::{JobStore, JobWatch, Jobs, Page, Submission};
 pub use table::{JobTable, ListFilter};
 
 use crate::backend::MessageLog;
 use crate::call::{Outputs, ProcedureCall};
 use crate::error::Error;
+use plan::{JobPlan, Retries};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobState {
@@ -120,6 +123,12 @@ pub struct JobSnapshot {
     /// The revision taken when it was submitted: its place in submission
     /// order, which never changes.
     pub create_revision: u64,
+    /// Its retry policy, expiry and schedule tick; None for a plain job.
+    pub plan: Option<Arc<JobPlan>>,
+    /// 1-based: the attempt running, or the last one run.
+    pub attempt: u32,
+    /// Set once an attempt failed and was tried again.
+    pub retries: Option<Box<Retries>>,
 }
 
 impl JobSnapshot {
@@ -130,6 +139,34 @@ impl JobSnapshot {
         let messages: usize = self.messages.lines.iter().map(String::len).sum();
         let error = self.error.as_ref().map_or(0, |e| e.to_string().len());
         self.call.approximate_size() + outputs + messages + error
+    }
+
+    /// What it was submitted with besides its call.
+    pub fn plan(&self) -> &JobPlan {
+        self.plan.as_deref().unwrap_or(&JobPlan::PLAIN)
+    }
+
+    /// The schedule that submitted it, if one did.
+    pub fn schedule_id(&self) -> Option<Uuid> {
+        self.plan().tick.map(|t| t.schedule_id)
+    }
+
+    /// When its next attempt may start, if it waits for a retry's backoff.
+    pub fn not_before(&self) -> Option<SystemTime> {
+        self.retries.as_ref().and_then(|r| r.not_before)
+    }
+
+    /// Whether it may be claimed at `now`: not waiting for a backoff, and
+    /// not past its expiry before a first attempt.
+    pub fn claimable_at(&self, now: SystemTime) -> bool {
+        self.not_before().is_none_or(|t| t <= now) && !self.is_expired_at(now)
+    }
+
+    /// Whether it is PENDING before its first attempt past its expiry.
+    pub fn is_expired_at(&self, now: SystemTime) -> bool {
+        self.state == JobState::Pending
+            && self.attempt <= 1
+            && self.plan().expire_time.is_some_and(|t| t <= now)
     }
 
     /// How long it ran (or waited, if cancelled while pending), once ended.

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 use tokio::sync::watch;
 
+use super::plan::{RetryPolicy, Tick};
 use super::{FeedEvent, JobSnapshot, ListFilter, Subscription, WatchFilter};
 use crate::auth::Caller;
 use crate::call::ProcedureCall;
@@ -33,6 +34,23 @@ pub struct Page {
 /// What the API holds.
 pub type Jobs = Arc<dyn JobStore>;
 
+/// How a call is submitted, besides the call itself.
+#[derive(Debug, Clone, Default)]
+pub struct Submission {
+    /// The idempotency key (AIP-155).
+    pub request_id: Option<String>,
+    /// How it is tried again; None: one attempt.
+    pub retry: Option<RetryPolicy>,
+    /// PENDING this long after its submit, it fails EXPIRED.
+    pub expire_after: Option<Duration>,
+    /// The schedule tick it stands for.
+    pub tick: Option<Tick>,
+    /// Lines its messages start with (a catch-up job says what it stands for).
+    pub messages: Vec<String>,
+    /// What it says while it waits in the queue, instead of "queued".
+    pub waiting: Option<String>,
+}
+
 #[async_trait]
 pub trait JobStore: Send + Sync {
     /// Insert-or-get: queues a call as a job; a known `request_id` returns
@@ -41,7 +59,7 @@ pub trait JobStore: Send + Sync {
     async fn submit(
         &self,
         call: ProcedureCall,
-        request_id: Option<String>,
+        submission: Submission,
         owner: &Caller,
     ) -> Result<JobSnapshot>;
 

@@ -12,7 +12,7 @@
 //! feed that WatchJob and WatchJobs follow.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::feed::{Tombstone, WatchFilter};
+use super::limits::ClaimRules;
 use super::{JobSnapshot, JobState};
 use crate::error::Result;
 
@@ -69,6 +70,8 @@ pub struct ListFilter {
     pub states: HashSet<JobState>,
     /// Compared ASCII-case-insensitively; None: every procedure.
     pub procedure: Option<String>,
+    /// Only the jobs of this schedule.
+    pub schedule_id: Option<Uuid>,
 }
 
 /// A changed job as the change feed reads it.
@@ -179,10 +182,30 @@ pub trait JobTable: Send + Sync {
         limit: usize,
     ) -> Result<Vec<JobSnapshot>>;
 
-    /// Claim next: takes the oldest PENDING job nobody claimed for
-    /// `instance`, applying `lifecycle::claim`. It stays PENDING, at its
-    /// place in the queue, until the instance has a connection for it.
-    async fn claim(&self, instance: &Uuid) -> Result<Option<JobSnapshot>>;
+    /// Claim next: takes the oldest claimable PENDING job nobody claimed
+    /// for `instance`, applying `lifecycle::claim`. It stays PENDING, at
+    /// its place in the queue, until the instance has a connection for it.
+    /// Claimable: not waiting for a retry's backoff, not expired, no older
+    /// job of its schedule still live, and within every `rules` limit its
+    /// procedure matches (counting the claimed jobs of every instance); a
+    /// job passed over for a limit says so in its progress message.
+    async fn claim(&self, instance: &Uuid, rules: &ClaimRules) -> Result<Option<JobSnapshot>>;
+
+    /// Writes a job of `instance` that `lifecycle::finish` or `interrupt`
+    /// sent back to PENDING for its next attempt, unclaimed; a cancel
+    /// requested meanwhile ends it CANCELLED instead. False when the row is
+    /// no longer that instance's live job.
+    async fn retry(&self, job: &JobSnapshot, instance: &Uuid) -> Result<bool>;
+
+    /// Applies `lifecycle::expire` to every unclaimed PENDING job past its
+    /// expiry at `now`; returns the jobs that ended.
+    async fn expire_due(&self, now: SystemTime) -> Result<Vec<Uuid>>;
+
+    /// Whether it keeps jobs' plans (retry policies, expiry, schedule
+    /// ticks); a table that does not refuses them at submit.
+    fn keeps_plans(&self) -> bool {
+        true
+    }
 
     /// Save: writes a claimed job's progress or its end, as the lifecycle
     /// left it on the instance running it; false when the row is no longer

@@ -298,6 +298,7 @@ pub async fn submit(client: &mut Client, call: pb::ProcedureCall) -> pb::Job {
         .submit_async(pb::SubmitAsyncRequest {
             call: Some(call),
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .expect("SubmitAsync")

@@ -64,6 +64,7 @@ fn progress_job(steps: i64, total_ms: i64) -> pb::SubmitAsyncRequest {
             vec![int("p_steps", steps), int("p_total_ms", total_ms)],
         )),
         request_id: String::new(),
+        ..Default::default()
     }
 }
 

@@ -161,6 +161,7 @@ pub async fn submit_and_watch(mut client: Client) -> Result<(), tonic::Status> {
         .submit_async(pb::SubmitAsyncRequest {
             call: Some(bench_add()),
             request_id: String::new(),
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -146,6 +146,7 @@ pub async fn big_result(
         .submit_async(pb::SubmitAsyncRequest {
             call: Some(call),
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .map_err(|e| format!("SubmitAsync: {e}"))?

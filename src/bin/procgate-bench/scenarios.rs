@@ -346,6 +346,7 @@ async fn watch_fan_out(gateway: &Gateway, watchers: usize, job_ms: u64) -> Resul
                 returns: 0,
             }),
             request_id: String::new(),
+            ..Default::default()
         })
         .await
         .map_err(|s| s.message().to_string())?
@@ -483,6 +484,7 @@ async fn submit_and_wait(clients: &[load::Client], count: usize) -> Result<(), S
                     .submit_async(pb::SubmitAsyncRequest {
                         call: Some(call.clone()),
                         request_id: String::new(),
+                        ..Default::default()
                     })
                     .await?;
             }
@@ -554,6 +556,7 @@ async fn database_store(
             .submit_async(pb::SubmitAsyncRequest {
                 call: Some(load::bench_add()),
                 request_id: String::new(),
+                ..Default::default()
             })
             .await
             .map_err(|s| s.message().to_string())?

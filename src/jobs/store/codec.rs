@@ -14,7 +14,10 @@ use crate::call::{
     self, Column, Direction, Outputs, Param, ProcedureCall, ResultSet, Value, ValueType,
 };
 use crate::error::{DbError, DbErrorKind, Error};
+use crate::jobs::plan::{AttemptError, Retries, RetryPolicy};
 use crate::name::{Identifier, ProcedureName};
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
 
 type Decoded<T> = std::result::Result<T, String>;
 
@@ -270,6 +273,7 @@ pub fn error_to_json(error: &Error) -> Json {
         Error::InvalidArgument(m) => ("invalid_argument", m),
         Error::ProcedureNotFound(m) => ("procedure_not_found", m),
         Error::JobNotFound(m) => ("job_not_found", m),
+        Error::ScheduleNotFound(m) => ("schedule_not_found", m),
         Error::WrongJobState(m) => ("wrong_job_state", m),
         Error::AlreadyExists(m) => ("already_exists", m),
         Error::NotAllowed(m) => ("not_allowed", m),
@@ -279,6 +283,7 @@ pub fn error_to_json(error: &Error) -> Json {
         Error::Cancelled(m) => ("cancelled", m),
         Error::Unavailable(m) => ("unavailable", m),
         Error::Interrupted(m) => ("interrupted", m),
+        Error::Expired(m) => ("expired", m),
         Error::Unimplemented(m) => ("unimplemented", m),
         Error::ResultNotFound(m) => ("result_not_found", m),
         Error::OutOfRange(m) => ("out_of_range", m),
@@ -299,12 +304,14 @@ pub fn error_from_json(json: &Json) -> Decoded<Error> {
         "invalid_argument" => Error::InvalidArgument(message()),
         "procedure_not_found" => Error::ProcedureNotFound(message()),
         "job_not_found" => Error::JobNotFound(message()),
+        "schedule_not_found" => Error::ScheduleNotFound(message()),
         "wrong_job_state" => Error::WrongJobState(message()),
         "already_exists" => Error::AlreadyExists(message()),
         "not_allowed" => Error::NotAllowed(message()),
         "unauthenticated" => Error::Unauthenticated(message()),
         "exhausted" => Error::Exhausted(message()),
         "deadline_exceeded" => Error::DeadlineExceeded(message()),
+        "expired" => Error::Expired(message()),
         "cancelled" => Error::Cancelled(message()),
         "unavailable" => Error::Unavailable(message()),
         "interrupted" => Error::Interrupted(message()),
@@ -329,6 +336,64 @@ pub fn error_from_json(json: &Json) -> Decoded<Error> {
         }
         other => return Err(format!("unknown error kind {other}")),
     })
+}
+
+/// A retry policy, with its durations in milliseconds.
+pub fn retry_to_json(policy: &RetryPolicy) -> Json {
+    json!({
+        "max_attempts": policy.max_attempts,
+        "initial_backoff_ms": policy.initial_backoff.as_millis() as u64,
+        "max_backoff_ms": policy.max_backoff.as_millis() as u64,
+        "multiplier": policy.multiplier,
+    })
+}
+
+pub fn retry_from_json(json: &Json) -> Decoded<RetryPolicy> {
+    let number = |key: &str| {
+        json[key]
+            .as_u64()
+            .ok_or(format!("a retry policy without {key}"))
+    };
+    Ok(RetryPolicy {
+        max_attempts: number("max_attempts")? as u32,
+        initial_backoff: Duration::from_millis(number("initial_backoff_ms")?),
+        max_backoff: Duration::from_millis(number("max_backoff_ms")?),
+        multiplier: json["multiplier"]
+            .as_f64()
+            .ok_or("a retry policy without multiplier")?,
+    })
+}
+
+/// The errors of a job's failed attempts, oldest first.
+pub fn attempt_errors_to_json(retries: &Retries) -> Json {
+    let errors: Vec<Json> = retries
+        .errors
+        .iter()
+        .map(|e| {
+            let time = chrono::DateTime::<chrono::Utc>::from(e.time);
+            json!({
+                "time": time.to_rfc3339_opts(SecondsFormat::Nanos, true),
+                "error": error_to_json(&e.error),
+            })
+        })
+        .collect();
+    Json::Array(errors)
+}
+
+pub fn attempt_errors_from_json(json: &Json) -> Decoded<VecDeque<AttemptError>> {
+    array(json)?
+        .iter()
+        .map(|e| {
+            let time = e["time"]
+                .as_str()
+                .ok_or("an attempt error without a time")?;
+            let time = chrono::DateTime::parse_from_rfc3339(time).map_err(|e| e.to_string())?;
+            Ok(AttemptError {
+                time: SystemTime::from(time),
+                error: error_from_json(&e["error"])?,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

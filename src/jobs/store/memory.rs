@@ -13,7 +13,7 @@
 //! past either, the oldest finished ones are forgotten, each with a
 //! tombstone as a deletion leaves.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -26,6 +26,7 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::jobs::feed::{self, Tombstone, WatchFilter};
 use crate::jobs::lifecycle::{self, Cancel};
+use crate::jobs::limits::ClaimRules;
 use crate::jobs::table::{
     Announcement, CHANGES_BATCH, CancelOutcome, ChangedJob, Changes, JobTable, ListFilter, Start,
 };
@@ -57,6 +58,11 @@ struct Tables {
     retained_bytes: usize,
     /// (owner, request_id) → job: idempotency keys are per owner.
     by_request_id: HashMap<(Arc<str>, Arc<str>), Uuid>,
+    /// Claimed jobs that have not ended, which the procedure limits count.
+    claimed: HashSet<Uuid>,
+    /// Each schedule's live jobs by create_revision: a job of a schedule
+    /// waits for the older ones.
+    live_by_schedule: HashMap<Uuid, BTreeSet<u64>>,
     /// Deletions by revision.
     tombstones: BTreeMap<u64, Tombstone>,
 }
@@ -75,6 +81,10 @@ impl Row {
     fn queued(&self) -> bool {
         self.job.state == JobState::Pending && self.instance.is_none()
     }
+
+    fn claimed(&self) -> bool {
+        self.instance.is_some() && !self.job.state.is_terminal()
+    }
 }
 
 impl Tables {
@@ -90,9 +100,10 @@ impl Tables {
         let Some(row) = self.rows.get_mut(id) else {
             return false;
         };
-        let (was_queued, was_pending, old) = (
+        let (was_queued, was_pending, was_claimed, old) = (
             row.queued(),
             row.job.state == JobState::Pending,
+            row.claimed(),
             row.job.revision,
         );
         if !change(row, &mut revision) {
@@ -104,11 +115,16 @@ impl Tables {
             revision
         };
         row.job.revision = revision;
-        let (queued, pending, order) = (
+        let (queued, pending, claimed, order) = (
             row.queued(),
             row.job.state == JobState::Pending,
+            row.claimed(),
             row.job.create_revision,
         );
+        let ended_tick = row
+            .job
+            .schedule_id()
+            .filter(|_| row.job.state.is_terminal());
         self.revision = revision;
         self.by_revision.remove(&old);
         self.by_revision.insert(revision, *id);
@@ -122,7 +138,68 @@ impl Tables {
             (false, true) => self.pending += 1,
             _ => {}
         }
+        match (was_claimed, claimed) {
+            (true, false) => drop(self.claimed.remove(id)),
+            (false, true) => drop(self.claimed.insert(*id)),
+            _ => {}
+        }
+        if let Some(schedule) = ended_tick {
+            self.forget_live_of_schedule(schedule, order);
+        }
         true
+    }
+
+    fn forget_live_of_schedule(&mut self, schedule: Uuid, order: u64) {
+        if let Some(live) = self.live_by_schedule.get_mut(&schedule) {
+            live.remove(&order);
+            if live.is_empty() {
+                self.live_by_schedule.remove(&schedule);
+            }
+        }
+    }
+
+    /// The oldest claimable job of the queue, and the jobs passed over for
+    /// a limit whose message should say so.
+    fn next_claimable(
+        &self,
+        rules: &ClaimRules,
+        now: SystemTime,
+    ) -> (Option<Uuid>, Vec<(Uuid, String)>) {
+        let counts: Vec<usize> = rules
+            .limits
+            .iter()
+            .map(|limit| {
+                self.claimed
+                    .iter()
+                    .filter(|id| limit.matches(&self.rows[*id].job.call.display_name))
+                    .count()
+            })
+            .collect();
+        let mut waiting = Vec::new();
+        for (order, id) in &self.unclaimed {
+            let job = &self.rows[id].job;
+            if !job.claimable_at(now) {
+                continue;
+            }
+            if let Some(schedule) = job.schedule_id()
+                && self
+                    .live_by_schedule
+                    .get(&schedule)
+                    .and_then(|live| live.first())
+                    .is_some_and(|oldest| oldest < order)
+            {
+                continue;
+            }
+            if let Some(limit) = rules.blocking(&job.call.display_name, &counts) {
+                let message = limit.waiting_message();
+                if job.progress_message != message {
+                    waiting.push((*id, message));
+                }
+                continue;
+            }
+            return (Some(*id), waiting);
+        }
+        (None, waiting)
     }
 
     /// Removes a job, leaving a tombstone with the next revision.
@@ -133,6 +210,10 @@ impl Tables {
         self.by_create.remove(&job.create_revision);
         self.by_revision.remove(&job.revision);
         self.unclaimed.remove(&job.create_revision);
+        self.claimed.remove(id);
+        if let Some(schedule) = job.schedule_id() {
+            self.forget_live_of_schedule(schedule, job.create_revision);
+        }
         if job.state == JobState::Pending {
             self.pending -= 1;
         }
@@ -229,6 +310,13 @@ impl JobTable for MemoryTable {
         tables.by_revision.insert(revision, job.id);
         tables.unclaimed.insert(revision, job.id);
         tables.pending += 1;
+        if let Some(schedule) = job.schedule_id() {
+            tables
+                .live_by_schedule
+                .entry(schedule)
+                .or_default()
+                .insert(revision);
+        }
         tables.rows.insert(
             job.id,
             Box::new(Row {
@@ -289,6 +377,9 @@ impl JobTable for MemoryTable {
                 owner.is_none_or(|owner| *job.owner == *owner)
                     && (filter.states.is_empty() || filter.states.contains(&job.state))
                     && procedure.is_none_or(|p| job.call.display_name.eq_ignore_ascii_case(p))
+                    && filter
+                        .schedule_id
+                        .is_none_or(|s| job.schedule_id() == Some(s))
             })
             .take(limit)
             .cloned()
@@ -296,9 +387,16 @@ impl JobTable for MemoryTable {
         Ok(page)
     }
 
-    async fn claim(&self, instance: &Uuid) -> Result<Option<JobSnapshot>> {
+    async fn claim(&self, instance: &Uuid, rules: &ClaimRules) -> Result<Option<JobSnapshot>> {
         let mut tables = self.lock();
-        let Some((_, id)) = tables.unclaimed.first_key_value().map(|(o, id)| (*o, *id)) else {
+        let (next, waiting) = tables.next_claimable(rules, SystemTime::now());
+        for (id, message) in waiting {
+            tables.update(&id, |row, _| {
+                row.job.progress_message = message.into();
+                true
+            });
+        }
+        let Some(id) = next else {
             return Ok(None);
         };
         tables.update(&id, |row, _| {
@@ -361,6 +459,43 @@ impl JobTable for MemoryTable {
             true
         });
         Ok(())
+    }
+
+    async fn retry(&self, job: &JobSnapshot, instance: &Uuid) -> Result<bool> {
+        let now = SystemTime::now();
+        Ok(self.lock().update(&job.id, |row, _| {
+            if row.job.state.is_terminal() || row.instance != Some(*instance) {
+                return false;
+            }
+            let cancel_requested = row.job.cancel_requested;
+            row.instance = None;
+            row.start_revision = None;
+            row.job = JobSnapshot {
+                call: row.job.call.clone(),
+                request_id: row.job.request_id.clone(),
+                owner: row.job.owner.clone(),
+                create_revision: row.job.create_revision,
+                ..job.clone()
+            };
+            if cancel_requested {
+                lifecycle::cancel_pending(&mut row.job, now);
+            }
+            true
+        }))
+    }
+
+    async fn expire_due(&self, now: SystemTime) -> Result<Vec<Uuid>> {
+        let mut tables = self.lock();
+        let due: Vec<Uuid> = tables
+            .unclaimed
+            .values()
+            .filter(|id| tables.rows[*id].job.is_expired_at(now))
+            .copied()
+            .collect();
+        for id in &due {
+            tables.update(id, |row, _| lifecycle::expire(&mut row.job, now));
+        }
+        Ok(due)
     }
 
     async fn cancel(&self, id: &Uuid) -> Result<CancelOutcome> {
@@ -465,7 +600,9 @@ impl JobTable for MemoryTable {
             revision: tables.revision,
             ..Start::default()
         };
-        let admits = |job: &JobSnapshot| filter.admits(&job.owner, &job.call.display_name);
+        let admits = |job: &JobSnapshot| {
+            filter.admits(&job.owner, &job.call.display_name, job.schedule_id())
+        };
         match since {
             Some(since) => {
                 feed::check_resumable(since, tables.revision, tables.purged_through)?;
@@ -480,7 +617,7 @@ impl JobTable for MemoryTable {
                     .tombstones
                     .range(since + 1..)
                     .map(|(_, tombstone)| tombstone)
-                    .filter(|t| filter.admits(&t.owner, &t.procedure))
+                    .filter(|t| filter.admits(&t.owner, &t.procedure, t.schedule_id))
                     .cloned()
                     .collect();
             }
@@ -541,13 +678,19 @@ mod tests {
             params: Vec::new(),
             returns: None,
         };
-        lifecycle::submit(call, request_id.map(Into::into), "".into())
+        lifecycle::submit(
+            call,
+            request_id.map(Into::into),
+            "".into(),
+            crate::jobs::plan::JobPlan::PLAIN,
+        )
     }
 
     fn everyone() -> WatchFilter {
         WatchFilter {
             states: Default::default(),
             procedure: None,
+            schedule_id: None,
             caller: Caller::anonymous(),
         }
     }
@@ -559,7 +702,11 @@ mod tests {
         let first = table.insert(&submitted("p.a", None)).await.unwrap();
         let second = table.insert(&submitted("p.b", None)).await.unwrap();
         assert!(first.create_revision < second.create_revision);
-        let claimed = table.claim(&a).await.unwrap().unwrap();
+        let claimed = table
+            .claim(&a, &ClaimRules::default())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(claimed.id, first.id);
         assert_eq!(
             claimed.state,
@@ -569,13 +716,32 @@ mod tests {
         assert_eq!(claimed.progress_message, lifecycle::CLAIMED);
         table.release(&claimed, &b).await.unwrap();
         assert_eq!(
-            table.claim(&b).await.unwrap().unwrap().id,
+            table
+                .claim(&b, &ClaimRules::default())
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
             second.id,
             "only its claimer gives a job back"
         );
         table.release(&claimed, &a).await.unwrap();
-        assert_eq!(table.claim(&b).await.unwrap().unwrap().id, first.id);
-        assert!(table.claim(&b).await.unwrap().is_none());
+        assert_eq!(
+            table
+                .claim(&b, &ClaimRules::default())
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            first.id
+        );
+        assert!(
+            table
+                .claim(&b, &ClaimRules::default())
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(table.pending().await.unwrap(), 2);
     }
 
@@ -584,7 +750,11 @@ mod tests {
         let table = MemoryTable::new(100, usize::MAX);
         let (me, other) = (Uuid::new_v4(), Uuid::new_v4());
         table.insert(&submitted("p.a", None)).await.unwrap();
-        let mut job = table.claim(&me).await.unwrap().unwrap();
+        let mut job = table
+            .claim(&me, &ClaimRules::default())
+            .await
+            .unwrap()
+            .unwrap();
         let claimed = job.clone();
         let now = SystemTime::now();
         lifecycle::start(&mut job, now);
@@ -614,7 +784,11 @@ mod tests {
         let table = MemoryTable::new(100, usize::MAX);
         let me = Uuid::new_v4();
         table.insert(&submitted("p.a", None)).await.unwrap();
-        let mut job = table.claim(&me).await.unwrap().unwrap();
+        let mut job = table
+            .claim(&me, &ClaimRules::default())
+            .await
+            .unwrap()
+            .unwrap();
         let claimed_at = job.revision;
         let now = SystemTime::now();
         lifecycle::start(&mut job, now);
@@ -687,7 +861,11 @@ mod tests {
     /// Submits, claims and completes a job whose output holds `bytes`.
     async fn run_to_end(table: &MemoryTable, me: &Uuid, name: &str, bytes: usize) -> Uuid {
         table.insert(&submitted(name, None)).await.unwrap();
-        let mut job = table.claim(me).await.unwrap().unwrap();
+        let mut job = table
+            .claim(me, &ClaimRules::default())
+            .await
+            .unwrap()
+            .unwrap();
         let now = SystemTime::now();
         lifecycle::start(&mut job, now);
         let mut outputs = crate::call::Outputs::default();

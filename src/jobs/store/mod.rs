@@ -39,6 +39,8 @@ use uuid::Uuid;
 
 use super::feed::{self, Tombstone, WatchFilter};
 use super::lifecycle::{self, Cancel};
+use super::limits::ClaimRules;
+use super::plan::{JobPlan, Retries, RetryPolicy, Tick};
 use super::table::{
     Announcement, CHANGES_BATCH, CancelOutcome, ChangedJob, Changes, JobTable, ListFilter, Start,
 };
@@ -51,7 +53,11 @@ pub const CHANNEL: &str = "procgate_jobs";
 /// How a job's columns are read, in this order.
 const COLUMNS: &str = "id, owner, request_id, call, state, progress, progress_message, \
                        messages, outputs, error, cancel_requested, create_time, start_time, \
-                       end_time, revision, create_revision";
+                       end_time, revision, create_revision, schedule_id, scheduled_time, \
+                       retry, expire_time, attempt, attempt_errors, not_before";
+
+/// A tombstone's columns, in this order.
+const TOMBSTONE_COLUMNS: &str = "id, owner, procedure, state, revision, deleted_at, schedule_id";
 
 /// `translate(x, {AZ})` folds ASCII letters only, as the feed and the
 /// memory table compare procedure names (`lower()` would follow the
@@ -82,7 +88,7 @@ pub struct PostgresStore {
 
 /// The job store could not do what was asked; the message carries the
 /// database's own words (tokio-postgres alone says only "db error").
-fn unavailable(e: impl std::error::Error) -> Error {
+pub(crate) fn unavailable(e: impl std::error::Error) -> Error {
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
@@ -128,6 +134,11 @@ impl PostgresStore {
         PostgresSpool::new(self.pool.clone(), self.schema.clone(), cap)
     }
 
+    /// The schedules of this store, sharing its pool.
+    pub fn schedules(&self) -> crate::schedules::postgres::PostgresSchedules {
+        crate::schedules::postgres::PostgresSchedules::new(self.pool.clone(), self.schema.clone())
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(unavailable)
     }
@@ -170,7 +181,11 @@ impl PostgresStore {
                 &self.sql(
                     "UPDATE {s}.procgate_jobs SET state = $2, progress = $3, progress_message = $4, \
                      messages = $5, outputs = $6, error = $7, cancel_requested = $8, \
-                     start_time = $9, end_time = $10, instance_id = coalesce($11, instance_id), \
+                     start_time = $9, end_time = $10, \
+                     instance_id = CASE WHEN $2 = 'PENDING' THEN NULL \
+                       ELSE coalesce($11, instance_id) END, \
+                     start_revision = CASE WHEN $2 = 'PENDING' THEN NULL ELSE start_revision END, \
+                     attempt = $12, attempt_errors = $13, not_before = $14, \
                      revision = {next} WHERE id = $1 RETURNING revision",
                 ),
                 &[
@@ -185,6 +200,9 @@ impl PostgresStore {
                     &job.start_time.map(DateTime::<Utc>::from),
                     &job.end_time.map(DateTime::<Utc>::from),
                     &instance,
+                    &(job.attempt as i32),
+                    &job.retries.as_deref().map(codec::attempt_errors_to_json),
+                    &job.not_before().map(DateTime::<Utc>::from),
                 ],
             )
             .await
@@ -288,9 +306,10 @@ impl JobTable for PostgresStore {
                 &self.sql(
                     "WITH r AS (SELECT {next} AS v) \
                      INSERT INTO {s}.procgate_jobs (id, owner, request_id, procedure, call, state, \
-                     progress_message, create_time, revision, create_revision) \
-                     SELECT $1, $2, $3, $4, $5, 'PENDING', $6, $7, r.v, r.v FROM r \
-                     ON CONFLICT (owner, request_id) DO NOTHING RETURNING id",
+                     progress_message, create_time, revision, create_revision, messages, \
+                     schedule_id, scheduled_time, retry, expire_time) \
+                     SELECT $1, $2, $3, $4, $5, 'PENDING', $6, $7, r.v, r.v, $8, $9, $10, $11, $12 \
+                     FROM r ON CONFLICT DO NOTHING RETURNING id",
                 ),
                 &[
                     &job.id,
@@ -300,6 +319,12 @@ impl JobTable for PostgresStore {
                     &call,
                     &job.progress_message.as_ref(),
                     &DateTime::<Utc>::from(job.create_time),
+                    &codec::messages_to_json(&job.messages),
+                    &job.schedule_id(),
+                    &job.plan().tick.map(|t| DateTime::<Utc>::from(t.time)),
+                    &(job.plan().retry != RetryPolicy::ONCE)
+                        .then(|| codec::retry_to_json(&job.plan().retry)),
+                    &job.plan().expire_time.map(DateTime::<Utc>::from),
                 ],
             )
             .await
@@ -367,9 +392,18 @@ impl JobTable for PostgresStore {
                     "SELECT {COLUMNS} FROM {{s}}.procgate_jobs WHERE create_revision < $1 \
                      AND ($2::text[] IS NULL OR state = ANY($2)) \
                      AND ($3::text IS NULL OR translate(procedure, {{AZ}}) = translate($3, {{AZ}})) \
-                     AND ($4::text IS NULL OR owner = $4) ORDER BY create_revision DESC LIMIT $5"
+                     AND ($4::text IS NULL OR owner = $4) \
+                     AND ($6::uuid IS NULL OR schedule_id = $6) \
+                     ORDER BY create_revision DESC LIMIT $5"
                 )),
-                &[&before, &states, &filter.procedure, &owner, &limit],
+                &[
+                    &before,
+                    &states,
+                    &filter.procedure,
+                    &owner,
+                    &limit,
+                    &filter.schedule_id,
+                ],
             )
             .await
             .map_err(unavailable)?;
@@ -390,29 +424,131 @@ impl JobTable for PostgresStore {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
-    /// Takes the oldest PENDING job nobody took for `instance`, if any. It
-    /// stays PENDING, at its place in the queue, until the instance has a
-    /// connection for it: one that finds the database gone gives it back.
-    async fn claim(&self, instance: &Uuid) -> Result<Option<JobSnapshot>> {
-        // One statement: a claim changes only the message, the lifecycle's,
-        // on a row that `lifecycle::claim` accepts (PENDING).
-        let row = self
-            .client()
-            .await?
-            .query_opt(
+    /// Takes the oldest claimable PENDING job nobody took for `instance`,
+    /// if any. It stays PENDING, at its place in the queue, until the
+    /// instance has a connection for it: one that finds the database gone
+    /// gives it back. With procedure limits, claims of every instance take
+    /// one advisory lock in turn, so that two cannot both fill a limit's
+    /// last place; each statement after it sees the claims committed before.
+    async fn claim(&self, instance: &Uuid, rules: &ClaimRules) -> Result<Option<JobSnapshot>> {
+        // A claim changes only the message, the lifecycle's, on a row that
+        // `lifecycle::claim` accepts (PENDING).
+        let limits: String = rules
+            .limits
+            .iter()
+            .map(|limit| {
+                format!(
+                    " AND NOT (j.procedure ~* {re} AND ({active}) >= {max})",
+                    re = sql_text(&limit.regex()),
+                    active = active_count(&limit.regex()),
+                    max = limit.max
+                )
+            })
+            .collect();
+        let claim = self.sql(&format!(
+            "UPDATE {{s}}.procgate_jobs SET instance_id = $1, progress_message = $2, \
+             revision = {{next}} \
+             WHERE id = (SELECT j.id FROM {{s}}.procgate_jobs j WHERE j.state = 'PENDING' \
+                         AND j.instance_id IS NULL \
+                         AND (j.not_before IS NULL OR j.not_before <= now()) \
+                         AND (j.expire_time IS NULL OR j.attempt > 1 OR j.expire_time > now()) \
+                         AND (j.schedule_id IS NULL OR NOT EXISTS (SELECT 1 FROM \
+                           {{s}}.procgate_jobs o WHERE o.schedule_id = j.schedule_id \
+                           AND o.state IN ('PENDING', 'RUNNING') \
+                           AND o.create_revision < j.create_revision)){limits} \
+                         ORDER BY j.create_revision FOR UPDATE SKIP LOCKED LIMIT 1) \
+             RETURNING {COLUMNS}"
+        ));
+        let mut client = self.client().await?;
+        if rules.limits.is_empty() {
+            let row = client
+                .query_opt(&claim, &[instance, &lifecycle::CLAIMED])
+                .await
+                .map_err(unavailable)?;
+            return row.as_ref().map(from_row).transpose();
+        }
+        let tx = client.transaction().await.map_err(unavailable)?;
+        tx.execute("SELECT pg_advisory_xact_lock(7041991)", &[])
+            .await
+            .map_err(unavailable)?;
+        let row = tx
+            .query_opt(&claim, &[instance, &lifecycle::CLAIMED])
+            .await
+            .map_err(unavailable)?;
+        for limit in &rules.limits {
+            // The jobs passed over for this limit say so, once.
+            let re = sql_text(&limit.regex());
+            tx.execute(
                 &self.sql(&format!(
-                    "UPDATE {{s}}.procgate_jobs SET instance_id = $1, progress_message = $2, \
-                     revision = {{next}} \
-                     WHERE id = (SELECT id FROM {{s}}.procgate_jobs WHERE state = 'PENDING' \
-                                 AND instance_id IS NULL ORDER BY create_revision \
-                                 FOR UPDATE SKIP LOCKED LIMIT 1) \
-                     RETURNING {COLUMNS}"
+                    "UPDATE {{s}}.procgate_jobs j SET progress_message = $1, revision = {{next}} \
+                     WHERE j.state = 'PENDING' AND j.instance_id IS NULL \
+                     AND j.procedure ~* {re} AND j.progress_message <> $1 \
+                     AND ({active}) >= {max}",
+                    active = active_count(&limit.regex()),
+                    max = limit.max
                 )),
-                &[instance, &lifecycle::CLAIMED],
+                &[&limit.waiting_message()],
             )
             .await
             .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
         row.as_ref().map(from_row).transpose()
+    }
+
+    /// Writes a job this instance ran back to PENDING for its next attempt,
+    /// on its locked row; a cancel requested meanwhile ends it instead.
+    async fn retry(&self, job: &JobSnapshot, instance: &Uuid) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let locked = tx
+            .query_opt(
+                &self.sql(
+                    "SELECT cancel_requested FROM {s}.procgate_jobs WHERE id = $1 \
+                     AND state IN ('PENDING', 'RUNNING') AND instance_id = $2 FOR UPDATE",
+                ),
+                &[&job.id, instance],
+            )
+            .await
+            .map_err(unavailable)?;
+        let Some(locked) = locked else {
+            return Ok(false);
+        };
+        let mut job = job.clone();
+        if locked.get::<_, bool>(0) {
+            lifecycle::cancel_pending(&mut job, SystemTime::now());
+        }
+        self.write(&tx, &mut job, None).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(true)
+    }
+
+    /// Ends EXPIRED every unclaimed PENDING job past its expiry, on rows it
+    /// locks (skipping those another instance holds).
+    async fn expire_due(&self, now: SystemTime) -> Result<Vec<Uuid>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        let rows = tx
+            .query(
+                &self.sql(&format!(
+                    "SELECT {COLUMNS} FROM {{s}}.procgate_jobs WHERE state = 'PENDING' \
+                     AND instance_id IS NULL AND attempt = 1 AND expire_time <= $1 \
+                     FOR UPDATE SKIP LOCKED"
+                )),
+                &[&DateTime::<Utc>::from(now)],
+            )
+            .await
+            .map_err(unavailable)?;
+        let mut expired = Vec::new();
+        for row in &rows {
+            let mut job = from_row(row)?;
+            if lifecycle::expire(&mut job, now) {
+                self.write(&tx, &mut job, None).await?;
+                expired.push(job.id);
+            }
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(expired)
     }
 
     async fn save(&self, job: &JobSnapshot, instance: &Uuid) -> Result<bool> {
@@ -488,9 +624,9 @@ impl JobTable for PostgresStore {
                 &self.sql(
                     "WITH gone AS (DELETE FROM {s}.procgate_jobs WHERE id = $1 \
                      AND state IN ('COMPLETED', 'FAILED', 'CANCELLED') \
-                     RETURNING id, owner, procedure, state) \
-                     INSERT INTO {s}.procgate_tombstones (id, owner, procedure, state, revision) \
-                     SELECT id, owner, procedure, state, {next} FROM gone",
+                     RETURNING id, owner, procedure, state, schedule_id) \
+                     INSERT INTO {s}.procgate_tombstones (id, owner, procedure, state, schedule_id, \
+                     revision) SELECT id, owner, procedure, state, schedule_id, {next} FROM gone",
                 ),
                 &[id],
             )
@@ -512,9 +648,10 @@ impl JobTable for PostgresStore {
                     &self.sql(
                         "WITH gone AS (DELETE FROM {s}.procgate_jobs WHERE id IN (SELECT id FROM \
                          {s}.procgate_jobs WHERE end_time < $1 LIMIT 1000) \
-                         RETURNING id, owner, procedure, state) \
-                         INSERT INTO {s}.procgate_tombstones (id, owner, procedure, state, revision) \
-                         SELECT id, owner, procedure, state, {next} FROM gone",
+                         RETURNING id, owner, procedure, state, schedule_id) \
+                         INSERT INTO {s}.procgate_tombstones (id, owner, procedure, state, \
+                         schedule_id, revision) \
+                         SELECT id, owner, procedure, state, schedule_id, {next} FROM gone",
                     ),
                     &[&cutoff],
                 )
@@ -550,8 +687,7 @@ impl JobTable for PostgresStore {
              ORDER BY revision LIMIT {CHANGES_BATCH}"
         ));
         let deleted_sql = self.sql(&format!(
-            "SELECT id, owner, procedure, state, revision, deleted_at \
-             FROM {{s}}.procgate_tombstones WHERE revision > $1 \
+            "SELECT {TOMBSTONE_COLUMNS} FROM {{s}}.procgate_tombstones WHERE revision > $1 \
              ORDER BY revision LIMIT {CHANGES_BATCH}"
         ));
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&after_i];
@@ -626,9 +762,10 @@ impl JobTable for PostgresStore {
                      WHERE ($1::bigint IS NULL OR revision > $1) \
                      AND ($2::text[] IS NULL OR state = ANY($2)) \
                      AND ($3::text IS NULL OR translate(procedure, {{AZ}}) = translate($3, {{AZ}})) \
-                     AND ($4::text IS NULL OR owner = $4) ORDER BY revision"
+                     AND ($4::text IS NULL OR owner = $4) \
+                     AND ($5::uuid IS NULL OR schedule_id = $5) ORDER BY revision"
                 )),
-                &[&after, &states, &procedure, &owner],
+                &[&after, &states, &procedure, &owner, &filter.schedule_id],
             )
             .await
             .map_err(unavailable)?;
@@ -636,13 +773,14 @@ impl JobTable for PostgresStore {
         if let Some(after) = after {
             let rows = tx
                 .query(
-                    &self.sql(
-                        "SELECT id, owner, procedure, state, revision, deleted_at \
-                         FROM {s}.procgate_tombstones WHERE revision > $1 \
-                         AND ($2::text IS NULL OR translate(procedure, {AZ}) = translate($2, {AZ})) \
-                         AND ($3::text IS NULL OR owner = $3) ORDER BY revision",
-                    ),
-                    &[&after, &procedure, &owner],
+                    &self.sql(&format!(
+                        "SELECT {TOMBSTONE_COLUMNS} FROM {{s}}.procgate_tombstones \
+                         WHERE revision > $1 \
+                         AND ($2::text IS NULL OR translate(procedure, {{AZ}}) = translate($2, {{AZ}})) \
+                         AND ($3::text IS NULL OR owner = $3) \
+                         AND ($4::uuid IS NULL OR schedule_id = $4) ORDER BY revision",
+                    )),
+                    &[&after, &procedure, &owner, &filter.schedule_id],
                 )
                 .await
                 .map_err(unavailable)?;
@@ -864,8 +1002,69 @@ fn from_row(row: &Row) -> Result<JobSnapshot> {
         revision: row.get::<_, i64>("revision") as u64,
         create_revision: row.get::<_, i64>("create_revision") as u64,
         spool: None,
+        plan: plan_from_row(row)?,
+        attempt: row.get::<_, i32>("attempt").max(1) as u32,
+        retries: retries_from_row(row)?,
     };
     Ok(job)
+}
+
+/// A job's plan from its columns; None for a plain job.
+fn plan_from_row(row: &Row) -> Result<Option<std::sync::Arc<JobPlan>>> {
+    let time = |column: &str| {
+        row.get::<_, Option<DateTime<Utc>>>(column)
+            .map(SystemTime::from)
+    };
+    let retry = row
+        .get::<_, Option<Json>>("retry")
+        .map(|r| codec::retry_from_json(&r))
+        .transpose()
+        .map_err(corrupt)?;
+    let tick = match (
+        row.get::<_, Option<Uuid>>("schedule_id"),
+        time("scheduled_time"),
+    ) {
+        (Some(schedule_id), Some(time)) => Some(Tick { schedule_id, time }),
+        _ => None,
+    };
+    let plan = JobPlan {
+        retry: retry.unwrap_or(RetryPolicy::ONCE),
+        expire_time: time("expire_time"),
+        tick,
+    };
+    Ok((!plan.is_plain()).then(|| std::sync::Arc::new(plan)))
+}
+
+/// The errors of a job's failed attempts and when its next may start.
+fn retries_from_row(row: &Row) -> Result<Option<Box<Retries>>> {
+    let errors = row.get::<_, Option<Json>>("attempt_errors");
+    let not_before = row
+        .get::<_, Option<DateTime<Utc>>>("not_before")
+        .map(SystemTime::from);
+    if errors.is_none() && not_before.is_none() {
+        return Ok(None);
+    }
+    let errors = errors
+        .map(|e| codec::attempt_errors_from_json(&e))
+        .transpose()
+        .map_err(corrupt)?
+        .unwrap_or_default();
+    Ok(Some(Box::new(Retries { errors, not_before })))
+}
+
+/// A string literal of statement text.
+fn sql_text(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Statement text counting the claimed live jobs of procedures matching
+/// `regex`, on every instance.
+fn active_count(regex: &str) -> String {
+    format!(
+        "SELECT count(*) FROM {{s}}.procgate_jobs a WHERE a.procedure ~* {} \
+         AND a.instance_id IS NOT NULL AND a.state IN ('PENDING', 'RUNNING')",
+        sql_text(regex)
+    )
 }
 
 fn tombstone_from_row(row: &Row) -> Result<Tombstone> {
@@ -877,6 +1076,7 @@ fn tombstone_from_row(row: &Row) -> Result<Tombstone> {
         state: JobState::parse(state).ok_or_else(|| corrupt(format!("unknown state {state}")))?,
         revision: row.get::<_, i64>("revision") as u64,
         deleted_at: row.get::<_, DateTime<Utc>>("deleted_at").into(),
+        schedule_id: row.get("schedule_id"),
     })
 }
 

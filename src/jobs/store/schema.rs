@@ -9,10 +9,10 @@
 use crate::error::{Error, Result};
 
 /// The schema version this binary reads and writes.
-pub const VERSION: i32 = 3;
+pub const VERSION: i32 = 4;
 
 /// PostgreSQL migrations, in order; `{s}` is the quoted schema.
-const MIGRATIONS: [&str; 3] = ["
+const MIGRATIONS: [&str; 4] = ["
 CREATE TABLE IF NOT EXISTS {s}.procgate_instances (
     id          uuid PRIMARY KEY,
     name        text NOT NULL,
@@ -89,6 +89,38 @@ CREATE TABLE {s}.procgate_job_results (
     data      bytea NOT NULL,
     PRIMARY KEY (job_id, output, chunk)
 );
+", "
+-- Version 4: retries, expiry and schedules. A job keeps its retry policy,
+-- its attempt and the errors of the failed ones, when its next attempt may
+-- start, its expiry, and the schedule tick it stands for: one job per tick.
+ALTER TABLE {s}.procgate_jobs ADD COLUMN schedule_id uuid, ADD COLUMN scheduled_time timestamptz,
+  ADD COLUMN retry jsonb, ADD COLUMN expire_time timestamptz,
+  ADD COLUMN attempt integer NOT NULL DEFAULT 1, ADD COLUMN attempt_errors jsonb,
+  ADD COLUMN not_before timestamptz;
+CREATE UNIQUE INDEX procgate_jobs_tick ON {s}.procgate_jobs (schedule_id, scheduled_time)
+  WHERE schedule_id IS NOT NULL;
+CREATE INDEX procgate_jobs_expiring ON {s}.procgate_jobs (expire_time)
+  WHERE state = 'PENDING' AND expire_time IS NOT NULL;
+ALTER TABLE {s}.procgate_tombstones ADD COLUMN schedule_id uuid;
+CREATE TABLE {s}.procgate_schedules (
+    id            uuid PRIMARY KEY,
+    seq           bigserial UNIQUE,
+    owner         text NOT NULL DEFAULT '',
+    name          text NOT NULL,
+    cron          text NOT NULL,
+    time_zone     text NOT NULL,
+    call          jsonb NOT NULL,
+    paused        boolean NOT NULL DEFAULT false,
+    overlap       text NOT NULL,
+    retry         jsonb,
+    next_run_time timestamptz,
+    last_run_time timestamptz,
+    last_job_id   uuid,
+    skipped_ticks bigint NOT NULL DEFAULT 0,
+    create_time   timestamptz NOT NULL,
+    UNIQUE (owner, name)
+);
+CREATE INDEX procgate_schedules_due ON {s}.procgate_schedules (next_run_time) WHERE NOT paused;
 "];
 
 const VERSION_TABLE: &str = "
@@ -239,7 +271,7 @@ mod tests {
             .map(|r| r.get(0))
             .collect();
 
-        assert_eq!(migrate(&mut client, "ops").await.unwrap(), [2, 3]);
+        assert_eq!(migrate(&mut client, "ops").await.unwrap(), [2, 3, 4]);
         let after = client
             .query(
                 "SELECT procedure, create_revision, revision FROM ops.procgate_jobs \

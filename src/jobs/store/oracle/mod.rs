@@ -34,6 +34,7 @@ use crate::backend::oracle::url;
 use crate::error::{Error, Result};
 use crate::jobs::feed::{self, Tombstone, WatchFilter};
 use crate::jobs::lifecycle::{self, Cancel};
+use crate::jobs::limits::ClaimRules;
 use crate::jobs::table::{
     Announcement, CancelOutcome, ChangedJob, Changes, JobTable, ListFilter, Start,
 };
@@ -381,6 +382,10 @@ fn from_row(row: &oracle::Row) -> Result<ChangedJob> {
         revision: get_int(14)?.unwrap_or(0) as u64,
         create_revision: get_int(15)?.unwrap_or(0) as u64,
         spool: None,
+        // This table keeps no plans: its jobs are plain (see `keeps_plans`).
+        plan: None,
+        attempt: 1,
+        retries: None,
     };
     Ok(ChangedJob {
         job,
@@ -411,6 +416,7 @@ fn tombstones(
                     .ok_or_else(|| corrupt(format!("unknown state {state}")))?,
                 revision: row.get::<_, i64>(4).map_err(corrupt)? as u64,
                 deleted_at: row.get::<_, DateTime<Utc>>(5).map_err(corrupt)?.into(),
+                schedule_id: None,
             })
         })
         .collect()
@@ -504,6 +510,10 @@ impl JobTable for OracleTable {
         before: u64,
         limit: usize,
     ) -> Result<Vec<JobSnapshot>> {
+        if filter.schedule_id.is_some() {
+            // Its jobs have no schedule.
+            return Ok(Vec::new());
+        }
         let states: Vec<&str> = filter.states.iter().map(|s| s.name()).collect();
         let binds = vec![
             (
@@ -524,7 +534,9 @@ impl JobTable for OracleTable {
         Ok(jobs_of(self.jobs(sql::LIST_PAGE, binds).await?))
     }
 
-    async fn claim(&self, instance: &Uuid) -> Result<Option<JobSnapshot>> {
+    /// Its jobs are plain (no backoff, expiry or schedule) and procedure
+    /// limits are refused at start with this table: the rules add nothing.
+    async fn claim(&self, instance: &Uuid, _rules: &ClaimRules) -> Result<Option<JobSnapshot>> {
         let instance = instance.as_bytes().to_vec();
         let claimed = self
             .blocking(move |conn, schema| {
@@ -561,6 +573,24 @@ impl JobTable for OracleTable {
             sql::SAVE_PROGRESS
         };
         Ok(self.change(statement, binds, Some("saved")).await? == 1)
+    }
+
+    /// Never asked: without plans its jobs have one attempt.
+    async fn retry(&self, _job: &JobSnapshot, _instance: &Uuid) -> Result<bool> {
+        Err(Error::Unimplemented(
+            "the Oracle job store does not keep retry policies".into(),
+        ))
+    }
+
+    /// Its jobs have no expiry.
+    async fn expire_due(&self, _now: SystemTime) -> Result<Vec<Uuid>> {
+        Ok(Vec::new())
+    }
+
+    /// Not yet: its tables have no columns for retry policies, expiry or
+    /// schedule ticks.
+    fn keeps_plans(&self) -> bool {
+        false
     }
 
     async fn release(&self, job: &JobSnapshot, instance: &Uuid) -> Result<()> {

@@ -17,15 +17,15 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Duration, NullValue, Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, FieldMask, NullValue, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file procgate/v1/procgate.proto.
  */
 export const file_procgate_v1_procgate: GenFile = /*@__PURE__*/
-  fileDesc("Chpwcm9jZ2F0ZS92MS9wcm9jZ2F0ZS5wcm90bxILcHJvY2dhdGUudjEibwoNUHJvY2VkdXJlQ2FsbBIRCglwcm9jZWR1cmUYASABKAkSIgoGcGFyYW1zGAIgAygLMhIucHJvY2dhdGUudjEuUGFyYW0SJwoHcmV0dXJucxgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZSKXAQoFUGFyYW0SDAoEbmFtZRgBIAEoCRIpCglkaXJlY3Rpb24YAiABKA4yFi5wcm9jZ2F0ZS52MS5EaXJlY3Rpb24SJAoEdHlwZRgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZRIhCgV2YWx1ZRgEIAEoCzISLnByb2NnYXRlLnYxLlZhbHVlEgwKBHNpemUYBSABKA0i3wIKBVZhbHVlEjAKCm51bGxfdmFsdWUYASABKA4yGi5nb29nbGUucHJvdG9idWYuTnVsbFZhbHVlSAASFgoMc3RyaW5nX3ZhbHVlGAIgASgJSAASFwoNaW50ZWdlcl92YWx1ZRgDIAEoA0gAEhYKDG51bWJlcl92YWx1ZRgEIAEoCUgAEhUKC2Zsb2F0X3ZhbHVlGAUgASgBSAASFAoKYm9vbF92YWx1ZRgGIAEoCEgAEhQKCmRhdGVfdmFsdWUYByABKAlIABI1Cg90aW1lc3RhbXBfdmFsdWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAASFQoLYnl0ZXNfdmFsdWUYCSABKAxIABIUCgpqc29uX3ZhbHVlGAogASgJSAASLAoKcm93c192YWx1ZRgLIAEoCzIWLnByb2NnYXRlLnYxLlJlc3VsdFNldEgAQgYKBGtpbmQieAoJUmVzdWx0U2V0EiQKB2NvbHVtbnMYASADKAsyEy5wcm9jZ2F0ZS52MS5Db2x1bW4SHgoEcm93cxgCIAMoCzIQLnByb2NnYXRlLnYxLlJvdxIRCgl0cnVuY2F0ZWQYAyABKAgSEgoKdG90YWxfcm93cxgEIAEoBCI8CgZDb2x1bW4SDAoEbmFtZRgBIAEoCRIkCgR0eXBlGAIgASgOMhYucHJvY2dhdGUudjEuVmFsdWVUeXBlIikKA1JvdxIiCgZ2YWx1ZXMYASADKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZSI+ChJFeGVjdXRlU3luY1JlcXVlc3QSKAoEY2FsbBgBIAEoCzIaLnByb2NnYXRlLnYxLlByb2NlZHVyZUNhbGwizQIKE0V4ZWN1dGVTeW5jUmVzcG9uc2USPgoHb3V0cHV0cxgBIAMoCzItLnByb2NnYXRlLnYxLkV4ZWN1dGVTeW5jUmVzcG9uc2UuT3V0cHV0c0VudHJ5EigKDHJldHVybl92YWx1ZRgCIAEoCzISLnByb2NnYXRlLnYxLlZhbHVlEhAKCG1lc3NhZ2VzGAMgAygJEioKB2VsYXBzZWQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMAoQaW1wbGljaXRfcmVzdWx0cxgFIAMoCzIWLnByb2NnYXRlLnYxLlJlc3VsdFNldBIYChBtZXNzYWdlc19kcm9wcGVkGAYgASgEGkIKDE91dHB1dHNFbnRyeRILCgNrZXkYASABKAkSIQoFdmFsdWUYAiABKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZToCOAEipgEKFUV4ZWN1dGVTdHJlYW1SZXNwb25zZRIsCgVzdGFydBgBIAEoCzIbLnByb2NnYXRlLnYxLlJlc3VsdFNldFN0YXJ0SAASJQoEcm93cxgCIAEoCzIVLnByb2NnYXRlLnYxLlJvd0JhdGNoSAASMAoEZG9uZRgDIAEoCzIgLnByb2NnYXRlLnYxLkV4ZWN1dGVTeW5jUmVzcG9uc2VIAEIGCgRraW5kIkYKDlJlc3VsdFNldFN0YXJ0Eg4KBm91dHB1dBgBIAEoCRIkCgdjb2x1bW5zGAIgAygLMhMucHJvY2dhdGUudjEuQ29sdW1uIjoKCFJvd0JhdGNoEg4KBm91dHB1dBgBIAEoCRIeCgRyb3dzGAIgAygLMhAucHJvY2dhdGUudjEuUm93IlIKElN1Ym1pdEFzeW5jUmVxdWVzdBIoCgRjYWxsGAEgASgLMhoucHJvY2dhdGUudjEuUHJvY2VkdXJlQ2FsbBISCgpyZXF1ZXN0X2lkGAIgASgJIuAFCgNKb2ISCgoCaWQYASABKAkSJAoFc3RhdGUYAiABKA4yFS5wcm9jZ2F0ZS52MS5Kb2JTdGF0ZRIRCglwcm9jZWR1cmUYAyABKAkSEAoIcHJvZ3Jlc3MYBCABKA0SGAoQcHJvZ3Jlc3NfbWVzc2FnZRgFIAEoCRIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCGR1cmF0aW9uGAkgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KB291dHB1dHMYCiADKAsyHS5wcm9jZ2F0ZS52MS5Kb2IuT3V0cHV0c0VudHJ5EigKDHJldHVybl92YWx1ZRgLIAEoCzISLnByb2NnYXRlLnYxLlZhbHVlEiQKBWVycm9yGAwgASgLMhUucHJvY2dhdGUudjEuSm9iRXJyb3ISGAoQY2FuY2VsX3JlcXVlc3RlZBgNIAEoCBIiCgZwYXJhbXMYDiADKAsyEi5wcm9jZ2F0ZS52MS5QYXJhbRIQCghtZXNzYWdlcxgPIAMoCRIYChBtZXNzYWdlc19kcm9wcGVkGBAgASgEEhIKCnJlcXVlc3RfaWQYESABKAkSMAoQaW1wbGljaXRfcmVzdWx0cxgSIAMoCzIWLnByb2NnYXRlLnYxLlJlc3VsdFNldBINCgVvd25lchgTIAEoCRIQCghyZXZpc2lvbhgUIAEoBBIXCg9jcmVhdGVfcmV2aXNpb24YFSABKAQaQgoMT3V0cHV0c0VudHJ5EgsKA2tleRgBIAEoCRIhCgV2YWx1ZRgCIAEoCzISLnByb2NnYXRlLnYxLlZhbHVlOgI4ASJKCghKb2JFcnJvchIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkSDwoHZGJfY29kZRgDIAEoCRIOCgZyZWFzb24YBCABKAkiPwoNR2V0Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCRIiCgR2aWV3GAIgASgOMhQucHJvY2dhdGUudjEuSm9iVmlldyJJChRSZWFkSm9iUmVzdWx0UmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDgoGb3V0cHV0GAIgASgJEhEKCXN0YXJ0X3JvdxgDIAEoBCJZCg9XYXRjaEpvYlJlcXVlc3QSCgoCaWQYASABKAkSFgoOc2luY2VfcmV2aXNpb24YAiABKAQSIgoEdmlldxgDIAEoDjIULnByb2NnYXRlLnYxLkpvYlZpZXciiAEKEFdhdGNoSm9ic1JlcXVlc3QSJQoGc3RhdGVzGAEgAygOMhUucHJvY2dhdGUudjEuSm9iU3RhdGUSEQoJcHJvY2VkdXJlGAIgASgJEhYKDnNpbmNlX3JldmlzaW9uGAMgASgEEiIKBHZpZXcYBCABKA4yFC5wcm9jZ2F0ZS52MS5Kb2JWaWV3ImQKCEpvYkV2ZW50EicKBHR5cGUYASABKA4yGS5wcm9jZ2F0ZS52MS5Kb2JFdmVudFR5cGUSHQoDam9iGAIgASgLMhAucHJvY2dhdGUudjEuSm9iEhAKCHJldmlzaW9uGAMgASgEIh4KEENhbmNlbEpvYlJlcXVlc3QSCgoCaWQYASABKAkiHgoQRGVsZXRlSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSITChFEZWxldGVKb2JSZXNwb25zZSKWAQoPTGlzdEpvYnNSZXF1ZXN0EiUKBnN0YXRlcxgBIAMoDjIVLnByb2NnYXRlLnYxLkpvYlN0YXRlEhEKCXByb2NlZHVyZRgCIAEoCRIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCRIiCgR2aWV3GAUgASgOMhQucHJvY2dhdGUudjEuSm9iVmlldyJLChBMaXN0Sm9ic1Jlc3BvbnNlEh4KBGpvYnMYASADKAsyEC5wcm9jZ2F0ZS52MS5Kb2ISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIi0KGERlc2NyaWJlUHJvY2VkdXJlUmVxdWVzdBIRCglwcm9jZWR1cmUYASABKAkivwEKFFByb2NlZHVyZURlc2NyaXB0aW9uEhEKCXByb2NlZHVyZRgBIAEoCRItCgZwYXJhbXMYAiADKAsyHS5wcm9jZ2F0ZS52MS5QYXJhbURlc2NyaXB0aW9uEicKB3JldHVybnMYAyABKA4yFi5wcm9jZ2F0ZS52MS5WYWx1ZVR5cGUSFwoPcmV0dXJuc19kYl90eXBlGAQgASgJEhEKCW92ZXJsb2FkcxgFIAEoDRIQCghvdmVybG9hZBgGIAEoCSKXAQoQUGFyYW1EZXNjcmlwdGlvbhIMCgRuYW1lGAEgASgJEikKCWRpcmVjdGlvbhgCIAEoDjIWLnByb2NnYXRlLnYxLkRpcmVjdGlvbhIkCgR0eXBlGAMgASgOMhYucHJvY2dhdGUudjEuVmFsdWVUeXBlEg8KB2RiX3R5cGUYBCABKAkSEwoLaGFzX2RlZmF1bHQYBSABKAgqYQoJRGlyZWN0aW9uEhkKFURJUkVDVElPTl9VTlNQRUNJRklFRBAAEhAKDERJUkVDVElPTl9JThABEhEKDURJUkVDVElPTl9PVVQQAhIUChBESVJFQ1RJT05fSU5fT1VUEAMqoQIKCVZhbHVlVHlwZRIaChZWQUxVRV9UWVBFX1VOU1BFQ0lGSUVEEAASFQoRVkFMVUVfVFlQRV9TVFJJTkcQARIWChJWQUxVRV9UWVBFX0lOVEVHRVIQAhIVChFWQUxVRV9UWVBFX05VTUJFUhADEhQKEFZBTFVFX1RZUEVfRkxPQVQQBBIWChJWQUxVRV9UWVBFX0JPT0xFQU4QBRITCg9WQUxVRV9UWVBFX0RBVEUQBhIYChRWQUxVRV9UWVBFX1RJTUVTVEFNUBAHEhQKEFZBTFVFX1RZUEVfQllURVMQCBITCg9WQUxVRV9UWVBFX0NMT0IQCRITCg9WQUxVRV9UWVBFX0pTT04QChIVChFWQUxVRV9UWVBFX0NVUlNPUhALKpsBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFKT0JfU1RBVEVfUEVORElORxABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX0NPTVBMRVRFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAUqSgoHSm9iVmlldxIYChRKT0JfVklFV19VTlNQRUNJRklFRBAAEhIKDkpPQl9WSUVXX0JBU0lDEAESEQoNSk9CX1ZJRVdfRlVMTBACKp4BCgxKb2JFdmVudFR5cGUSHgoaSk9CX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIbChdKT0JfRVZFTlRfVFlQRV9FWElTVElORxABEhkKFUpPQl9FVkVOVF9UWVBFX1NZTkNFRBACEhoKFkpPQl9FVkVOVF9UWVBFX0NIQU5HRUQQAxIaChZKT0JfRVZFTlRfVFlQRV9ERUxFVEVEEAQyxQYKEFByb2NlZHVyZVNlcnZpY2USUAoLRXhlY3V0ZVN5bmMSHy5wcm9jZ2F0ZS52MS5FeGVjdXRlU3luY1JlcXVlc3QaIC5wcm9jZ2F0ZS52MS5FeGVjdXRlU3luY1Jlc3BvbnNlElYKDUV4ZWN1dGVTdHJlYW0SHy5wcm9jZ2F0ZS52MS5FeGVjdXRlU3luY1JlcXVlc3QaIi5wcm9jZ2F0ZS52MS5FeGVjdXRlU3RyZWFtUmVzcG9uc2UwARJACgtTdWJtaXRBc3luYxIfLnByb2NnYXRlLnYxLlN1Ym1pdEFzeW5jUmVxdWVzdBoQLnByb2NnYXRlLnYxLkpvYhI2CgZHZXRKb2ISGi5wcm9jZ2F0ZS52MS5HZXRKb2JSZXF1ZXN0GhAucHJvY2dhdGUudjEuSm9iEkcKCExpc3RKb2JzEhwucHJvY2dhdGUudjEuTGlzdEpvYnNSZXF1ZXN0Gh0ucHJvY2dhdGUudjEuTGlzdEpvYnNSZXNwb25zZRJYCg1SZWFkSm9iUmVzdWx0EiEucHJvY2dhdGUudjEuUmVhZEpvYlJlc3VsdFJlcXVlc3QaIi5wcm9jZ2F0ZS52MS5FeGVjdXRlU3RyZWFtUmVzcG9uc2UwARI8CghXYXRjaEpvYhIcLnByb2NnYXRlLnYxLldhdGNoSm9iUmVxdWVzdBoQLnByb2NnYXRlLnYxLkpvYjABEkMKCVdhdGNoSm9icxIdLnByb2NnYXRlLnYxLldhdGNoSm9ic1JlcXVlc3QaFS5wcm9jZ2F0ZS52MS5Kb2JFdmVudDABEjwKCUNhbmNlbEpvYhIdLnByb2NnYXRlLnYxLkNhbmNlbEpvYlJlcXVlc3QaEC5wcm9jZ2F0ZS52MS5Kb2ISSgoJRGVsZXRlSm9iEh0ucHJvY2dhdGUudjEuRGVsZXRlSm9iUmVxdWVzdBoeLnByb2NnYXRlLnYxLkRlbGV0ZUpvYlJlc3BvbnNlEl0KEURlc2NyaWJlUHJvY2VkdXJlEiUucHJvY2dhdGUudjEuRGVzY3JpYmVQcm9jZWR1cmVSZXF1ZXN0GiEucHJvY2dhdGUudjEuUHJvY2VkdXJlRGVzY3JpcHRpb25iBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chpwcm9jZ2F0ZS92MS9wcm9jZ2F0ZS5wcm90bxILcHJvY2dhdGUudjEibwoNUHJvY2VkdXJlQ2FsbBIRCglwcm9jZWR1cmUYASABKAkSIgoGcGFyYW1zGAIgAygLMhIucHJvY2dhdGUudjEuUGFyYW0SJwoHcmV0dXJucxgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZSKXAQoFUGFyYW0SDAoEbmFtZRgBIAEoCRIpCglkaXJlY3Rpb24YAiABKA4yFi5wcm9jZ2F0ZS52MS5EaXJlY3Rpb24SJAoEdHlwZRgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZRIhCgV2YWx1ZRgEIAEoCzISLnByb2NnYXRlLnYxLlZhbHVlEgwKBHNpemUYBSABKA0i3wIKBVZhbHVlEjAKCm51bGxfdmFsdWUYASABKA4yGi5nb29nbGUucHJvdG9idWYuTnVsbFZhbHVlSAASFgoMc3RyaW5nX3ZhbHVlGAIgASgJSAASFwoNaW50ZWdlcl92YWx1ZRgDIAEoA0gAEhYKDG51bWJlcl92YWx1ZRgEIAEoCUgAEhUKC2Zsb2F0X3ZhbHVlGAUgASgBSAASFAoKYm9vbF92YWx1ZRgGIAEoCEgAEhQKCmRhdGVfdmFsdWUYByABKAlIABI1Cg90aW1lc3RhbXBfdmFsdWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wSAASFQoLYnl0ZXNfdmFsdWUYCSABKAxIABIUCgpqc29uX3ZhbHVlGAogASgJSAASLAoKcm93c192YWx1ZRgLIAEoCzIWLnByb2NnYXRlLnYxLlJlc3VsdFNldEgAQgYKBGtpbmQieAoJUmVzdWx0U2V0EiQKB2NvbHVtbnMYASADKAsyEy5wcm9jZ2F0ZS52MS5Db2x1bW4SHgoEcm93cxgCIAMoCzIQLnByb2NnYXRlLnYxLlJvdxIRCgl0cnVuY2F0ZWQYAyABKAgSEgoKdG90YWxfcm93cxgEIAEoBCI8CgZDb2x1bW4SDAoEbmFtZRgBIAEoCRIkCgR0eXBlGAIgASgOMhYucHJvY2dhdGUudjEuVmFsdWVUeXBlIikKA1JvdxIiCgZ2YWx1ZXMYASADKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZSI+ChJFeGVjdXRlU3luY1JlcXVlc3QSKAoEY2FsbBgBIAEoCzIaLnByb2NnYXRlLnYxLlByb2NlZHVyZUNhbGwizQIKE0V4ZWN1dGVTeW5jUmVzcG9uc2USPgoHb3V0cHV0cxgBIAMoCzItLnByb2NnYXRlLnYxLkV4ZWN1dGVTeW5jUmVzcG9uc2UuT3V0cHV0c0VudHJ5EigKDHJldHVybl92YWx1ZRgCIAEoCzISLnByb2NnYXRlLnYxLlZhbHVlEhAKCG1lc3NhZ2VzGAMgAygJEioKB2VsYXBzZWQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMAoQaW1wbGljaXRfcmVzdWx0cxgFIAMoCzIWLnByb2NnYXRlLnYxLlJlc3VsdFNldBIYChBtZXNzYWdlc19kcm9wcGVkGAYgASgEGkIKDE91dHB1dHNFbnRyeRILCgNrZXkYASABKAkSIQoFdmFsdWUYAiABKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZToCOAEipgEKFUV4ZWN1dGVTdHJlYW1SZXNwb25zZRIsCgVzdGFydBgBIAEoCzIbLnByb2NnYXRlLnYxLlJlc3VsdFNldFN0YXJ0SAASJQoEcm93cxgCIAEoCzIVLnByb2NnYXRlLnYxLlJvd0JhdGNoSAASMAoEZG9uZRgDIAEoCzIgLnByb2NnYXRlLnYxLkV4ZWN1dGVTeW5jUmVzcG9uc2VIAEIGCgRraW5kIkYKDlJlc3VsdFNldFN0YXJ0Eg4KBm91dHB1dBgBIAEoCRIkCgdjb2x1bW5zGAIgAygLMhMucHJvY2dhdGUudjEuQ29sdW1uIjoKCFJvd0JhdGNoEg4KBm91dHB1dBgBIAEoCRIeCgRyb3dzGAIgAygLMhAucHJvY2dhdGUudjEuUm93IqwBChJTdWJtaXRBc3luY1JlcXVlc3QSKAoEY2FsbBgBIAEoCzIaLnByb2NnYXRlLnYxLlByb2NlZHVyZUNhbGwSEgoKcmVxdWVzdF9pZBgCIAEoCRInCgVyZXRyeRgDIAEoCzIYLnByb2NnYXRlLnYxLlJldHJ5UG9saWN5Ei8KDGV4cGlyZV9hZnRlchgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKbAQoLUmV0cnlQb2xpY3kSFAoMbWF4X2F0dGVtcHRzGAEgASgNEjIKD2luaXRpYWxfYmFja29mZhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgttYXhfYmFja29mZhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhISCgptdWx0aXBsaWVyGAQgASgBImgKDEF0dGVtcHRFcnJvchIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkSDwoHZGJfY29kZRgDIAEoCRIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKDBwoDSm9iEgoKAmlkGAEgASgJEiQKBXN0YXRlGAIgASgOMhUucHJvY2dhdGUudjEuSm9iU3RhdGUSEQoJcHJvY2VkdXJlGAMgASgJEhAKCHByb2dyZXNzGAQgASgNEhgKEHByb2dyZXNzX21lc3NhZ2UYBSABKAkSLwoLY3JlYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCghkdXJhdGlvbhgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgdvdXRwdXRzGAogAygLMh0ucHJvY2dhdGUudjEuSm9iLk91dHB1dHNFbnRyeRIoCgxyZXR1cm5fdmFsdWUYCyABKAsyEi5wcm9jZ2F0ZS52MS5WYWx1ZRIkCgVlcnJvchgMIAEoCzIVLnByb2NnYXRlLnYxLkpvYkVycm9yEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYDSABKAgSIgoGcGFyYW1zGA4gAygLMhIucHJvY2dhdGUudjEuUGFyYW0SEAoIbWVzc2FnZXMYDyADKAkSGAoQbWVzc2FnZXNfZHJvcHBlZBgQIAEoBBISCgpyZXF1ZXN0X2lkGBEgASgJEjAKEGltcGxpY2l0X3Jlc3VsdHMYEiADKAsyFi5wcm9jZ2F0ZS52MS5SZXN1bHRTZXQSDQoFb3duZXIYEyABKAkSEAoIcmV2aXNpb24YFCABKAQSFwoPY3JlYXRlX3JldmlzaW9uGBUgASgEEhMKC3NjaGVkdWxlX2lkGBYgASgJEjIKDnNjaGVkdWxlZF90aW1lGBcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdhdHRlbXB0GBggASgNEhQKDG1heF9hdHRlbXB0cxgZIAEoDRIxCg5hdHRlbXB0X2Vycm9ycxgaIAMoCzIZLnByb2NnYXRlLnYxLkF0dGVtcHRFcnJvchpCCgxPdXRwdXRzRW50cnkSCwoDa2V5GAEgASgJEiEKBXZhbHVlGAIgASgLMhIucHJvY2dhdGUudjEuVmFsdWU6AjgBIkoKCEpvYkVycm9yEgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCRIPCgdkYl9jb2RlGAMgASgJEg4KBnJlYXNvbhgEIAEoCSI/Cg1HZXRKb2JSZXF1ZXN0EgoKAmlkGAEgASgJEiIKBHZpZXcYAiABKA4yFC5wcm9jZ2F0ZS52MS5Kb2JWaWV3IkkKFFJlYWRKb2JSZXN1bHRSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZvdXRwdXQYAiABKAkSEQoJc3RhcnRfcm93GAMgASgEIlkKD1dhdGNoSm9iUmVxdWVzdBIKCgJpZBgBIAEoCRIWCg5zaW5jZV9yZXZpc2lvbhgCIAEoBBIiCgR2aWV3GAMgASgOMhQucHJvY2dhdGUudjEuSm9iVmlldyKdAQoQV2F0Y2hKb2JzUmVxdWVzdBIlCgZzdGF0ZXMYASADKA4yFS5wcm9jZ2F0ZS52MS5Kb2JTdGF0ZRIRCglwcm9jZWR1cmUYAiABKAkSFgoOc2luY2VfcmV2aXNpb24YAyABKAQSIgoEdmlldxgEIAEoDjIULnByb2NnYXRlLnYxLkpvYlZpZXcSEwoLc2NoZWR1bGVfaWQYBSABKAkiZAoISm9iRXZlbnQSJwoEdHlwZRgBIAEoDjIZLnByb2NnYXRlLnYxLkpvYkV2ZW50VHlwZRIdCgNqb2IYAiABKAsyEC5wcm9jZ2F0ZS52MS5Kb2ISEAoIcmV2aXNpb24YAyABKAQiHgoQQ2FuY2VsSm9iUmVxdWVzdBIKCgJpZBgBIAEoCSIeChBEZWxldGVKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIhMKEURlbGV0ZUpvYlJlc3BvbnNlIqsBCg9MaXN0Sm9ic1JlcXVlc3QSJQoGc3RhdGVzGAEgAygOMhUucHJvY2dhdGUudjEuSm9iU3RhdGUSEQoJcHJvY2VkdXJlGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJEiIKBHZpZXcYBSABKA4yFC5wcm9jZ2F0ZS52MS5Kb2JWaWV3EhMKC3NjaGVkdWxlX2lkGAYgASgJIksKEExpc3RKb2JzUmVzcG9uc2USHgoEam9icxgBIAMoCzIQLnByb2NnYXRlLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiLQoYRGVzY3JpYmVQcm9jZWR1cmVSZXF1ZXN0EhEKCXByb2NlZHVyZRgBIAEoCSK/AQoUUHJvY2VkdXJlRGVzY3JpcHRpb24SEQoJcHJvY2VkdXJlGAEgASgJEi0KBnBhcmFtcxgCIAMoCzIdLnByb2NnYXRlLnYxLlBhcmFtRGVzY3JpcHRpb24SJwoHcmV0dXJucxgDIAEoDjIWLnByb2NnYXRlLnYxLlZhbHVlVHlwZRIXCg9yZXR1cm5zX2RiX3R5cGUYBCABKAkSEQoJb3ZlcmxvYWRzGAUgASgNEhAKCG92ZXJsb2FkGAYgASgJIpcBChBQYXJhbURlc2NyaXB0aW9uEgwKBG5hbWUYASABKAkSKQoJZGlyZWN0aW9uGAIgASgOMhYucHJvY2dhdGUudjEuRGlyZWN0aW9uEiQKBHR5cGUYAyABKA4yFi5wcm9jZ2F0ZS52MS5WYWx1ZVR5cGUSDwoHZGJfdHlwZRgEIAEoCRITCgtoYXNfZGVmYXVsdBgFIAEoCCKnAwoIU2NoZWR1bGUSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgRjcm9uGAMgASgJEhEKCXRpbWVfem9uZRgEIAEoCRIoCgRjYWxsGAUgASgLMhoucHJvY2dhdGUudjEuUHJvY2VkdXJlQ2FsbBIOCgZwYXVzZWQYBiABKAgSKwoHb3ZlcmxhcBgHIAEoDjIaLnByb2NnYXRlLnYxLk92ZXJsYXBQb2xpY3kSJwoFcmV0cnkYCCABKAsyGC5wcm9jZ2F0ZS52MS5SZXRyeVBvbGljeRIxCg1uZXh0X3J1bl90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1sYXN0X3J1bl90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtsYXN0X2pvYl9pZBgLIAEoCRINCgVvd25lchgMIAEoCRIvCgtjcmVhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNc2tpcHBlZF90aWNrcxgOIAEoBCJAChVDcmVhdGVTY2hlZHVsZVJlcXVlc3QSJwoIc2NoZWR1bGUYASABKAsyFS5wcm9jZ2F0ZS52MS5TY2hlZHVsZSIgChJHZXRTY2hlZHVsZVJlcXVlc3QSCgoCaWQYASABKAkiPQoUTGlzdFNjaGVkdWxlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiWgoVTGlzdFNjaGVkdWxlc1Jlc3BvbnNlEigKCXNjaGVkdWxlcxgBIAMoCzIVLnByb2NnYXRlLnYxLlNjaGVkdWxlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJxChVVcGRhdGVTY2hlZHVsZVJlcXVlc3QSJwoIc2NoZWR1bGUYASABKAsyFS5wcm9jZ2F0ZS52MS5TY2hlZHVsZRIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siIwoVRGVsZXRlU2NoZWR1bGVSZXF1ZXN0EgoKAmlkGAEgASgJIhgKFkRlbGV0ZVNjaGVkdWxlUmVzcG9uc2UqYQoJRGlyZWN0aW9uEhkKFURJUkVDVElPTl9VTlNQRUNJRklFRBAAEhAKDERJUkVDVElPTl9JThABEhEKDURJUkVDVElPTl9PVVQQAhIUChBESVJFQ1RJT05fSU5fT1VUEAMqoQIKCVZhbHVlVHlwZRIaChZWQUxVRV9UWVBFX1VOU1BFQ0lGSUVEEAASFQoRVkFMVUVfVFlQRV9TVFJJTkcQARIWChJWQUxVRV9UWVBFX0lOVEVHRVIQAhIVChFWQUxVRV9UWVBFX05VTUJFUhADEhQKEFZBTFVFX1RZUEVfRkxPQVQQBBIWChJWQUxVRV9UWVBFX0JPT0xFQU4QBRITCg9WQUxVRV9UWVBFX0RBVEUQBhIYChRWQUxVRV9UWVBFX1RJTUVTVEFNUBAHEhQKEFZBTFVFX1RZUEVfQllURVMQCBITCg9WQUxVRV9UWVBFX0NMT0IQCRITCg9WQUxVRV9UWVBFX0pTT04QChIVChFWQUxVRV9UWVBFX0NVUlNPUhALKpsBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFKT0JfU1RBVEVfUEVORElORxABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX0NPTVBMRVRFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAUqSgoHSm9iVmlldxIYChRKT0JfVklFV19VTlNQRUNJRklFRBAAEhIKDkpPQl9WSUVXX0JBU0lDEAESEQoNSk9CX1ZJRVdfRlVMTBACKp4BCgxKb2JFdmVudFR5cGUSHgoaSk9CX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIbChdKT0JfRVZFTlRfVFlQRV9FWElTVElORxABEhkKFUpPQl9FVkVOVF9UWVBFX1NZTkNFRBACEhoKFkpPQl9FVkVOVF9UWVBFX0NIQU5HRUQQAxIaChZKT0JfRVZFTlRfVFlQRV9ERUxFVEVEEAQqhgEKDU92ZXJsYXBQb2xpY3kSHgoaT1ZFUkxBUF9QT0xJQ1lfVU5TUEVDSUZJRUQQABIXChNPVkVSTEFQX1BPTElDWV9TS0lQEAESGAoUT1ZFUkxBUF9QT0xJQ1lfUVVFVUUQAhIiCh5PVkVSTEFQX1BPTElDWV9DQU5DRUxfUFJFVklPVVMQAzLZCQoQUHJvY2VkdXJlU2VydmljZRJQCgtFeGVjdXRlU3luYxIfLnByb2NnYXRlLnYxLkV4ZWN1dGVTeW5jUmVxdWVzdBogLnByb2NnYXRlLnYxLkV4ZWN1dGVTeW5jUmVzcG9uc2USVgoNRXhlY3V0ZVN0cmVhbRIfLnByb2NnYXRlLnYxLkV4ZWN1dGVTeW5jUmVxdWVzdBoiLnByb2NnYXRlLnYxLkV4ZWN1dGVTdHJlYW1SZXNwb25zZTABEkAKC1N1Ym1pdEFzeW5jEh8ucHJvY2dhdGUudjEuU3VibWl0QXN5bmNSZXF1ZXN0GhAucHJvY2dhdGUudjEuSm9iEjYKBkdldEpvYhIaLnByb2NnYXRlLnYxLkdldEpvYlJlcXVlc3QaEC5wcm9jZ2F0ZS52MS5Kb2ISRwoITGlzdEpvYnMSHC5wcm9jZ2F0ZS52MS5MaXN0Sm9ic1JlcXVlc3QaHS5wcm9jZ2F0ZS52MS5MaXN0Sm9ic1Jlc3BvbnNlElgKDVJlYWRKb2JSZXN1bHQSIS5wcm9jZ2F0ZS52MS5SZWFkSm9iUmVzdWx0UmVxdWVzdBoiLnByb2NnYXRlLnYxLkV4ZWN1dGVTdHJlYW1SZXNwb25zZTABEjwKCFdhdGNoSm9iEhwucHJvY2dhdGUudjEuV2F0Y2hKb2JSZXF1ZXN0GhAucHJvY2dhdGUudjEuSm9iMAESQwoJV2F0Y2hKb2JzEh0ucHJvY2dhdGUudjEuV2F0Y2hKb2JzUmVxdWVzdBoVLnByb2NnYXRlLnYxLkpvYkV2ZW50MAESPAoJQ2FuY2VsSm9iEh0ucHJvY2dhdGUudjEuQ2FuY2VsSm9iUmVxdWVzdBoQLnByb2NnYXRlLnYxLkpvYhJKCglEZWxldGVKb2ISHS5wcm9jZ2F0ZS52MS5EZWxldGVKb2JSZXF1ZXN0Gh4ucHJvY2dhdGUudjEuRGVsZXRlSm9iUmVzcG9uc2USXQoRRGVzY3JpYmVQcm9jZWR1cmUSJS5wcm9jZ2F0ZS52MS5EZXNjcmliZVByb2NlZHVyZVJlcXVlc3QaIS5wcm9jZ2F0ZS52MS5Qcm9jZWR1cmVEZXNjcmlwdGlvbhJLCg5DcmVhdGVTY2hlZHVsZRIiLnByb2NnYXRlLnYxLkNyZWF0ZVNjaGVkdWxlUmVxdWVzdBoVLnByb2NnYXRlLnYxLlNjaGVkdWxlEkUKC0dldFNjaGVkdWxlEh8ucHJvY2dhdGUudjEuR2V0U2NoZWR1bGVSZXF1ZXN0GhUucHJvY2dhdGUudjEuU2NoZWR1bGUSVgoNTGlzdFNjaGVkdWxlcxIhLnByb2NnYXRlLnYxLkxpc3RTY2hlZHVsZXNSZXF1ZXN0GiIucHJvY2dhdGUudjEuTGlzdFNjaGVkdWxlc1Jlc3BvbnNlEksKDlVwZGF0ZVNjaGVkdWxlEiIucHJvY2dhdGUudjEuVXBkYXRlU2NoZWR1bGVSZXF1ZXN0GhUucHJvY2dhdGUudjEuU2NoZWR1bGUSWQoORGVsZXRlU2NoZWR1bGUSIi5wcm9jZ2F0ZS52MS5EZWxldGVTY2hlZHVsZVJlcXVlc3QaIy5wcm9jZ2F0ZS52MS5EZWxldGVTY2hlZHVsZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * What to call, and with what.
@@ -463,6 +463,24 @@ export type SubmitAsyncRequest = Message<"procgate.v1.SubmitAsyncRequest"> & {
    * @generated from field: string request_id = 2;
    */
   requestId: string;
+
+  /**
+   * Run it again after a transient failure (UNAVAILABLE, ABORTED, or
+   * INTERRUPTED by a lost instance). Unset: one attempt. Setting it says
+   * that the procedure is safe to run again.
+   *
+   * @generated from field: procgate.v1.RetryPolicy retry = 3;
+   */
+  retry?: RetryPolicy | undefined;
+
+  /**
+   * A job still PENDING this long after create_time (before its first
+   * attempt) ends FAILED with DEADLINE_EXCEEDED, reason EXPIRED, and never
+   * starts. Unset: it waits as long as it takes.
+   *
+   * @generated from field: google.protobuf.Duration expire_after = 4;
+   */
+  expireAfter?: Duration | undefined;
 };
 
 /**
@@ -471,6 +489,87 @@ export type SubmitAsyncRequest = Message<"procgate.v1.SubmitAsyncRequest"> & {
  */
 export const SubmitAsyncRequestSchema: GenMessage<SubmitAsyncRequest> = /*@__PURE__*/
   messageDesc(file_procgate_v1_procgate, 11);
+
+/**
+ * How a job is tried again after a transient failure. The wait before
+ * attempt n+1 is min(initial_backoff * multiplier^(n-1), max_backoff), +-20 %.
+ *
+ * @generated from message procgate.v1.RetryPolicy
+ */
+export type RetryPolicy = Message<"procgate.v1.RetryPolicy"> & {
+  /**
+   * Attempts in all, the first included; 0 or 1: no retry. At most 100.
+   *
+   * @generated from field: uint32 max_attempts = 1;
+   */
+  maxAttempts: number;
+
+  /**
+   * Default 1s.
+   *
+   * @generated from field: google.protobuf.Duration initial_backoff = 2;
+   */
+  initialBackoff?: Duration | undefined;
+
+  /**
+   * Default 5m.
+   *
+   * @generated from field: google.protobuf.Duration max_backoff = 3;
+   */
+  maxBackoff?: Duration | undefined;
+
+  /**
+   * Default 2; at least 1.
+   *
+   * @generated from field: double multiplier = 4;
+   */
+  multiplier: number;
+};
+
+/**
+ * Describes the message procgate.v1.RetryPolicy.
+ * Use `create(RetryPolicySchema)` to create a new message.
+ */
+export const RetryPolicySchema: GenMessage<RetryPolicy> = /*@__PURE__*/
+  messageDesc(file_procgate_v1_procgate, 12);
+
+/**
+ * One failed attempt of a job that was tried again.
+ *
+ * @generated from message procgate.v1.AttemptError
+ */
+export type AttemptError = Message<"procgate.v1.AttemptError"> & {
+  /**
+   * A google.rpc.Code.
+   *
+   * @generated from field: int32 code = 1;
+   */
+  code: number;
+
+  /**
+   * @generated from field: string message = 2;
+   */
+  message: string;
+
+  /**
+   * SQLSTATE or ORA-nnnnn, when the database raised it.
+   *
+   * @generated from field: string db_code = 3;
+   */
+  dbCode: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp time = 4;
+   */
+  time?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message procgate.v1.AttemptError.
+ * Use `create(AttemptErrorSchema)` to create a new message.
+ */
+export const AttemptErrorSchema: GenMessage<AttemptError> = /*@__PURE__*/
+  messageDesc(file_procgate_v1_procgate, 13);
 
 /**
  * A background job and everything known about it.
@@ -625,6 +724,42 @@ export type Job = Message<"procgate.v1.Job"> & {
    * @generated from field: uint64 create_revision = 21;
    */
   createRevision: bigint;
+
+  /**
+   * The schedule that submitted it, if one did (it may have been deleted since).
+   *
+   * @generated from field: string schedule_id = 22;
+   */
+  scheduleId: string;
+
+  /**
+   * The tick it stands for: the exact time the cron expression gives.
+   *
+   * @generated from field: google.protobuf.Timestamp scheduled_time = 23;
+   */
+  scheduledTime?: Timestamp | undefined;
+
+  /**
+   * 1-based: the attempt running, or the last one run.
+   *
+   * @generated from field: uint32 attempt = 24;
+   */
+  attempt: number;
+
+  /**
+   * From its retry policy; 1 without one.
+   *
+   * @generated from field: uint32 max_attempts = 25;
+   */
+  maxAttempts: number;
+
+  /**
+   * The errors of its failed attempts that were tried again, oldest first,
+   * at most the last 10.
+   *
+   * @generated from field: repeated procgate.v1.AttemptError attempt_errors = 26;
+   */
+  attemptErrors: AttemptError[];
 };
 
 /**
@@ -632,7 +767,7 @@ export type Job = Message<"procgate.v1.Job"> & {
  * Use `create(JobSchema)` to create a new message.
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 12);
+  messageDesc(file_procgate_v1_procgate, 14);
 
 /**
  * @generated from message procgate.v1.JobError
@@ -662,7 +797,8 @@ export type JobError = Message<"procgate.v1.JobError"> & {
 
   /**
    * `INTERRUPTED` when the gateway instance running the job died before it
-   * ended (with the database job store); empty otherwise.
+   * ended (with the database job store); `EXPIRED` when it waited PENDING
+   * past its expire_after; empty otherwise.
    *
    * @generated from field: string reason = 4;
    */
@@ -674,7 +810,7 @@ export type JobError = Message<"procgate.v1.JobError"> & {
  * Use `create(JobErrorSchema)` to create a new message.
  */
 export const JobErrorSchema: GenMessage<JobError> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 13);
+  messageDesc(file_procgate_v1_procgate, 15);
 
 /**
  * @generated from message procgate.v1.GetJobRequest
@@ -698,7 +834,7 @@ export type GetJobRequest = Message<"procgate.v1.GetJobRequest"> & {
  * Use `create(GetJobRequestSchema)` to create a new message.
  */
 export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 14);
+  messageDesc(file_procgate_v1_procgate, 16);
 
 /**
  * @generated from message procgate.v1.ReadJobResultRequest
@@ -730,7 +866,7 @@ export type ReadJobResultRequest = Message<"procgate.v1.ReadJobResultRequest"> &
  * Use `create(ReadJobResultRequestSchema)` to create a new message.
  */
 export const ReadJobResultRequestSchema: GenMessage<ReadJobResultRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 15);
+  messageDesc(file_procgate_v1_procgate, 17);
 
 /**
  * @generated from message procgate.v1.WatchJobRequest
@@ -762,7 +898,7 @@ export type WatchJobRequest = Message<"procgate.v1.WatchJobRequest"> & {
  * Use `create(WatchJobRequestSchema)` to create a new message.
  */
 export const WatchJobRequestSchema: GenMessage<WatchJobRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 16);
+  messageDesc(file_procgate_v1_procgate, 18);
 
 /**
  * @generated from message procgate.v1.WatchJobsRequest
@@ -800,6 +936,13 @@ export type WatchJobsRequest = Message<"procgate.v1.WatchJobsRequest"> & {
    * @generated from field: procgate.v1.JobView view = 4;
    */
   view: JobView;
+
+  /**
+   * Only the jobs of this schedule (its id); all when empty.
+   *
+   * @generated from field: string schedule_id = 5;
+   */
+  scheduleId: string;
 };
 
 /**
@@ -807,7 +950,7 @@ export type WatchJobsRequest = Message<"procgate.v1.WatchJobsRequest"> & {
  * Use `create(WatchJobsRequestSchema)` to create a new message.
  */
 export const WatchJobsRequestSchema: GenMessage<WatchJobsRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 17);
+  messageDesc(file_procgate_v1_procgate, 19);
 
 /**
  * @generated from message procgate.v1.JobEvent
@@ -839,7 +982,7 @@ export type JobEvent = Message<"procgate.v1.JobEvent"> & {
  * Use `create(JobEventSchema)` to create a new message.
  */
 export const JobEventSchema: GenMessage<JobEvent> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 18);
+  messageDesc(file_procgate_v1_procgate, 20);
 
 /**
  * @generated from message procgate.v1.CancelJobRequest
@@ -856,7 +999,7 @@ export type CancelJobRequest = Message<"procgate.v1.CancelJobRequest"> & {
  * Use `create(CancelJobRequestSchema)` to create a new message.
  */
 export const CancelJobRequestSchema: GenMessage<CancelJobRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 19);
+  messageDesc(file_procgate_v1_procgate, 21);
 
 /**
  * @generated from message procgate.v1.DeleteJobRequest
@@ -873,7 +1016,7 @@ export type DeleteJobRequest = Message<"procgate.v1.DeleteJobRequest"> & {
  * Use `create(DeleteJobRequestSchema)` to create a new message.
  */
 export const DeleteJobRequestSchema: GenMessage<DeleteJobRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 20);
+  messageDesc(file_procgate_v1_procgate, 22);
 
 /**
  * @generated from message procgate.v1.DeleteJobResponse
@@ -886,7 +1029,7 @@ export type DeleteJobResponse = Message<"procgate.v1.DeleteJobResponse"> & {
  * Use `create(DeleteJobResponseSchema)` to create a new message.
  */
 export const DeleteJobResponseSchema: GenMessage<DeleteJobResponse> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 21);
+  messageDesc(file_procgate_v1_procgate, 23);
 
 /**
  * @generated from message procgate.v1.ListJobsRequest
@@ -926,6 +1069,13 @@ export type ListJobsRequest = Message<"procgate.v1.ListJobsRequest"> & {
    * @generated from field: procgate.v1.JobView view = 5;
    */
   view: JobView;
+
+  /**
+   * Only the jobs of this schedule (its id); all when empty.
+   *
+   * @generated from field: string schedule_id = 6;
+   */
+  scheduleId: string;
 };
 
 /**
@@ -933,7 +1083,7 @@ export type ListJobsRequest = Message<"procgate.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 22);
+  messageDesc(file_procgate_v1_procgate, 24);
 
 /**
  * @generated from message procgate.v1.ListJobsResponse
@@ -957,7 +1107,7 @@ export type ListJobsResponse = Message<"procgate.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 23);
+  messageDesc(file_procgate_v1_procgate, 25);
 
 /**
  * @generated from message procgate.v1.DescribeProcedureRequest
@@ -976,7 +1126,7 @@ export type DescribeProcedureRequest = Message<"procgate.v1.DescribeProcedureReq
  * Use `create(DescribeProcedureRequestSchema)` to create a new message.
  */
 export const DescribeProcedureRequestSchema: GenMessage<DescribeProcedureRequest> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 24);
+  messageDesc(file_procgate_v1_procgate, 26);
 
 /**
  * @generated from message procgate.v1.ProcedureDescription
@@ -1029,7 +1179,7 @@ export type ProcedureDescription = Message<"procgate.v1.ProcedureDescription"> &
  * Use `create(ProcedureDescriptionSchema)` to create a new message.
  */
 export const ProcedureDescriptionSchema: GenMessage<ProcedureDescription> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 25);
+  messageDesc(file_procgate_v1_procgate, 27);
 
 /**
  * @generated from message procgate.v1.ParamDescription
@@ -1072,7 +1222,258 @@ export type ParamDescription = Message<"procgate.v1.ParamDescription"> & {
  * Use `create(ParamDescriptionSchema)` to create a new message.
  */
 export const ParamDescriptionSchema: GenMessage<ParamDescription> = /*@__PURE__*/
-  messageDesc(file_procgate_v1_procgate, 26);
+  messageDesc(file_procgate_v1_procgate, 28);
+
+/**
+ * A cron expression that submits a call as a job at each tick.
+ *
+ * @generated from message procgate.v1.Schedule
+ */
+export type Schedule = Message<"procgate.v1.Schedule"> & {
+  /**
+   * A UUID, set by the server.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Unique per owner; 1 to 128 printable characters. It cannot change.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds
+   * first, or @hourly, @daily, @weekly, @monthly, @yearly. Kept as written.
+   * L, W and # are refused.
+   *
+   * @generated from field: string cron = 3;
+   */
+  cron: string;
+
+  /**
+   * An IANA time zone (Europe/Madrid); default "UTC". A local time skipped
+   * by a daylight-saving change runs at the first instant after the gap; one
+   * that occurs twice runs once, at its first occurrence.
+   *
+   * @generated from field: string time_zone = 4;
+   */
+  timeZone: string;
+
+  /**
+   * @generated from field: procgate.v1.ProcedureCall call = 5;
+   */
+  call?: ProcedureCall | undefined;
+
+  /**
+   * A paused schedule starts no job; resuming never runs the ticks missed
+   * while paused.
+   *
+   * @generated from field: bool paused = 6;
+   */
+  paused: boolean;
+
+  /**
+   * @generated from field: procgate.v1.OverlapPolicy overlap = 7;
+   */
+  overlap: OverlapPolicy;
+
+  /**
+   * The retry policy of each job it submits.
+   *
+   * @generated from field: procgate.v1.RetryPolicy retry = 8;
+   */
+  retry?: RetryPolicy | undefined;
+
+  /**
+   * The next tick; unset while paused.
+   *
+   * @generated from field: google.protobuf.Timestamp next_run_time = 9;
+   */
+  nextRunTime?: Timestamp | undefined;
+
+  /**
+   * The last tick that was due (whether it started a job or was skipped).
+   *
+   * @generated from field: google.protobuf.Timestamp last_run_time = 10;
+   */
+  lastRunTime?: Timestamp | undefined;
+
+  /**
+   * The job the last tick started.
+   *
+   * @generated from field: string last_job_id = 11;
+   */
+  lastJobId: string;
+
+  /**
+   * The name of the token that created it.
+   *
+   * @generated from field: string owner = 12;
+   */
+  owner: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 13;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * Ticks that started no job: skipped by the overlap policy (SKIP), or
+   * missed longer than --schedule-catch-up ago while no instance ran.
+   *
+   * @generated from field: uint64 skipped_ticks = 14;
+   */
+  skippedTicks: bigint;
+};
+
+/**
+ * Describes the message procgate.v1.Schedule.
+ * Use `create(ScheduleSchema)` to create a new message.
+ */
+export const ScheduleSchema: GenMessage<Schedule> = /*@__PURE__*/
+  messageDesc(file_procgate_v1_procgate, 29);
+
+/**
+ * @generated from message procgate.v1.CreateScheduleRequest
+ */
+export type CreateScheduleRequest = Message<"procgate.v1.CreateScheduleRequest"> & {
+  /**
+   * id, owner, next_run_time, last_run_time, last_job_id, create_time and
+   * skipped_ticks are set by the server.
+   *
+   * @generated from field: procgate.v1.Schedule schedule = 1;
+   */
+  schedule?: Schedule | undefined;
+};
+
+/**
+ * Describes the message procgate.v1.CreateScheduleRequest.
+ * Use `create(CreateScheduleRequestSchema)` to create a new message.
+ */
+export const CreateScheduleRequestSchema: GenMessage<CreateScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_procgate_v1_procgate, 30);
+
+/**
+ * @generated from message procgate.v1.GetScheduleRequest
+ */
+export type GetScheduleRequest = Message<"procgate.v1.GetScheduleRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message procgate.v1.GetScheduleRequest.
+ * Use `create(GetScheduleRequestSchema)` to create a new message.
+ */
+export const GetScheduleRequestSchema: GenMessage<GetScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_procgate_v1_procgate, 31);
+
+/**
+ * @generated from message procgate.v1.ListSchedulesRequest
+ */
+export type ListSchedulesRequest = Message<"procgate.v1.ListSchedulesRequest"> & {
+  /**
+   * Default 50, at most 1000.
+   *
+   * @generated from field: uint32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message procgate.v1.ListSchedulesRequest.
+ * Use `create(ListSchedulesRequestSchema)` to create a new message.
+ */
+export const ListSchedulesRequestSchema: GenMessage<ListSchedulesRequest> = /*@__PURE__*/
+  messageDesc(file_procgate_v1_procgate, 32);
+
+/**
+ * @generated from message procgate.v1.ListSchedulesResponse
+ */
+export type ListSchedulesResponse = Message<"procgate.v1.ListSchedulesResponse"> & {
+  /**
+   * @generated from field: repeated procgate.v1.Schedule schedules = 1;
+   */
+  schedules: Schedule[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message procgate.v1.ListSchedulesResponse.
+ * Use `create(ListSchedulesResponseSchema)` to create a new message.
+ */
+export const ListSchedulesResponseSchema: GenMessage<ListSchedulesResponse> = /*@__PURE__*/
+  messageDesc(file_procgate_v1_procgate, 33);
+
+/**
+ * @generated from message procgate.v1.UpdateScheduleRequest
+ */
+export type UpdateScheduleRequest = Message<"procgate.v1.UpdateScheduleRequest"> & {
+  /**
+   * schedule.id names the schedule; the fields the mask names are taken.
+   *
+   * @generated from field: procgate.v1.Schedule schedule = 1;
+   */
+  schedule?: Schedule | undefined;
+
+  /**
+   * Paths: cron, time_zone, call, paused, overlap, retry.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message procgate.v1.UpdateScheduleRequest.
+ * Use `create(UpdateScheduleRequestSchema)` to create a new message.
+ */
+export const UpdateScheduleRequestSchema: GenMessage<UpdateScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_procgate_v1_procgate, 34);
+
+/**
+ * @generated from message procgate.v1.DeleteScheduleRequest
+ */
+export type DeleteScheduleRequest = Message<"procgate.v1.DeleteScheduleRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message procgate.v1.DeleteScheduleRequest.
+ * Use `create(DeleteScheduleRequestSchema)` to create a new message.
+ */
+export const DeleteScheduleRequestSchema: GenMessage<DeleteScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_procgate_v1_procgate, 35);
+
+/**
+ * @generated from message procgate.v1.DeleteScheduleResponse
+ */
+export type DeleteScheduleResponse = Message<"procgate.v1.DeleteScheduleResponse"> & {
+};
+
+/**
+ * Describes the message procgate.v1.DeleteScheduleResponse.
+ * Use `create(DeleteScheduleResponseSchema)` to create a new message.
+ */
+export const DeleteScheduleResponseSchema: GenMessage<DeleteScheduleResponse> = /*@__PURE__*/
+  messageDesc(file_procgate_v1_procgate, 36);
 
 /**
  * @generated from enum procgate.v1.Direction
@@ -1316,6 +1717,47 @@ export const JobEventTypeSchema: GenEnum<JobEventType> = /*@__PURE__*/
   enumDesc(file_procgate_v1_procgate, 4);
 
 /**
+ * What a tick does while the schedule's last job is still PENDING or RUNNING.
+ *
+ * @generated from enum procgate.v1.OverlapPolicy
+ */
+export enum OverlapPolicy {
+  /**
+   * SKIP.
+   *
+   * @generated from enum value: OVERLAP_POLICY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Start nothing; count the tick in skipped_ticks.
+   *
+   * @generated from enum value: OVERLAP_POLICY_SKIP = 1;
+   */
+  SKIP = 1,
+
+  /**
+   * Start the job PENDING; it runs once the live one ended.
+   *
+   * @generated from enum value: OVERLAP_POLICY_QUEUE = 2;
+   */
+  QUEUE = 2,
+
+  /**
+   * Cancel the live one, then start the job; it runs once the other ended.
+   *
+   * @generated from enum value: OVERLAP_POLICY_CANCEL_PREVIOUS = 3;
+   */
+  CANCEL_PREVIOUS = 3,
+}
+
+/**
+ * Describes the enum procgate.v1.OverlapPolicy.
+ */
+export const OverlapPolicySchema: GenEnum<OverlapPolicy> = /*@__PURE__*/
+  enumDesc(file_procgate_v1_procgate, 5);
+
+/**
  * Runs stored procedures and functions, directly or as background jobs.
  *
  * @generated from service procgate.v1.ProcedureService
@@ -1470,6 +1912,61 @@ export const ProcedureService: GenService<{
     methodKind: "unary";
     input: typeof DescribeProcedureRequestSchema;
     output: typeof ProcedureDescriptionSchema;
+  },
+  /**
+   * Schedules: a cron expression that submits a job at each tick, as
+   * SubmitAsync would, owned by the caller (see docs/schedules.md). The call
+   * is checked as ExecuteSync checks it (name, --allow, the procedure and its
+   * parameters) when the schedule is created or its call changes.
+   * ALREADY_EXISTS for a name the caller already uses.
+   *
+   * @generated from rpc procgate.v1.ProcedureService.CreateSchedule
+   */
+  createSchedule: {
+    methodKind: "unary";
+    input: typeof CreateScheduleRequestSchema;
+    output: typeof ScheduleSchema;
+  },
+  /**
+   * NOT_FOUND for an unknown id or another owner's schedule.
+   *
+   * @generated from rpc procgate.v1.ProcedureService.GetSchedule
+   */
+  getSchedule: {
+    methodKind: "unary";
+    input: typeof GetScheduleRequestSchema;
+    output: typeof ScheduleSchema;
+  },
+  /**
+   * Newest first, paged as ListJobs.
+   *
+   * @generated from rpc procgate.v1.ProcedureService.ListSchedules
+   */
+  listSchedules: {
+    methodKind: "unary";
+    input: typeof ListSchedulesRequestSchema;
+    output: typeof ListSchedulesResponseSchema;
+  },
+  /**
+   * Changes the fields the mask names: cron, time_zone, call, paused,
+   * overlap, retry. INVALID_ARGUMENT for an empty mask or another path.
+   *
+   * @generated from rpc procgate.v1.ProcedureService.UpdateSchedule
+   */
+  updateSchedule: {
+    methodKind: "unary";
+    input: typeof UpdateScheduleRequestSchema;
+    output: typeof ScheduleSchema;
+  },
+  /**
+   * Stops future ticks; the schedule's jobs stay, with their schedule_id.
+   *
+   * @generated from rpc procgate.v1.ProcedureService.DeleteSchedule
+   */
+  deleteSchedule: {
+    methodKind: "unary";
+    input: typeof DeleteScheduleRequestSchema;
+    output: typeof DeleteScheduleResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_procgate_v1_procgate, 0);
