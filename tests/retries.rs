@@ -53,17 +53,6 @@ async fn submit_with(
         .map(tonic::Response::into_inner)
 }
 
-fn long_load(steps: i64, pause_ms: i64) -> pb::ProcedureCall {
-    call(
-        "pkg_etl.proceso_largo",
-        vec![
-            p_in("p_fecha", Kind::DateValue("2024-03-01".into())),
-            p_in("p_pasos", Kind::IntegerValue(steps)),
-            p_in("p_pausa_ms", Kind::IntegerValue(pause_ms)),
-        ],
-    )
-}
-
 async fn a_serialization_failure_is_retried_until_it_succeeds(store: Store) {
     let gateway = gateway(store, &[]).await;
     for statement in FLAKY {

@@ -272,6 +272,18 @@ pub fn call(procedure: &str, params: Vec<pb::Param>) -> pb::ProcedureCall {
     }
 }
 
+/// pkg_etl.proceso_largo: a load that runs `steps` × `pause_ms`.
+pub fn long_load(steps: i64, pause_ms: i64) -> pb::ProcedureCall {
+    call(
+        "pkg_etl.proceso_largo",
+        vec![
+            p_in("p_fecha", Kind::DateValue("2024-03-01".into())),
+            p_in("p_pasos", Kind::IntegerValue(steps)),
+            p_in("p_pausa_ms", Kind::IntegerValue(pause_ms)),
+        ],
+    )
+}
+
 pub fn function(
     procedure: &str,
     params: Vec<pb::Param>,
