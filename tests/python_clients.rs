@@ -16,15 +16,7 @@ const ROWS: i64 = 1_000_000;
 /// The Python of the project's environment, with the stubs generated into
 /// `stubs`.
 fn python_with_stubs(stubs: &Path) -> String {
-    let setup = Command::new("./scripts/setup-python.sh")
-        .output()
-        .expect("running scripts/setup-python.sh");
-    assert!(
-        setup.status.success(),
-        "scripts/setup-python.sh failed: {}",
-        String::from_utf8_lossy(&setup.stderr)
-    );
-    let python = String::from_utf8(setup.stdout).unwrap().trim().to_string();
+    let python = project_python();
     let generated = Command::new(&python)
         .args(["-m", "grpc_tools.protoc", "-I", "proto"])
         .arg(format!("--python_out={}", stubs.display()))

@@ -201,9 +201,9 @@ mod tests {
         assert!(error.contains("IANA"), "{error}");
     }
 
-    /// The reference: what Vixie cron and croniter give for these ticks
-    /// around Europe/Madrid's changes of 2026 (29 March 02:00 → 03:00 CEST,
-    /// 25 October 03:00 CEST → 02:00 CET).
+    /// Around Europe/Madrid's changes of 2026 (29 March 02:00 → 03:00 CEST,
+    /// 25 October 03:00 CEST → 02:00 CET), as Vixie cron runs them;
+    /// tests/cron_reference.rs checks many more against croniter.
     #[test]
     fn daylight_saving_in_madrid_runs_a_skipped_time_after_the_gap_and_a_repeated_one_once() {
         let daily = Timing::parse("30 2 * * *", "Europe/Madrid").unwrap();

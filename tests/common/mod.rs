@@ -272,6 +272,20 @@ pub fn call(procedure: &str, params: Vec<pb::Param>) -> pb::ProcedureCall {
     }
 }
 
+/// The Python of the project's environment (scripts/setup-python.sh
+/// installs it, or finds it installed).
+pub fn project_python() -> String {
+    let setup = std::process::Command::new("./scripts/setup-python.sh")
+        .output()
+        .expect("running scripts/setup-python.sh");
+    assert!(
+        setup.status.success(),
+        "scripts/setup-python.sh failed: {}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    String::from_utf8(setup.stdout).unwrap().trim().to_string()
+}
+
 /// pkg_etl.proceso_largo: a load that runs `steps` × `pause_ms`.
 pub fn long_load(steps: i64, pause_ms: i64) -> pb::ProcedureCall {
     call(
