@@ -5,6 +5,7 @@
 mod common;
 
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use common::*;
 use procgate::proto::JobState as S;
@@ -308,7 +309,7 @@ async fn jobs_watch_prints_one_line_per_event() {
     });
     let mut seen = Vec::new();
     let mut submitted = None;
-    let within = std::time::Duration::from_secs(20);
+    let within = Duration::from_secs(20);
     while let Ok(Some(line)) = tokio::time::timeout(within, lines.recv()).await {
         let event: serde_json::Value = serde_json::from_str(&line).unwrap();
         if event["event"] == "SYNCED" && submitted.is_none() {
@@ -407,4 +408,123 @@ async fn big_results_are_written_as_csv_while_they_stream() {
     let (code, _, err) = run(&server, &["result", &id, "nope"]).await;
     assert_eq!(code, Some(1));
     assert!(err.contains("NOT_FOUND"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_are_created_listed_paused_resumed_and_deleted_from_the_terminal() {
+    let gw = Gateway::start(&[]).await;
+    let server = format!("http://{}", gw.addr);
+
+    let (code, out, err) = run(
+        &server,
+        &[
+            "schedule",
+            "create",
+            "every-second",
+            "--cron",
+            "* * * * * *",
+            "--time-zone",
+            "Europe/Madrid",
+            "--max-attempts",
+            "3",
+            "--initial-backoff",
+            "2s",
+            "--json",
+            "pkg_etl.sumar",
+            "a=1",
+            "b=2",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["time_zone"], "Europe/Madrid");
+    assert_eq!(created["retry"]["max_attempts"], 3);
+    assert!(!created["next_run_time"].as_str().unwrap().is_empty());
+
+    let (code, _, err) = run(
+        &server,
+        &[
+            "schedule",
+            "create",
+            "bad",
+            "--cron",
+            "0 0 L * *",
+            "pkg_etl.sumar",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(1));
+    assert!(err.starts_with("error: INVALID_ARGUMENT: cron"), "{err}");
+
+    // The first tick's job shows in the list with its state.
+    let listed = eventually(Duration::from_secs(10), "a job of the schedule", || {
+        let server = server.clone();
+        async move {
+            let (_, out, _) = run(&server, &["schedule", "list", "--json"]).await;
+            let all: serde_json::Value = serde_json::from_str(&out).ok()?;
+            (all[0]["last_job_state"] == "COMPLETED").then_some(all)
+        }
+    })
+    .await;
+    assert_eq!(listed[0]["name"], "every-second");
+    let (code, table, _) = run(&server, &["schedule", "list"]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        table.contains("every-second") && table.contains("COMPLETED"),
+        "{table}"
+    );
+
+    let (code, out, _) = run(&server, &["schedule", "pause", &id]).await;
+    assert_eq!(
+        (code, out.trim()),
+        (Some(0), format!("{id} paused").as_str())
+    );
+    let (_, text, _) = run(&server, &["schedule", "get", &id]).await;
+    assert!(
+        text.contains("paused") && text.contains("3 attempts, backoff 2s"),
+        "{text}"
+    );
+    let (code, out, _) = run(&server, &["schedule", "resume", &id]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("resumed; next run"), "{out}");
+
+    let (code, jobs, _) = run(&server, &["jobs", "--schedule", &id, "--json"]).await;
+    assert_eq!(code, Some(0));
+    let jobs: serde_json::Value = serde_json::from_str(&jobs).unwrap();
+    assert!(!jobs.as_array().unwrap().is_empty());
+    assert!(
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["schedule_id"] == id.as_str())
+    );
+    assert_eq!(jobs[0]["max_attempts"], 3);
+
+    let (code, out, _) = run(&server, &["schedule", "delete", &id]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("its jobs remain"), "{out}");
+    let (code, _, err) = run(&server, &["schedule", "get", &id]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.starts_with("error: NOT_FOUND"), "{err}");
+
+    // submit takes the retry policy and the expiry too.
+    let (code, out, err) = run(
+        &server,
+        &[
+            "submit",
+            "--max-attempts",
+            "2",
+            "--expire-after",
+            "1m",
+            "--watch",
+            "pkg_etl.sumar",
+            "a=1",
+            "b=2",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("COMPLETED"), "{out}");
 }

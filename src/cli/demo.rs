@@ -220,12 +220,16 @@ async fn type_and_run(
 async fn submit(client: &mut Client, words: &[&str]) -> Result<String, String> {
     println!("$ procgate {}", words.join(" "));
     let super::ClientCommand::Submit {
-        call, request_id, ..
+        call,
+        request_id,
+        retry,
+        expire_after,
+        ..
     } = parse_command(words).map_err(|e| e.to_string())?
     else {
         return Err("not a submit command".into());
     };
-    let job = super::submit(client, &call, request_id)
+    let job = super::submit(client, &call, request_id, &retry, expire_after)
         .await
         .map_err(|s| super::render::status_line(&s))?;
     println!("{}", job.id);

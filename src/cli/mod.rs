@@ -1,5 +1,6 @@
 //! The terminal client: `procgate call | submit | watch | jobs | job |
-//! result | cancel | delete | describe`, talking gRPC to a procgate server.
+//! result | cancel | delete | describe | schedule`, talking gRPC to a
+//! procgate server.
 //!
 //! Exit codes say how things went, so scripts can branch on them:
 //! 0 done (a job COMPLETED), 1 the RPC failed, 2 bad command line,
@@ -10,6 +11,7 @@ pub mod demo;
 mod export;
 mod params;
 pub mod render;
+mod schedule;
 mod watch;
 
 use std::process::ExitCode;
@@ -24,6 +26,7 @@ use crate::proto::{self as pb};
 use render::{
     describe_text, job_json, job_text, jobs_table, outputs_text, status_line, value_json,
 };
+use schedule::{RetryArgs, ScheduleCommand};
 
 pub type Client = ProcedureServiceClient<InterceptedService<Channel, BearerToken>>;
 
@@ -100,6 +103,13 @@ pub enum ClientCommand {
         /// Idempotency key: the same id returns the job it first started.
         #[arg(long)]
         request_id: Option<String>,
+        #[command(flatten)]
+        retry: RetryArgs,
+        /// Fail the job (DEADLINE_EXCEEDED, EXPIRED) if it has not started
+        /// this long after it was submitted: yesterday's batch must not run
+        /// tomorrow.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        expire_after: Option<std::time::Duration>,
     },
     /// Follow jobs live until they end (WatchJob).
     Watch {
@@ -121,6 +131,9 @@ pub enum ClientCommand {
         /// Only this procedure.
         #[arg(long)]
         procedure: Option<String>,
+        /// Only the jobs of this schedule (its id).
+        #[arg(long)]
+        schedule: Option<String>,
         /// At most this many jobs.
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -165,6 +178,9 @@ pub enum ClientCommand {
         server: ServerArgs,
         procedure: String,
     },
+    /// Submit a procedure on a cron expression, and manage those schedules.
+    #[command(subcommand)]
+    Schedule(Box<ScheduleCommand>),
 }
 
 impl ClientCommand {
@@ -180,6 +196,7 @@ impl ClientCommand {
             | ClientCommand::Cancel { server, .. }
             | ClientCommand::Delete { server, .. }
             | ClientCommand::Describe { server, .. } => server,
+            ClientCommand::Schedule(command) => command.server(),
         }
     }
 }
@@ -385,9 +402,11 @@ async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome,
             call,
             watch,
             request_id,
+            retry,
+            expire_after,
             ..
         } => {
-            let job = submit(client, &call, request_id).await?;
+            let job = submit(client, &call, request_id, &retry, expire_after).await?;
             if !watch {
                 println!("{}", job.id);
                 return Ok(Outcome::Done);
@@ -398,6 +417,7 @@ async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome,
         ClientCommand::Jobs {
             state,
             procedure,
+            schedule,
             watch: true,
             since_revision,
             full,
@@ -409,7 +429,7 @@ async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome,
                 procedure: procedure.unwrap_or_default(),
                 since_revision: since_revision.unwrap_or_default(),
                 view: view_of(full) as i32,
-                ..Default::default()
+                schedule_id: schedule.unwrap_or_default(),
             };
             let mut events = client.watch_jobs(request).await?.into_inner();
             while let Some(event) = events.message().await? {
@@ -424,12 +444,18 @@ async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome,
         ClientCommand::Jobs {
             state,
             procedure,
+            schedule,
             limit,
             full,
             json,
             ..
         } => {
-            let jobs = list(client, &state, procedure, limit, view_of(full)).await?;
+            let filter = JobFilter {
+                states: state,
+                procedure,
+                schedule,
+            };
+            let jobs = list(client, &filter, limit, view_of(full)).await?;
             if json {
                 let all: Vec<_> = jobs.iter().map(job_json).collect();
                 println!("{}", serde_json::to_string_pretty(&all).expect("JSON"));
@@ -480,6 +506,7 @@ async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome,
             );
             Ok(Outcome::Done)
         }
+        ClientCommand::Schedule(command) => schedule::execute(client, *command).await,
         ClientCommand::Describe { procedure, .. } => {
             let description = client
                 .describe_procedure(pb::DescribeProcedureRequest { procedure })
@@ -496,13 +523,16 @@ pub async fn submit(
     client: &mut Client,
     call: &CallArgs,
     request_id: Option<String>,
+    retry: &RetryArgs,
+    expire_after: Option<std::time::Duration>,
 ) -> Result<pb::Job, Status> {
     let call = call.to_proto().map_err(Status::invalid_argument)?;
     Ok(client
         .submit_async(pb::SubmitAsyncRequest {
             call: Some(call),
             request_id: request_id.unwrap_or_default(),
-            ..Default::default()
+            retry: retry.to_proto(),
+            expire_after: expire_after.and_then(|d| prost_types::Duration::try_from(d).ok()),
         })
         .await?
         .into_inner())
@@ -605,26 +635,33 @@ fn view_of(full: bool) -> pb::JobView {
     }
 }
 
+/// Which jobs `jobs` lists.
+#[derive(Debug, Default)]
+pub struct JobFilter {
+    pub states: Vec<String>,
+    pub procedure: Option<String>,
+    pub schedule: Option<String>,
+}
+
 /// Up to `limit` jobs, following pages.
 pub async fn list(
     client: &mut Client,
-    states: &[String],
-    procedure: Option<String>,
+    filter: &JobFilter,
     limit: usize,
     view: pb::JobView,
 ) -> Result<Vec<pb::Job>, Status> {
-    let states = parse_states(states)?;
+    let states = parse_states(&filter.states)?;
     let mut jobs = Vec::new();
     let mut page_token = String::new();
     while jobs.len() < limit {
         let page = client
             .list_jobs(pb::ListJobsRequest {
                 states: states.clone(),
-                procedure: procedure.clone().unwrap_or_default(),
+                procedure: filter.procedure.clone().unwrap_or_default(),
                 page_size: (limit - jobs.len()).min(1000) as u32,
                 page_token,
                 view: view as i32,
-                ..Default::default()
+                schedule_id: filter.schedule.clone().unwrap_or_default(),
             })
             .await?
             .into_inner();

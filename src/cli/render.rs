@@ -77,7 +77,7 @@ pub fn timestamp_text(t: Option<&prost_types::Timestamp>) -> String {
 }
 
 /// `2024-05-01 10:30:00`, for tables.
-fn short_time(t: Option<&prost_types::Timestamp>) -> String {
+pub(super) fn short_time(t: Option<&prost_types::Timestamp>) -> String {
     t.and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, 0))
         .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_default()
@@ -89,7 +89,7 @@ fn duration_text(d: Option<&prost_types::Duration>) -> String {
         .unwrap_or_default()
 }
 
-fn table(header: &[&str]) -> Table {
+pub(super) fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table
         .load_style(UTF8_BORDERS_ONLY)
@@ -272,6 +272,32 @@ pub fn job_text(job: &pb::Job) -> String {
     line("ended", timestamp_text(job.end_time.as_ref()));
     line("duration", duration_text(job.duration.as_ref()));
     line("request id", job.request_id.clone());
+    if !job.schedule_id.is_empty() {
+        line(
+            "schedule",
+            format!(
+                "{} (tick {})",
+                job.schedule_id,
+                timestamp_text(job.scheduled_time.as_ref())
+            ),
+        );
+    }
+    if job.max_attempts > 1 {
+        line(
+            "attempt",
+            format!("{} of {}", job.attempt, job.max_attempts),
+        );
+    }
+    for failed in &job.attempt_errors {
+        line(
+            "failed attempt",
+            format!(
+                "{} {}",
+                timestamp_text(failed.time.as_ref()),
+                error_text(failed.code, &failed.message, &failed.db_code)
+            ),
+        );
+    }
     if job.cancel_requested {
         line("cancel", "requested".into());
     }
@@ -305,10 +331,15 @@ pub fn job_text(job: &pb::Job) -> String {
 }
 
 pub fn job_error_text(error: &pb::JobError) -> String {
-    let code = code_name(Code::from_i32(error.code));
-    match error.db_code.as_str() {
-        "" => format!("{code}: {}", error.message),
-        db => format!("{code}: {} (db code {db})", error.message),
+    error_text(error.code, &error.message, &error.db_code)
+}
+
+/// `ABORTED: could not serialize access (db code 40001)`.
+fn error_text(code: i32, message: &str, db_code: &str) -> String {
+    let code = code_name(Code::from_i32(code));
+    match db_code {
+        "" => format!("{code}: {message}"),
+        db => format!("{code}: {message} (db code {db})"),
     }
 }
 
@@ -348,6 +379,16 @@ pub fn job_json(job: &pb::Job) -> Json {
             .map(|d| d.as_secs_f64()),
         "messages_dropped": job.messages_dropped,
         "cancel_requested": job.cancel_requested,
+        "schedule_id": job.schedule_id,
+        "scheduled_time": timestamp_text(job.scheduled_time.as_ref()),
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "attempt_errors": job.attempt_errors.iter().map(|e| json!({
+            "code": code_name(Code::from_i32(e.code)),
+            "message": e.message,
+            "db_code": e.db_code,
+            "time": timestamp_text(e.time.as_ref()),
+        })).collect::<Vec<_>>(),
     })
 }
 
