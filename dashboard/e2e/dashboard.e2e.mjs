@@ -206,6 +206,41 @@ try {
   procgate("delete", report);
   await page.locator(row(report)).waitFor({ state: "detached", timeout: 10_000 });
 
+  step("the schedules tab lists a schedule with its next run and last job, and pauses and resumes it");
+  const schedule = JSON.parse(
+    procgate("schedule", "create", "e2e-every-2s", "--cron", "*/2 * * * * *", "--json", "pkg_etl.sumar", "a=1", "b=2"),
+  );
+  await page.click("#tab-schedules");
+  const scheduleRow = `#schedules tr[data-schedule-id="${schedule.id}"]`;
+  await page.locator(scheduleRow).waitFor({ timeout: 10_000 });
+  assert.equal(await page.locator("#jobs-panel").isHidden(), true, "the jobs table steps aside");
+  // The first tick's job appears as the last job, with its state.
+  await page.locator(`${scheduleRow} .last-job[data-state="COMPLETED"]`).waitFor({ timeout: 15_000 });
+  const rowText = await page.locator(scheduleRow).innerText();
+  assert.match(rowText, /e2e-every-2s/, "the name is shown");
+  assert.match(rowText, /\*\/2 \* \* \* \* \*/, "the cron expression is shown");
+  assert.match(rowText, /ACTIVE/, "the state is shown");
+  assert.match(await page.locator(`${scheduleRow} .next-run`).innerText(), /\d/, "the next run is shown");
+  // A later tick's job replaces it, live.
+  const firstLast = await page.locator(`${scheduleRow} .last-job`).getAttribute("title");
+  await page.waitForFunction(
+    ([selector, id]) => document.querySelector(selector)?.getAttribute("title") !== id,
+    [`${scheduleRow} .last-job`, firstLast],
+    { timeout: 15_000 },
+  );
+  await shot(page, "schedules");
+  await page.click(`${scheduleRow} button.toggle`);
+  await page.locator(`${scheduleRow}[data-paused="true"]`).waitFor();
+  assert.equal(JSON.parse(procgate("schedule", "get", "--json", schedule.id)).paused, true, "the server paused it");
+  await page.click(`${scheduleRow} button.toggle`);
+  await page.locator(`${scheduleRow}[data-paused="false"]`).waitFor();
+  assert.equal(JSON.parse(procgate("schedule", "get", "--json", schedule.id)).paused, false, "the server resumed it");
+  // Its last job opens in the jobs tab.
+  await page.click(`${scheduleRow} .last-job`);
+  await page.locator("#detail-state").filter({ hasText: "COMPLETED" }).waitFor({ timeout: 10_000 });
+  assert.match(await page.locator("#detail").innerText(), /e2e-every-2s, tick /, "the detail names its schedule");
+  procgate("schedule", "delete", schedule.id);
+
   step("a server that cannot be reached is said so");
   await page.route("**/procgate.v1.ProcedureService/**", (route) => route.abort("connectionrefused"));
   await page.fill("#procedure-filter", ""); // reloading finds no server

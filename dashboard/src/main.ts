@@ -3,7 +3,10 @@
 // procedures report, deleted jobs go) with no polling and one connection
 // whatever the number of rows; a detail panel with Cancel, and a form to
 // submit calls. A stream that drops resumes from the last revision it saw,
-// so nothing is missed. Everything is gRPC-Web through
+// so nothing is missed. The schedules tab lists the schedules with their
+// next run and last job, pauses and resumes them, and, while it is open,
+// follows their jobs on a WatchJobs stream of its own and reads the list
+// again when the next tick is due. Everything is gRPC-Web through
 // @connectrpc/connect-web, with the stubs generated from proto/ by
 // protoc-gen-es; the bearer token is kept in sessionStorage.
 
@@ -17,10 +20,12 @@ import {
   type JobEvent,
   JobEventType,
   JobState,
+  JobView,
   type Param,
   ParamSchema,
   ProcedureService,
   type ResultSet,
+  type Schedule,
   type Value,
   ValueSchema,
   ValueType,
@@ -330,6 +335,20 @@ function select(id: string) {
   void loadDetail(id, 0n);
 }
 
+/** Shows a job that may not be in the table (a schedule's last job). */
+async function open(id: string) {
+  showTab("jobs");
+  if (jobs.has(id)) return select(id);
+  try {
+    const job = await client.getJob({ id });
+    selected = id;
+    detail = job;
+    upsert(job);
+  } catch (err) {
+    showError(err);
+  }
+}
+
 /** Reads the selected job in full (GetJob), unless what is shown is as new. */
 async function loadDetail(id: string, revision: bigint) {
   if (detail && detail.id === id && detail.revision >= revision) return;
@@ -391,11 +410,21 @@ function renderDetail() {
       el("dd", { class: "muted" }, job.id),
       el("dt", {}, "Elapsed"),
       el("dd", {}, elapsed(job)),
+      ...(job.maxAttempts > 1 ? [el("dt", {}, "Attempt"), el("dd", { id: "detail-attempt" }, `${job.attempt} of ${job.maxAttempts}`)] : []),
+      ...(job.scheduleId
+        ? [el("dt", {}, "Schedule"), el("dd", { class: "muted" }, `${schedules.get(job.scheduleId)?.name ?? job.scheduleId}, tick ${job.scheduledTime ? timestampDate(job.scheduledTime).toISOString() : ""}`)]
+        : []),
     ),
   ];
   if (job.error) {
     const db = job.error.dbCode ? ` (db code ${job.error.dbCode})` : "";
     children.push(el("div", { class: "error", id: "detail-error" }, `${codeName(job.error.code)}: ${job.error.message}${db}`));
+  }
+  if (job.attemptErrors.length) {
+    const failed = job.attemptErrors.map((e) =>
+      el("li", {}, `${e.time ? timestampDate(e.time).toLocaleTimeString() : ""} ${codeName(e.code)}: ${e.message}${e.dbCode ? ` (db code ${e.dbCode})` : ""}`),
+    );
+    children.push(el("h3", {}, "Failed attempts"), el("ul", { id: "detail-attempts" }, ...failed));
   }
   if (params.length) children.push(el("h3", {}, "Parameters"), el("ul", {}, ...params));
   if (outputs.length || job.returnValue) children.push(el("h3", {}, "Outputs"), outputList);
@@ -456,6 +485,175 @@ async function submit(event: Event) {
   }
 }
 
+// ---- schedules ----
+
+const schedules = new Map<string, Schedule>();
+// Each schedule's last job (basic view), as GetJob and the stream show it;
+// null once it was deleted.
+const lastJobs = new Map<string, Job | null>();
+const scheduleBody = $<HTMLTableSectionElement>("#schedules tbody");
+// The schedules tab's stream and timer: aborted when the tab closes.
+let scheduleView: AbortController | undefined;
+let nextRead: ReturnType<typeof setTimeout> | undefined;
+/** The list is read again at most this often, however fast the ticks. */
+const MIN_REREAD_MS = 2000;
+
+function whenText(t: Schedule["nextRunTime"]): string {
+  if (!t) return "–";
+  const at = timestampDate(t);
+  const seconds = Math.round((at.getTime() - Date.now()) / 1000);
+  const relative = seconds <= 0 ? "due" : seconds < 90 ? `in ${seconds} s` : seconds < 5400 ? `in ${Math.round(seconds / 60)} min` : `in ${Math.round(seconds / 3600)} h`;
+  return `${at.toLocaleString()} (${relative})`;
+}
+
+function renderScheduleRow(schedule: Schedule): HTMLTableRowElement {
+  const state = schedule.paused ? "PAUSED" : "ACTIVE";
+  const toggle = el("button", { type: "button", class: "toggle" }, schedule.paused ? "Resume" : "Pause") as HTMLButtonElement;
+  toggle.addEventListener("click", () => void setPaused(schedule, !schedule.paused, toggle));
+  const last = lastJobs.get(schedule.lastJobId);
+  const lastCell = !schedule.lastJobId
+    ? el("td", { class: "muted" }, "none yet")
+    : last
+      ? el("td", { class: "last-job", title: schedule.lastJobId, "data-state": stateName(last.state) }, el("span", { class: `badge small ${stateName(last.state)}` }, stateName(last.state)), ` ${schedule.lastJobId.slice(0, 8)}`)
+      : el("td", { class: "muted", title: schedule.lastJobId }, `${schedule.lastJobId.slice(0, 8)} (deleted)`);
+  if (last) lastCell.addEventListener("click", () => void open(schedule.lastJobId));
+  const procedure = schedule.call?.procedure ?? "";
+  return el(
+    "tr",
+    { "data-schedule-id": schedule.id, "data-paused": String(schedule.paused) },
+    el("td", { title: `${schedule.name}: ${procedure}` }, el("strong", {}, schedule.name), el("div", { class: "muted" }, procedure)),
+    el("td", { title: schedule.cron }, el("code", {}, schedule.cron), el("div", { class: "muted" }, schedule.timeZone)),
+    el("td", { class: "next-run" }, schedule.paused ? "–" : whenText(schedule.nextRunTime)),
+    el("td", {}, el("span", { class: `badge small ${state}` }, state)),
+    lastCell,
+    el("td", {}, toggle),
+  ) as HTMLTableRowElement;
+}
+
+// ListSchedules answers newest first; so does the table.
+function renderSchedules() {
+  const rows = [...schedules.values()].map(renderScheduleRow);
+  scheduleBody.replaceChildren(...rows);
+  $("#schedules-empty").hidden = rows.length > 0;
+  planReread();
+}
+
+/** Reads the list again just after the earliest next tick is due. */
+function planReread() {
+  clearTimeout(nextRead);
+  if (!scheduleView || scheduleView.signal.aborted) return;
+  const due = [...schedules.values()].filter((s) => !s.paused && s.nextRunTime).map((s) => timestampDate(s.nextRunTime!).getTime());
+  if (!due.length) return;
+  const wait = Math.max(MIN_REREAD_MS, Math.min(...due) + 500 - Date.now());
+  nextRead = setTimeout(() => void loadSchedules(), wait);
+}
+
+async function readLastJob(id: string) {
+  if (!id || lastJobs.has(id)) return;
+  try {
+    lastJobs.set(id, await client.getJob({ id, view: JobView.BASIC }));
+  } catch (err) {
+    if (ConnectError.from(err).code !== Code.NotFound) throw err;
+    lastJobs.set(id, null);
+  }
+}
+
+async function loadSchedules() {
+  try {
+    const page = await client.listSchedules({ pageSize: 200 });
+    clearError();
+    await Promise.all(page.schedules.map((s) => readLastJob(s.lastJobId)));
+    schedules.clear();
+    for (const schedule of page.schedules) schedules.set(schedule.id, schedule);
+    renderSchedules();
+  } catch (err) {
+    showError(err);
+  }
+}
+
+async function refreshSchedule(id: string) {
+  try {
+    const schedule = await client.getSchedule({ id });
+    await readLastJob(schedule.lastJobId);
+    schedules.set(id, schedule);
+    renderSchedules();
+  } catch (err) {
+    if (ConnectError.from(err).code === Code.NotFound) {
+      schedules.delete(id);
+      renderSchedules();
+    } else showError(err);
+  }
+}
+
+async function setPaused(schedule: Schedule, paused: boolean, button: HTMLButtonElement) {
+  button.disabled = true;
+  try {
+    const updated = await client.updateSchedule({ schedule: { id: schedule.id, paused }, updateMask: { paths: ["paused"] } });
+    clearError();
+    schedules.set(updated.id, updated);
+    renderSchedules();
+  } catch (err) {
+    button.disabled = false;
+    showError(err);
+  }
+}
+
+/** Follows the jobs of every schedule while the tab is open: a job's change
+ * redraws its schedule's last job, and a job a tick just started reads its
+ * schedule again (new last job, next run). */
+async function followSchedules(signal: AbortSignal) {
+  let resumeFrom = 0n;
+  while (!signal.aborted) {
+    try {
+      for await (const event of client.watchJobs({ sinceRevision: resumeFrom, view: JobView.BASIC }, { signal })) {
+        if (event.revision > resumeFrom) resumeFrom = event.revision;
+        const job = event.job;
+        if (!job?.scheduleId) continue;
+        if (event.type === JobEventType.DELETED) {
+          if (lastJobs.has(job.id)) lastJobs.set(job.id, null);
+          renderSchedules();
+          continue;
+        }
+        lastJobs.set(job.id, job);
+        // A job newer than the schedule's last one: a tick just started it.
+        const schedule = schedules.get(job.scheduleId);
+        const last = schedule && lastJobs.get(schedule.lastJobId);
+        if (schedule && schedule.lastJobId !== job.id && (!last || last.createRevision < job.createRevision)) {
+          void refreshSchedule(job.scheduleId);
+        } else renderSchedules();
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      if (ConnectError.from(err).code === Code.FailedPrecondition) {
+        resumeFrom = 0n;
+        void loadSchedules();
+        continue;
+      }
+      showError(err);
+    }
+    await pause(RECONNECT_MS, signal);
+  }
+}
+
+// ---- tabs ----
+
+function showTab(tab: "jobs" | "schedules") {
+  document.body.dataset.tab = tab;
+  $("#tab-jobs").setAttribute("aria-selected", String(tab === "jobs"));
+  $("#tab-schedules").setAttribute("aria-selected", String(tab === "schedules"));
+  $("#schedules-panel").hidden = tab !== "schedules";
+  $("#jobs-panel").hidden = tab !== "jobs";
+  if (tab === "schedules") {
+    if (scheduleView && !scheduleView.signal.aborted) return;
+    scheduleView = new AbortController();
+    void loadSchedules();
+    void followSchedules(scheduleView.signal);
+  } else {
+    scheduleView?.abort();
+    clearTimeout(nextRead);
+  }
+}
+
 // ---- start ----
 
 $("#token-form").addEventListener("submit", (event) => {
@@ -466,7 +664,14 @@ $("#token-form").addEventListener("submit", (event) => {
   jobs.clear();
   render();
   void reload();
+  if (document.body.dataset.tab === "schedules") {
+    scheduleView?.abort();
+    lastJobs.clear();
+    showTab("schedules");
+  }
 });
+$("#tab-jobs").addEventListener("click", () => showTab("jobs"));
+$("#tab-schedules").addEventListener("click", () => showTab("schedules"));
 $("#state-filter").addEventListener("change", () => void reload());
 $("#procedure-filter").addEventListener("input", () => void reload());
 $("#add-param").addEventListener("click", addParamRow);
@@ -478,5 +683,9 @@ setInterval(() => {
   for (const cell of tbody.querySelectorAll<HTMLElement>("tr[data-state=RUNNING] .elapsed")) {
     const job = jobs.get(cell.parentElement!.dataset.jobId!);
     if (job) cell.textContent = elapsed(job);
+  }
+  for (const cell of scheduleBody.querySelectorAll<HTMLElement>("tr[data-paused=false] .next-run")) {
+    const schedule = schedules.get(cell.parentElement!.dataset.scheduleId!);
+    if (schedule) cell.textContent = whenText(schedule.nextRunTime);
   }
 }, 1000);
