@@ -162,13 +162,15 @@ pub struct ServeConfig {
     /// instance together, in database mode); the others wait PENDING.
     /// Repeatable: `--procedure-limit 'pkg_etl.carga_*=2'`. Globs match the
     /// name as submitted, ignoring case; a job must fit every limit it
-    /// matches. ExecuteSync is never limited.
+    /// matches. ExecuteSync is never limited. PROCGATE_PROCEDURE_LIMIT takes
+    /// a comma-separated list.
     #[arg(long = "procedure-limit", env = "PROCGATE_PROCEDURE_LIMIT", value_name = "GLOB=N",
-          value_parser = parse_procedure_limit)]
+          value_delimiter = ',', value_parser = parse_procedure_limit)]
     pub procedure_limits: Vec<ProcedureLimit>,
 
     /// After downtime, the ticks a schedule missed within this long run
-    /// once (one job for them all); older ones are skipped.
+    /// once (one job for them all); older ones are skipped. At least the
+    /// poll interval plus 5s, so that a tick met a little late still runs.
     #[arg(long, env = "PROCGATE_SCHEDULE_CATCH_UP", default_value = "1h", value_parser = humantime::parse_duration)]
     pub schedule_catch_up: Duration,
 

@@ -727,3 +727,19 @@ async fn after_downtime_the_recent_missed_ticks_run_once_and_older_ones_are_skip
     assert!(time_of(&schedule.next_run_time) > tick);
     after.shutdown().await.unwrap();
 }
+
+/// `--schedule-catch-up 0s` skips what downtime missed, never the tick an
+/// instance meets a few milliseconds late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_catch_up_still_runs_the_ticks_met_on_time() {
+    let gateway = Gateway::start(&["--schedule-catch-up", "0s"]).await;
+    let mut client = gateway.client().await;
+    let created = create(&mut client, schedule("every-second", "* * * * * *", sum()))
+        .await
+        .unwrap();
+    let jobs = wait_jobs_of(&mut client, &created.id, 3).await;
+    assert!(jobs.iter().all(|j| j.schedule_id == created.id));
+    let schedule = get(&mut client, &created.id).await.unwrap();
+    assert_eq!(schedule.skipped_ticks, 0, "{schedule:?}");
+    gateway.shutdown().await.unwrap();
+}

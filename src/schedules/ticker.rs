@@ -34,6 +34,10 @@ pub struct Ticker {
     changed: Notify,
 }
 
+/// A tick found this late (beyond the poll interval) still runs, whatever
+/// `--schedule-catch-up` says: a busy instance, not downtime.
+const LATE_TICK_GRACE: Duration = Duration::from_secs(5);
+
 fn rfc3339(t: SystemTime) -> String {
     DateTime::<Utc>::from(t).to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -50,7 +54,7 @@ impl Ticker {
             table,
             jobs,
             allow,
-            catch_up,
+            catch_up: catch_up.max(poll_interval + LATE_TICK_GRACE),
             poll_interval,
             changed: Notify::new(),
         })
