@@ -169,6 +169,12 @@ impl tonic::service::Interceptor for TokenCheck {
             .get("authorization")
             .map(|v| v.as_bytes());
         let caller = self.verify(header)?;
+        if let Some(notes) = request
+            .extensions()
+            .get::<Arc<crate::telemetry::rpc::RpcNotes>>()
+        {
+            notes.owner(caller.name.clone());
+        }
         request.extensions_mut().insert(caller);
         Ok(request)
     }

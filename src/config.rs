@@ -264,6 +264,17 @@ pub struct ServeConfig {
     #[arg(long, env = "PROCGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Serve Prometheus metrics (GET /metrics), /healthz and /readyz on this
+    /// address, without tokens; off by default. See docs/operations.md.
+    #[arg(long, env = "PROCGATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Also append the audit events (one JSON object per line: who called
+    /// which procedure or job, from where, with what code) to this file;
+    /// reopened on SIGHUP, for logrotate.
+    #[arg(long, env = "PROCGATE_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+
     /// Log parameter values of calls (at debug level). Off by default: values
     /// may be personal data.
     #[arg(long, env = "PROCGATE_LOG_PARAMS")]

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! client ── gRPC ──▶ server     listener, health, reflection, shutdown   (server.rs)
+//!                    telemetry  metrics, audit, per-RPC layer, /metrics   (telemetry/)
 //!                    auth       bearer tokens, constant-time              (auth.rs)
 //!                    api        validate, convert, one error→Status map   (api/)
 //!                    allow      --allow, closed system schemas            (allow.rs)
@@ -38,6 +39,7 @@ pub mod schedules;
 pub mod server;
 pub mod spool;
 pub mod sync_call;
+pub mod telemetry;
 
 /// The generated protobuf types and gRPC stubs of `procgate.v1`.
 pub mod proto {

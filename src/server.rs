@@ -50,6 +50,10 @@ use crate::schedules::{ScheduleTable, Schedules};
 use crate::spool::keep::Keeping;
 use crate::spool::read::Readers;
 use crate::spool::{FileSpool, Spool};
+use crate::telemetry::audit::Audit;
+use crate::telemetry::endpoint::{self, Endpoint};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::rpc::RpcLayer;
 use arrow_flight::flight_service_server::FlightServiceServer;
 
 /// The service name health reports under, besides the server-wide "".
@@ -83,6 +87,14 @@ pub async fn run_with(
     config.validate(local_addr)?;
     // Checked before anything starts, so a bad flag leaves nothing running.
     let cors = cors_layer(&config.cors_origins)?;
+    let audit = Audit::new(config.audit_log.as_deref())?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+            Error::InvalidArgument(format!("--metrics-listen: cannot listen on {addr}: {e}"))
+        })?),
+        None => None,
+    };
+    let metrics = Metrics::new(backend.kind());
     let dashboard = config.serves_dashboard(local_addr);
     let limits = config.job_limits();
     let settings = config.store_settings();
@@ -145,6 +157,7 @@ pub async fn run_with(
         limits.max_running,
         limits.max_messages,
         keeping,
+        metrics.clone(),
     );
     let rules = ClaimRules {
         limits: config.procedure_limits.clone(),
@@ -193,6 +206,7 @@ pub async fn run_with(
         spool,
         readers,
         schedules,
+        metrics: metrics.clone(),
     };
 
     let tokens = TokenCheck::new(&config.tokens, config.token_file.as_deref())?;
@@ -216,7 +230,22 @@ pub async fn run_with(
         stop.clone(),
         sweep_jobs(jobs.clone(), config.sweep_interval, config.job_retention),
     ));
-    background.spawn(until(stop.clone(), reload_tokens_on_sighup(tokens.clone())));
+    background.spawn(until(
+        stop.clone(),
+        reload_on_sighup(tokens.clone(), audit.clone()),
+    ));
+    if let Some(listener) = metrics_listener {
+        if let Ok(addr) = listener.local_addr() {
+            info!("metrics are at http://{addr}/metrics (and /healthz, /readyz)");
+        }
+        let endpoint = Endpoint {
+            metrics: metrics.clone(),
+            jobs: jobs.clone(),
+            local: local.clone(),
+            backend: backend.clone(),
+        };
+        background.spawn(endpoint::serve(listener, endpoint, stop.clone()));
+    }
     background.spawn(until(stop.clone(), ticker.run()));
     background.close();
 
@@ -256,12 +285,13 @@ pub async fn run_with(
             tokens,
         ));
     // Outermost first: the dashboard's page, CORS for browsers' preflights,
-    // gRPC-Web turning browser calls (HTTP/1.1 or 2) into gRPC, then our
-    // status rewrite.
+    // gRPC-Web turning browser calls (HTTP/1.1 or 2) into gRPC, the metrics
+    // and audit of each RPC, then our status rewrite (whose codes they count).
     let layers = ServiceBuilder::new()
         .option_layer(dashboard.then_some(DashboardLayer))
         .option_layer(cors)
         .layer(GrpcWebLayer::new())
+        .layer(RpcLayer { metrics, audit })
         .layer(tower::util::MapResponseLayer::new(
             crate::api::transport::classify_transport_errors,
         ))
@@ -390,8 +420,8 @@ fn tls_config(config: &ServeConfig) -> Result<Option<ServerTlsConfig>> {
     Ok(Some(ServerTlsConfig::new().identity(identity)))
 }
 
-/// Reads the token file again on every SIGHUP.
-async fn reload_tokens_on_sighup(tokens: TokenCheck) {
+/// Reads the token file again and reopens the audit log on every SIGHUP.
+async fn reload_on_sighup(tokens: TokenCheck, audit: Audit) {
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     else {
         warn!("cannot listen for SIGHUP; the token file will not be reloaded");
@@ -401,6 +431,9 @@ async fn reload_tokens_on_sighup(tokens: TokenCheck) {
         match tokens.reload() {
             Ok(count) => info!(tokens = count, "SIGHUP: reloaded the token file"),
             Err(e) => warn!(error = %e, "SIGHUP: kept the previous tokens"),
+        }
+        if let Err(e) = audit.reopen() {
+            warn!(error = %e, "SIGHUP: the audit log could not be reopened; writing on to the old file");
         }
     }
 }

@@ -7,9 +7,14 @@
 //! give the statement a moment to stop and return its session, then answer.
 //! A handler dropped for any other reason (the client disconnected) drops
 //! the backend's call with it, whose interrupt guard cancels the statement.
+//!
+//! Each call is counted in the metrics here, once, whatever its end: the
+//! procedure is a label only if its statement was reached (the database
+//! resolved the name).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +23,7 @@ use futures_util::FutureExt;
 use crate::backend::{Backend, Interrupt, MessageLog, Phase, Progress, RowSink};
 use crate::call::{Outputs, ProcedureCall};
 use crate::error::{Error, Result};
+use crate::telemetry::metrics::{Metrics, Mode, ProcedureLabel};
 
 /// Deadlines shorter than this are refused before anything runs.
 const SHORTEST_DEADLINE: Duration = Duration::from_millis(5);
@@ -36,10 +42,40 @@ pub async fn execute(
     call: &ProcedureCall,
     deadline: Option<Duration>,
     max_messages: usize,
+    metrics: &Metrics,
 ) -> Result<SyncOutcome> {
-    let run = Run::new(deadline, max_messages)?;
-    let work = backend.execute(call, &run.progress, &run.interrupt);
-    run.wait(work).await
+    let run = Run::new(deadline, max_messages, metrics);
+    let outcome = match &run {
+        Ok(run) => {
+            let work = backend.execute(call, &run.progress, &run.interrupt);
+            run.wait(work).await
+        }
+        Err(e) => Err(e.clone()),
+    };
+    count(metrics, Mode::Sync, call, run.as_ref().ok(), &outcome);
+    outcome
+}
+
+/// Counts one call in the metrics.
+fn count(
+    metrics: &Metrics,
+    mode: Mode,
+    call: &ProcedureCall,
+    run: Option<&Run>,
+    outcome: &Result<SyncOutcome>,
+) {
+    let code = match outcome {
+        Ok(_) => tonic::Code::Ok,
+        Err(e) => crate::api::status::code_of(e),
+    };
+    let reached = run.is_some_and(|r| r.collector.reached_statement.load(Ordering::Relaxed));
+    let label = if reached {
+        ProcedureLabel::resolved(&call.name)
+    } else {
+        ProcedureLabel::invalid()
+    };
+    let elapsed = run.map_or(Duration::ZERO, |r| r.started.elapsed());
+    metrics.call_ended(label, mode, code, elapsed);
 }
 
 /// ExecuteStream: runs `call` as [`execute`] does, its cursor and set rows
@@ -50,10 +86,18 @@ pub async fn execute_stream(
     deadline: Option<Duration>,
     max_messages: usize,
     rows: &RowSink,
+    metrics: &Metrics,
 ) -> Result<SyncOutcome> {
-    let run = Run::new(deadline, max_messages)?;
-    let work = backend.execute_stream(call, &run.progress, &run.interrupt, rows);
-    run.wait(work).await
+    let run = Run::new(deadline, max_messages, metrics);
+    let outcome = match &run {
+        Ok(run) => {
+            let work = backend.execute_stream(call, &run.progress, &run.interrupt, rows);
+            run.wait(work).await
+        }
+        Err(e) => Err(e.clone()),
+    };
+    count(metrics, Mode::Stream, call, run.as_ref().ok(), &outcome);
+    outcome
 }
 
 /// One call under way: its deadline, its interrupt and its messages.
@@ -66,7 +110,7 @@ struct Run {
 }
 
 impl Run {
-    fn new(deadline: Option<Duration>, max_messages: usize) -> Result<Run> {
+    fn new(deadline: Option<Duration>, max_messages: usize, metrics: &Metrics) -> Result<Run> {
         let started = Instant::now();
         // A deadline too far to represent is no deadline at all.
         let deadline = deadline.filter(|d| started.checked_add(*d).is_some());
@@ -88,6 +132,9 @@ impl Run {
         let collector = Arc::new(MessageCollector {
             log: Mutex::default(),
             capacity: max_messages,
+            started,
+            metrics: metrics.clone(),
+            reached_statement: AtomicBool::new(false),
         });
         Ok(Run {
             started,
@@ -144,14 +191,24 @@ fn deadline_passed(deadline: Duration) -> Error {
     ))
 }
 
-/// A sync call has no one to show progress to: it keeps the messages.
+/// A sync call has no one to show progress to: it keeps the messages, and
+/// notes its wait for a connection and whether it reached its statement.
 struct MessageCollector {
     log: Mutex<MessageLog>,
     capacity: usize,
+    started: Instant,
+    metrics: Metrics,
+    reached_statement: AtomicBool,
 }
 
 impl Progress for MessageCollector {
-    fn phase(&self, _: Phase) {}
+    fn phase(&self, phase: Phase) {
+        match phase {
+            Phase::ConnectionAcquired => self.metrics.connection_waited(self.started.elapsed()),
+            Phase::Executing => self.reached_statement.store(true, Ordering::Relaxed),
+            Phase::OutputsFetched => {}
+        }
+    }
 
     fn report(&self, _: u32, _: Option<String>) {}
 

@@ -31,6 +31,8 @@ use crate::proto::procedure_service_server::ProcedureService;
 use crate::spool::Spool;
 use crate::spool::read::{JobResult, Readers};
 use crate::sync_call;
+use crate::telemetry::metrics::{Metrics, Mode, ProcedureLabel};
+use crate::telemetry::rpc::{RpcNotes, notes_of};
 use convert::{
     View, call_from_proto, describe_call, duration_from_proto, job_to_proto, retry_from_proto,
     schedule_filter, sync_response, within,
@@ -56,17 +58,33 @@ pub struct ProcedureApi {
     pub spool: Arc<dyn Spool>,
     pub readers: Readers,
     pub schedules: Arc<crate::schedules::Schedules>,
+    pub metrics: Metrics,
 }
 
 impl ProcedureApi {
+    /// The call of a request, checked; a call refused here is counted in
+    /// the metrics under `<invalid>`, since its name was never resolved.
     fn accept_call(
         &self,
         call: Option<pb::ProcedureCall>,
+        mode: Mode,
     ) -> Result<crate::call::ProcedureCall, Error> {
-        let call = call_from_proto(call)?;
-        self.allow.check(&call.name)?;
-        debug!(call = %describe_call(&call, self.log_params), "accepted");
-        Ok(call)
+        let accepted = call_from_proto(call).and_then(|call| {
+            self.allow.check(&call.name)?;
+            Ok(call)
+        });
+        match accepted {
+            Ok(call) => {
+                debug!(call = %describe_call(&call, self.log_params), "accepted");
+                Ok(call)
+            }
+            Err(e) => {
+                let code = status::code_of(&e);
+                self.metrics
+                    .call_ended(ProcedureLabel::invalid(), mode, code, Duration::ZERO);
+                Err(e)
+            }
+        }
     }
 
     /// A job in the view asked for, if it fits in a response.
@@ -101,24 +119,31 @@ impl ProcedureService for ProcedureApi {
         request: Request<pb::ExecuteSyncRequest>,
     ) -> Result<Response<pb::ExecuteSyncResponse>, Status> {
         let deadline = grpc_timeout(request.metadata())?;
-        let call = self.accept_call(request.into_inner().call)?;
-        let outcome =
-            match sync_call::execute(self.backend.as_ref(), &call, deadline, self.max_messages)
-                .await
-            {
-                Ok(outcome) => outcome,
-                Err(e) => {
-                    // The code and the database's code, never the message:
-                    // it may quote a parameter's value.
-                    info!(
-                        procedure = %call.name,
-                        code = ?status::code_of(&e),
-                        db_code = e.db_code().unwrap_or_default(),
-                        "sync call failed"
-                    );
-                    return Err(e.into());
-                }
-            };
+        let notes = notes_of(&request);
+        let call = noted(&notes, request.into_inner().call);
+        let call = self.accept_call(call, Mode::Sync)?;
+        let outcome = match sync_call::execute(
+            self.backend.as_ref(),
+            &call,
+            deadline,
+            self.max_messages,
+            &self.metrics,
+        )
+        .await
+        {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // The code and the database's code, never the message:
+                // it may quote a parameter's value.
+                info!(
+                    procedure = %call.name,
+                    code = ?status::code_of(&e),
+                    db_code = e.db_code().unwrap_or_default(),
+                    "sync call failed"
+                );
+                return Err(e.into());
+            }
+        };
         info!(procedure = %call.name, elapsed = ?outcome.elapsed, "sync call completed");
         let response = sync_response(&outcome);
         // Checked here rather than left to tonic's encoder, so that the
@@ -143,7 +168,9 @@ impl ProcedureService for ProcedureApi {
         request: Request<pb::ExecuteSyncRequest>,
     ) -> Result<Response<Self::ExecuteStreamStream>, Status> {
         let deadline = grpc_timeout(request.metadata())?;
-        let call = self.accept_call(request.into_inner().call)?;
+        let notes = notes_of(&request);
+        let call = noted(&notes, request.into_inner().call);
+        let call = self.accept_call(call, Mode::Stream)?;
         let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
             Error::Exhausted(format!(
                 "{} ExecuteStream calls are already open, this gateway's --max-streams; \
@@ -157,6 +184,7 @@ impl ProcedureService for ProcedureApi {
             deadline,
             self.max_messages,
             permit,
+            self.metrics.clone(),
         )))
     }
 
@@ -165,8 +193,10 @@ impl ProcedureService for ProcedureApi {
         request: Request<pb::SubmitAsyncRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let caller = caller_of(&request);
-        let request = request.into_inner();
-        let call = self.accept_call(request.call)?;
+        let notes = notes_of(&request);
+        let mut request = request.into_inner();
+        let call = noted(&notes, request.call.take());
+        let call = self.accept_call(call, Mode::Job)?;
         let submission = Submission {
             request_id: (!request.request_id.is_empty()).then_some(request.request_id),
             retry: retry_from_proto(request.retry)?,
@@ -174,6 +204,7 @@ impl ProcedureService for ProcedureApi {
             ..Submission::default()
         };
         let job = self.jobs.submit(call, submission, &caller).await?;
+        notes.job(&job.id.to_string());
         info!(job = %job.id, "job submitted");
         Ok(Response::new(self.answer_job(&job)))
     }
@@ -183,6 +214,7 @@ impl ProcedureService for ProcedureApi {
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let caller = caller_of(&request);
+        notes_of(&request).job(&request.get_ref().id);
         let request = request.into_inner();
         let view = View::from_proto(request.view, View::Full)?;
         let job = self.jobs.get(&request.id, &caller).await?;
@@ -196,6 +228,7 @@ impl ProcedureService for ProcedureApi {
         request: Request<pb::ReadJobResultRequest>,
     ) -> Result<Response<Self::ReadJobResultStream>, Status> {
         let caller = caller_of(&request);
+        notes_of(&request).job(&request.get_ref().job_id);
         let request = request.into_inner();
         let job = self.jobs.get(&request.job_id, &caller).await?;
         let result = JobResult::open(
@@ -252,6 +285,7 @@ impl ProcedureService for ProcedureApi {
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let caller = caller_of(&request);
+        notes_of(&request).job(&request.get_ref().id);
         let request = request.into_inner();
         let shape = self.shape(request.view, View::Full)?;
         let since = (request.since_revision > 0).then_some(request.since_revision);
@@ -288,6 +322,7 @@ impl ProcedureService for ProcedureApi {
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let caller = caller_of(&request);
+        notes_of(&request).job(&request.get_ref().id);
         let job = self.jobs.cancel(&request.into_inner().id, &caller).await?;
         info!(job = %job.id, state = job.state.name(), "cancel requested");
         Ok(Response::new(self.answer_job(&job)))
@@ -298,6 +333,7 @@ impl ProcedureService for ProcedureApi {
         request: Request<pb::DeleteJobRequest>,
     ) -> Result<Response<pb::DeleteJobResponse>, Status> {
         let caller = caller_of(&request);
+        notes_of(&request).job(&request.get_ref().id);
         let id = request.into_inner().id;
         self.jobs.delete(&id, &caller).await?;
         // At once, whoever still holds a copy of the job.
@@ -312,8 +348,14 @@ impl ProcedureService for ProcedureApi {
         request: Request<pb::CreateScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
         let caller = caller_of(&request);
-        let spec = schedules::spec_from_proto(request.into_inner().schedule)?;
+        let notes = notes_of(&request);
+        let mut schedule = request.into_inner().schedule;
+        if let Some(s) = schedule.as_mut() {
+            s.call = noted(&notes, s.call.take());
+        }
+        let spec = schedules::spec_from_proto(schedule)?;
         let schedule = self.schedules.create(spec, &caller).await?;
+        notes.schedule(&schedule.id.to_string());
         info!(schedule = %schedule.id, cron = %schedule.cron, "schedule created");
         Ok(Response::new(schedules::schedule_to_proto(&schedule)))
     }
@@ -323,6 +365,7 @@ impl ProcedureService for ProcedureApi {
         request: Request<pb::GetScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
         let caller = caller_of(&request);
+        notes_of(&request).schedule(&request.get_ref().id);
         let schedule = self
             .schedules
             .get(&request.into_inner().id, &caller)
@@ -356,6 +399,7 @@ impl ProcedureService for ProcedureApi {
         request: Request<pb::UpdateScheduleRequest>,
     ) -> Result<Response<pb::Schedule>, Status> {
         let caller = caller_of(&request);
+        let notes = notes_of(&request);
         let request = request.into_inner();
         let mask = schedules::mask_from_proto(request.update_mask)?;
         let id = request
@@ -363,6 +407,7 @@ impl ProcedureService for ProcedureApi {
             .as_ref()
             .map(|s| s.id.clone())
             .unwrap_or_default();
+        notes.schedule(&id);
         let spec = schedules::spec_from_proto(request.schedule)?;
         let schedule = self.schedules.update(&id, spec, &mask, &caller).await?;
         info!(schedule = %schedule.id, paused = schedule.paused, "schedule updated");
@@ -374,6 +419,7 @@ impl ProcedureService for ProcedureApi {
         request: Request<pb::DeleteScheduleRequest>,
     ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
         let caller = caller_of(&request);
+        notes_of(&request).schedule(&request.get_ref().id);
         let id = request.into_inner().id;
         self.schedules.delete(&id, &caller).await?;
         info!(schedule = %id, "schedule deleted");
@@ -384,11 +430,22 @@ impl ProcedureService for ProcedureApi {
         &self,
         request: Request<pb::DescribeProcedureRequest>,
     ) -> Result<Response<pb::ProcedureDescription>, Status> {
-        let name = ProcedureName::parse(&request.into_inner().procedure).map_err(Error::from)?;
+        let notes = notes_of(&request);
+        let procedure = request.into_inner().procedure;
+        notes.procedure(&procedure);
+        let name = ProcedureName::parse(&procedure).map_err(Error::from)?;
         self.allow.check(&name)?;
         let description = self.backend.describe(&name).await?;
         Ok(Response::new(convert::description_to_proto(&description)))
     }
+}
+
+/// The call, after noting the procedure it names for the RPC's audit event.
+fn noted(notes: &RpcNotes, call: Option<pb::ProcedureCall>) -> Option<pb::ProcedureCall> {
+    if let Some(call) = &call {
+        notes.procedure(&call.procedure);
+    }
+    call
 }
 
 /// The largest message a gRPC client receives unless told otherwise.

@@ -27,6 +27,7 @@ use crate::proto as pb;
 use crate::proto::execute_stream_response::Kind;
 use crate::spool::read::JobResult;
 use crate::sync_call;
+use crate::telemetry::metrics::Metrics;
 
 /// The ExecuteStream response stream.
 pub type ExecuteStream =
@@ -38,13 +39,21 @@ pub fn execute_stream(
     deadline: Option<Duration>,
     max_messages: usize,
     open: OwnedSemaphorePermit,
+    metrics: Metrics,
 ) -> ExecuteStream {
     let (sink, parts) = RowSink::channel();
     let run = tokio::spawn(async move {
         // Held until the call and its connection are done.
         let _open = open;
-        let ran =
-            sync_call::execute_stream(backend.as_ref(), &call, deadline, max_messages, &sink).await;
+        let ran = sync_call::execute_stream(
+            backend.as_ref(),
+            &call,
+            deadline,
+            max_messages,
+            &sink,
+            &metrics,
+        )
+        .await;
         match &ran {
             Ok(outcome) => {
                 info!(procedure = %call.name, elapsed = ?outcome.elapsed, "stream call completed")

@@ -177,6 +177,18 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Which database this is, for logs and health: `postgres`, `oracle`.
     fn kind(&self) -> &'static str;
+
+    /// The call pool's connections now, for metrics.
+    fn pool_state(&self) -> PoolState {
+        PoolState::default()
+    }
+}
+
+/// The connections a backend's pool holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolState {
+    pub idle: usize,
+    pub busy: usize,
 }
 
 /// Opens the backend that the URL's scheme names. Does not wait for the

@@ -11,6 +11,7 @@ use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use serde_json::{Value as Json, json};
 use tonic::{Code, Status};
 
+use crate::api::status::code_name;
 use crate::proto::value::Kind;
 use crate::proto::{self as pb};
 
@@ -437,29 +438,6 @@ pub fn status_line(status: &Status) -> String {
             code_name(status.code())
         ),
         None => format!("error: {}: {message}", code_name(status.code())),
-    }
-}
-
-/// The canonical upper-case name of a gRPC code.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

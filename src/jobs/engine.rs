@@ -1029,6 +1029,10 @@ impl JobStore for Engine {
         Ok(swept)
     }
 
+    async fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {
+        self.table.count_by_state().await
+    }
+
     /// Stops claiming, cancels this instance's jobs (and, in a table that
     /// does not outlive the process, the queue), waits for them to be
     /// written and read out to watchers, stops every task of the engine,

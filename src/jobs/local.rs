@@ -20,6 +20,7 @@ use super::live::LiveJob;
 use super::runner::{self, Ran};
 use crate::backend::Backend;
 use crate::spool::keep::Keeping;
+use crate::telemetry::metrics::Metrics;
 
 pub struct LocalJobs {
     running: Mutex<HashMap<Uuid, LiveJob>>,
@@ -27,6 +28,7 @@ pub struct LocalJobs {
     pub(super) slots: Arc<Semaphore>,
     max_messages: usize,
     keeping: Keeping,
+    metrics: Metrics,
     accepting: AtomicBool,
     /// Woken each time a job ends, for [`LocalJobs::until_idle`].
     job_ended: Notify,
@@ -44,6 +46,7 @@ impl LocalJobs {
         max_running: usize,
         max_messages: usize,
         keeping: Keeping,
+        metrics: Metrics,
     ) -> Arc<Self> {
         Arc::new(LocalJobs {
             running: Mutex::default(),
@@ -51,6 +54,7 @@ impl LocalJobs {
             slots: Arc::new(Semaphore::new(max_running)),
             max_messages,
             keeping,
+            metrics,
             accepting: AtomicBool::new(true),
             job_ended: Notify::new(),
             database_up: watch::Sender::new(false),
@@ -80,9 +84,15 @@ impl LocalJobs {
     pub(super) async fn run(&self, job: LiveJob) -> Ran {
         let (id, procedure) = job.with(|j| (j.id, j.call.display_name.clone()));
         let span = info_span!("job", %id, %procedure);
-        let ran = runner::run(&self.backend, &job, self.max_messages, &self.keeping)
-            .instrument(span)
-            .await;
+        let ran = runner::run(
+            &self.backend,
+            &job,
+            self.max_messages,
+            &self.keeping,
+            &self.metrics,
+        )
+        .instrument(span)
+        .await;
         if ran == Ran::NoConnection {
             job.change(lifecycle::release);
         }
@@ -147,6 +157,18 @@ impl LocalJobs {
         let mut up = self.database_up.subscribe();
         // The sender lives as long as this, which outlives the wait.
         let _ = up.wait_for(|up| *up).await;
+    }
+
+    /// Whether this instance can take work now: the database answers and
+    /// it is not shutting down. Else why not, for `/readyz`.
+    pub fn readiness(&self) -> std::result::Result<(), &'static str> {
+        if !self.is_accepting() {
+            Err("shutting down: accepting no new work")
+        } else if !*self.database_up.borrow() {
+            Err("the database does not answer")
+        } else {
+            Ok(())
+        }
     }
 
     pub(super) fn is_accepting(&self) -> bool {

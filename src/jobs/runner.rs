@@ -9,8 +9,9 @@
 
 use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
 
 use futures_util::FutureExt;
 use tracing::{info, warn};
@@ -21,6 +22,7 @@ use super::live::LiveJob;
 use crate::backend::{Backend, Phase, Progress};
 use crate::error::Error;
 use crate::spool::keep::{self, Keeping};
+use crate::telemetry::metrics::{Metrics, Mode, ProcedureLabel};
 
 /// How a run went, for the scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,11 +39,17 @@ pub(super) async fn run(
     job: &LiveJob,
     max_messages: usize,
     keeping: &Keeping,
+    metrics: &Metrics,
 ) -> Ran {
-    let progress: Arc<dyn Progress> = Arc::new(JobProgress {
+    let observed = Arc::new(JobProgress {
         job: job.clone(),
         max_messages,
+        metrics: metrics.clone(),
+        run_started: Instant::now(),
+        connected: Mutex::new(None),
+        reached_statement: AtomicBool::new(false),
     });
+    let progress: Arc<dyn Progress> = observed.clone();
     let (id, call) = job.with(|j| (j.id, j.call.clone()));
     let running = keep::execute(
         backend.as_ref(),
@@ -77,6 +85,7 @@ pub(super) async fn run(
     // Asked for by a cancel, not by the call stopping itself (its result
     // did not fit in the spool).
     let cancelled = job.with(|j| j.cancel_requested) && job.interrupt.is_requested();
+    observed.call_ended(&result, cancelled);
     let now = SystemTime::now();
     job.change(|j| {
         // A call that failed before its connection ends without starting.
@@ -94,13 +103,41 @@ pub(super) async fn run(
     Ran::Ended { database_down }
 }
 
-/// Publishes a running call's progress and messages into its job.
+/// Publishes a running call's progress and messages into its job, and
+/// its waits and outcome into the metrics.
 struct JobProgress {
     job: LiveJob,
     max_messages: usize,
+    metrics: Metrics,
+    run_started: Instant,
+    /// When it got its connection.
+    connected: Mutex<Option<Instant>>,
+    /// Whether the database resolved the procedure and ran its statement.
+    reached_statement: AtomicBool,
 }
 
 impl JobProgress {
+    /// Counts this attempt's call: from its connection to its end.
+    fn call_ended<T>(&self, result: &Result<T, Error>, cancelled: bool) {
+        let code = match result {
+            _ if cancelled => tonic::Code::Cancelled,
+            Ok(_) => tonic::Code::Ok,
+            Err(e) => crate::api::status::code_of(e),
+        };
+        let label = if self.reached_statement.load(Ordering::Relaxed) {
+            ProcedureLabel::resolved(&self.job.with(|j| j.call.name.clone()))
+        } else {
+            ProcedureLabel::invalid()
+        };
+        let since = self
+            .connected
+            .lock()
+            .expect("connected lock")
+            .unwrap_or(self.run_started);
+        self.metrics
+            .call_ended(label, Mode::Job, code, since.elapsed());
+    }
+
     fn advance(&self, percent: u32, message: Option<Cow<'static, str>>) {
         self.job
             .change(|job| lifecycle::progress(job, percent, message));
@@ -109,13 +146,25 @@ impl JobProgress {
 
 impl Progress for JobProgress {
     fn phase(&self, phase: Phase) {
+        if phase == Phase::Executing {
+            self.reached_statement.store(true, Ordering::Relaxed);
+        }
         if phase == Phase::ConnectionAcquired {
+            self.metrics.connection_waited(self.run_started.elapsed());
+            *self.connected.lock().expect("connected lock") = Some(Instant::now());
             let now = SystemTime::now();
+            let mut first_start = None;
             self.job.change(|job| {
                 let started = lifecycle::start(job, now);
+                if started && job.attempt <= 1 {
+                    first_start = Some(now.duration_since(job.create_time).unwrap_or_default());
+                }
                 let moved = lifecycle::progress(job, phase.percent(), Some(phase.message().into()));
                 started || moved
             });
+            if let Some(queued) = first_start {
+                self.metrics.job_started_after(queued);
+            }
             if self.job.with(|job| job.state.is_terminal()) {
                 // Cancelled while it waited for the connection: a request
                 // made before the statement refuses its start.

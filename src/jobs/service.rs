@@ -94,6 +94,9 @@ pub trait JobStore: Send + Sync {
     /// Removes jobs that ended more than `retention` ago; how many.
     async fn sweep(&self, retention: Duration) -> Result<u64>;
 
+    /// How many jobs the store holds in each state (metrics).
+    async fn count_by_state(&self) -> Result<Vec<(super::JobState, u64)>>;
+
     /// Accepts no new jobs, cancels the live ones, waits for them to end
     /// and stops every task of the store.
     async fn shutdown(&self);

@@ -168,6 +168,10 @@ pub trait JobTable: Send + Sync {
     /// How many jobs are PENDING (claimed or not).
     async fn pending(&self) -> Result<u64>;
 
+    /// How many jobs are in each state, for metrics; states with none may
+    /// be left out.
+    async fn count_by_state(&self) -> Result<Vec<(JobState, u64)>>;
+
     async fn get(&self, id: &Uuid) -> Result<Option<JobSnapshot>>;
 
     async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<JobSnapshot>>;

@@ -235,6 +235,14 @@ impl Backend for OracleBackend {
     fn kind(&self) -> &'static str {
         "oracle"
     }
+
+    fn pool_state(&self) -> crate::backend::PoolState {
+        let state = self.inner.pool.state();
+        crate::backend::PoolState {
+            idle: state.idle_connections as usize,
+            busy: state.connections.saturating_sub(state.idle_connections) as usize,
+        }
+    }
 }
 
 impl Inner {

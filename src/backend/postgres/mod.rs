@@ -441,4 +441,12 @@ impl Backend for PostgresBackend {
     fn kind(&self) -> &'static str {
         "postgres"
     }
+
+    fn pool_state(&self) -> crate::backend::PoolState {
+        let status = self.pool.status();
+        crate::backend::PoolState {
+            idle: status.available,
+            busy: status.size.saturating_sub(status.available),
+        }
+    }
 }

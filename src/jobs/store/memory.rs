@@ -347,6 +347,17 @@ impl JobTable for MemoryTable {
         Ok(self.lock().pending)
     }
 
+    async fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {
+        let tables = self.lock();
+        Ok(JobState::ALL
+            .into_iter()
+            .map(|state| {
+                let count = tables.rows.values().filter(|r| r.job.state == state);
+                (state, count.count() as u64)
+            })
+            .collect())
+    }
+
     async fn get(&self, id: &Uuid) -> Result<Option<JobSnapshot>> {
         Ok(self.snapshot(id))
     }

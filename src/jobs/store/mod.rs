@@ -411,6 +411,25 @@ impl JobTable for PostgresStore {
     }
 
     /// Jobs waiting to run, across the cluster.
+    async fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &self.sql("SELECT state, count(*) FROM {s}.procgate_jobs GROUP BY state"),
+                &[],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let state = JobState::parse(row.get::<_, &str>(0))?;
+                Some((state, row.get::<_, i64>(1) as u64))
+            })
+            .collect())
+    }
+
     async fn pending(&self) -> Result<u64> {
         let row = self
             .client()

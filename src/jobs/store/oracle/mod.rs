@@ -490,6 +490,23 @@ impl JobTable for OracleTable {
         .await
     }
 
+    async fn count_by_state(&self) -> Result<Vec<(JobState, u64)>> {
+        self.blocking(|conn, schema| {
+            let rows = conn
+                .query_as::<(String, i64)>(&sql::in_schema(sql::STATE_COUNTS, &schema), &[])
+                .map_err(unavailable)?;
+            let mut counts = Vec::new();
+            for row in rows {
+                let (state, count) = row.map_err(unavailable)?;
+                if let Some(state) = JobState::parse(&state) {
+                    counts.push((state, count as u64));
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
     async fn get(&self, id: &Uuid) -> Result<Option<JobSnapshot>> {
         let found = self.jobs(sql::GET, vec![("id", raw(id))]).await?;
         Ok(jobs_of(found).into_iter().next())

@@ -121,6 +121,8 @@ pub const DELETED_SINCE: &str = "SELECT ID, OWNER, PROCEDURE_NAME, STATE, REVISI
 
 pub const PENDING_COUNT: &str = "SELECT COUNT(*) FROM {s}.PROCGATE_JOBS WHERE STATE = 'PENDING'";
 
+pub const STATE_COUNTS: &str = "SELECT STATE, COUNT(*) FROM {s}.PROCGATE_JOBS GROUP BY STATE";
+
 /// Claims the oldest unclaimed PENDING job for :instance; it stays PENDING
 /// with `lifecycle::CLAIMED` as its message (:message). :claimed gets its
 /// id, NULL when there is none.
@@ -279,7 +281,7 @@ pub const RUNNING_OF: &str = "SELECT {columns} FROM {s}.PROCGATE_JOBS
 pub const LEAVE: &str = "DELETE FROM {s}.PROCGATE_INSTANCES WHERE ID = :instance";
 
 /// Every statement, for checks that hold of all of them.
-pub const ALL: [&str; 30] = [
+pub const ALL: [&str; 31] = [
     CREATE_JOBS,
     CREATE_REVISION,
     CREATE_INSTANCES,
@@ -293,6 +295,7 @@ pub const ALL: [&str; 30] = [
     CHANGED_SINCE,
     DELETED_SINCE,
     PENDING_COUNT,
+    STATE_COUNTS,
     CLAIM,
     LOCK,
     WRITE,
