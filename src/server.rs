@@ -162,6 +162,9 @@ pub async fn run_with(
     let rules = ClaimRules {
         limits: config.procedure_limits.clone(),
     };
+    for limit in &rules.limits {
+        info!(procedures = %limit.glob, at_once = limit.max, "procedure limit");
+    }
     if !rules.limits.is_empty() && oracle_store {
         return Err(Error::InvalidArgument(
             "--procedure-limit needs the memory or PostgreSQL job store; the Oracle job store \

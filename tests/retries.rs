@@ -130,18 +130,40 @@ async fn a_bad_retry_policy_or_expiry_is_refused_before_anything_runs(store: Sto
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
-    let negative = client
-        .submit_async(pb::SubmitAsyncRequest {
-            call: Some(sum),
-            expire_after: Some(prost_types::Duration {
-                seconds: -5,
-                nanos: 0,
-            }),
-            ..Default::default()
-        })
+    let duration = |seconds, nanos| Some(prost_types::Duration { seconds, nanos });
+    for (expire_after, why) in [
+        (duration(-5, 0), "is negative"),
+        (duration(1, -5), "not a valid protobuf Duration"),
+        (duration(i64::MAX, 0), "is too long"),
+        (duration(400 * 86400, 0), "at most 366 days"),
+    ] {
+        let refused = client
+            .submit_async(pb::SubmitAsyncRequest {
+                call: Some(sum.clone()),
+                expire_after,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains("expire_after"), "{refused:?}");
+        assert!(refused.message().contains(why), "{why}: {refused:?}");
+    }
+    // A backoff too long to add to a clock would once panic the server.
+    let mut huge = retry(3, 100);
+    huge.initial_backoff = duration(i64::MAX, 0);
+    huge.max_backoff = duration(i64::MAX, 0);
+    let refused = submit_with(&mut client, sum.clone(), Some(huge), None)
         .await
         .unwrap_err();
-    assert_eq!(negative.code(), Code::InvalidArgument, "{negative:?}");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("at most 7 days"), "{refused:?}");
+    let mut tiny = retry(3, 100);
+    tiny.multiplier = 5e-324;
+    let refused = submit_with(&mut client, sum, Some(tiny), None)
+        .await
+        .unwrap_err();
+    assert!(refused.message().contains("5e-324"), "{refused:?}");
     let page = client
         .list_jobs(pb::ListJobsRequest::default())
         .await
@@ -205,7 +227,10 @@ async fn a_procedure_limit_holds_its_jobs_back_but_not_other_procedures(store: S
     .await;
     let mut client = gateway.client().await;
     let first = submit(&mut client, long_load(6, 250)).await;
-    let second = submit(&mut client, long_load(1, 10)).await;
+    // Quoting the name does not escape the limit.
+    let mut quoted = long_load(1, 10);
+    quoted.procedure = "\"pkg_etl\".proceso_largo".into();
+    let second = submit(&mut client, quoted).await;
     let sum = call(
         "pkg_etl.sumar",
         vec![

@@ -430,20 +430,42 @@ pub fn job_to_proto(job: &JobSnapshot, view: View) -> pb::Job {
 }
 
 /// A duration of a request, which must not be negative.
+/// A duration field of a request, at most `max`: protobuf's rules (seconds
+/// and nanos of one sign, nanos within ±999,999,999), and never negative.
 pub fn duration_from_proto(
     duration: Option<prost_types::Duration>,
     field: &str,
+    max: std::time::Duration,
 ) -> Result<Option<std::time::Duration>, Error> {
-    duration
-        .map(|d| {
-            std::time::Duration::try_from(d).map_err(|_| {
-                Error::InvalidArgument(format!(
-                    "{field} is negative or out of range; give a positive duration such as \"30s\""
-                ))
-            })
-        })
-        .transpose()
+    let Some(d) = duration else {
+        return Ok(None);
+    };
+    let invalid = |why: &str| {
+        Error::InvalidArgument(format!(
+            "{field} {why}; give a positive duration of at most {}, such as \"30s\"",
+            crate::jobs::plan::in_days(max)
+        ))
+    };
+    if d.nanos.abs() > 999_999_999
+        || (d.seconds > 0 && d.nanos < 0)
+        || (d.seconds < 0 && d.nanos > 0)
+    {
+        return Err(invalid(
+            "is not a valid protobuf Duration (its seconds and nanos differ in sign, or nanos \
+             pass ±999,999,999)",
+        ));
+    }
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err(invalid("is negative"));
+    }
+    let duration = std::time::Duration::new(d.seconds as u64, d.nanos as u32);
+    if duration > max {
+        return Err(invalid("is too long"));
+    }
+    Ok(Some(duration))
 }
+
+use crate::jobs::plan::MAX_BACKOFF;
 
 /// A retry policy of a request; None when unset or one attempt.
 pub fn retry_from_proto(
@@ -455,8 +477,9 @@ pub fn retry_from_proto(
     let zero = std::time::Duration::ZERO;
     let policy = crate::jobs::plan::RetryPolicy::new(
         retry.max_attempts,
-        duration_from_proto(retry.initial_backoff, "retry.initial_backoff")?.unwrap_or(zero),
-        duration_from_proto(retry.max_backoff, "retry.max_backoff")?.unwrap_or(zero),
+        duration_from_proto(retry.initial_backoff, "retry.initial_backoff", MAX_BACKOFF)?
+            .unwrap_or(zero),
+        duration_from_proto(retry.max_backoff, "retry.max_backoff", MAX_BACKOFF)?.unwrap_or(zero),
         retry.multiplier,
     )?;
     Ok(Some(policy))

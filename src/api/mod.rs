@@ -200,7 +200,11 @@ impl ProcedureService for ProcedureApi {
         let submission = Submission {
             request_id: (!request.request_id.is_empty()).then_some(request.request_id),
             retry: retry_from_proto(request.retry)?,
-            expire_after: duration_from_proto(request.expire_after, "expire_after")?,
+            expire_after: duration_from_proto(
+                request.expire_after,
+                "expire_after",
+                crate::jobs::plan::MAX_EXPIRE_AFTER,
+            )?,
             ..Submission::default()
         };
         let job = self.jobs.submit(call, submission, &caller).await?;

@@ -108,7 +108,7 @@ pub enum ClientCommand {
         /// Fail the job (DEADLINE_EXCEEDED, EXPIRED) if it has not started
         /// this long after it was submitted: yesterday's batch must not run
         /// tomorrow.
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", value_parser = proto_duration)]
         expire_after: Option<std::time::Duration>,
     },
     /// Follow jobs live until they end (WatchJob).
@@ -518,6 +518,20 @@ async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome,
     }
 }
 
+/// A duration of the command line (`90s`, `2h 30m`) that a protobuf
+/// Duration can carry; the server decides whether it is too long.
+pub fn proto_duration(text: &str) -> Result<std::time::Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    prost_types::Duration::try_from(duration)
+        .map_err(|_| format!("{text} is longer than any duration procgate accepts"))?;
+    Ok(duration)
+}
+
+/// A duration [`proto_duration`] accepted.
+pub fn to_proto_duration(duration: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration::try_from(duration).expect("checked by proto_duration")
+}
+
 /// SubmitAsync of a command-line call.
 pub async fn submit(
     client: &mut Client,
@@ -532,7 +546,7 @@ pub async fn submit(
             call: Some(call),
             request_id: request_id.unwrap_or_default(),
             retry: retry.to_proto(),
-            expire_after: expire_after.and_then(|d| prost_types::Duration::try_from(d).ok()),
+            expire_after: expire_after.map(to_proto_duration),
         })
         .await?
         .into_inner())
@@ -672,4 +686,20 @@ pub async fn list(
         page_token = page.next_page_token;
     }
     Ok(jobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_duration_no_protobuf_duration_can_carry_is_a_usage_error() {
+        assert_eq!(
+            proto_duration("90s"),
+            Ok(std::time::Duration::from_secs(90))
+        );
+        let error = proto_duration("300000000000y").unwrap_err();
+        assert!(error.contains("longer than any duration"), "{error}");
+        assert!(proto_duration("soon").is_err());
+    }
 }

@@ -25,10 +25,10 @@ pub struct RetryArgs {
     pub max_attempts: Option<u32>,
     /// Wait before the second attempt (default 1s); each next one waits
     /// --backoff-multiplier times longer, ±20 %.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "max_attempts")]
+    #[arg(long, value_name = "DURATION", value_parser = super::proto_duration, requires = "max_attempts")]
     pub initial_backoff: Option<Duration>,
     /// The longest wait between attempts (default 5m).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "max_attempts")]
+    #[arg(long, value_name = "DURATION", value_parser = super::proto_duration, requires = "max_attempts")]
     pub max_backoff: Option<Duration>,
     /// Growth of the wait from one attempt to the next (default 2).
     #[arg(long, value_name = "FACTOR", requires = "max_attempts")]
@@ -37,8 +37,7 @@ pub struct RetryArgs {
 
 impl RetryArgs {
     pub fn to_proto(&self) -> Option<pb::RetryPolicy> {
-        let duration =
-            |d: Option<Duration>| d.and_then(|d| prost_types::Duration::try_from(d).ok());
+        let duration = |d: Option<Duration>| d.map(super::to_proto_duration);
         self.max_attempts.map(|max_attempts| pb::RetryPolicy {
             max_attempts,
             initial_backoff: duration(self.initial_backoff),

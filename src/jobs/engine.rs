@@ -842,7 +842,7 @@ impl JobStore for Engine {
         let now = SystemTime::now();
         let plan = JobPlan {
             retry: retry.unwrap_or(RetryPolicy::ONCE),
-            expire_time: expire_after.map(|after| now + after),
+            expire_time: expire_after.map(|after| now + after.min(super::plan::MAX_EXPIRE_AFTER)),
             tick,
         };
         if !plan.is_plain() && !self.table.keeps_plans() {

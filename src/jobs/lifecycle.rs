@@ -227,7 +227,9 @@ fn may_retry(job: &JobSnapshot, error: &Error) -> bool {
 /// (with jitter); the failed attempt's error is kept.
 fn retry(job: &mut JobSnapshot, error: Error, now: SystemTime) {
     let policy = job.plan().retry;
-    let wait = policy.backoff(job.attempt, fastrand::f64() * 2.0 - 1.0);
+    let wait = policy
+        .backoff(job.attempt, fastrand::f64() * 2.0 - 1.0)
+        .min(super::plan::MAX_BACKOFF);
     let retries = job.retries.get_or_insert_with(Default::default);
     retries.push(AttemptError { time: now, error });
     retries.not_before = Some(now + wait);

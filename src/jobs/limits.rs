@@ -37,6 +37,9 @@ impl ProcedureLimit {
         if glob.is_empty() {
             return Err(bad("has no glob"));
         }
+        if glob.contains('=') {
+            return Err(bad("has more than one ="));
+        }
         let max: usize = max
             .trim()
             .parse()
@@ -52,10 +55,12 @@ impl ProcedureLimit {
         })
     }
 
-    /// Whether a procedure, named as submitted, falls under this limit
-    /// (case ignored).
+    /// Whether a procedure, named as submitted, falls under this limit:
+    /// case ignored, and double quotes too, so that `"pkg_etl".carga` is
+    /// held by `pkg_etl.carga*` as `pkg_etl.carga` is.
     pub fn matches(&self, procedure: &str) -> bool {
-        self.pattern.matches_with(procedure, MATCH)
+        self.pattern
+            .matches_with(&procedure.replace('"', ""), MATCH)
     }
 
     /// What a job passed over because of this limit says.
@@ -129,8 +134,12 @@ mod tests {
         assert_eq!((limit.glob.as_str(), limit.max), ("pkg_etl.carga_*", 2));
         assert!(limit.matches("PKG_ETL.CARGA_CLIENTES"));
         assert!(!limit.matches("pkg_etl.limpia"));
+        assert!(
+            limit.matches("\"pkg_etl\".\"CARGA_x\""),
+            "quoting the name does not escape the limit"
+        );
         assert_eq!(limit.waiting_message(), "waiting: pkg_etl.carga_* limit 2");
-        for bad in ["pkg", "=2", "pkg=0", "pkg=x", "pkg[=2"] {
+        for bad in ["pkg", "=2", "pkg=0", "pkg=x", "pkg[=2", "pkg.*=2=3"] {
             assert!(ProcedureLimit::parse(bad).is_err(), "{bad}");
         }
     }

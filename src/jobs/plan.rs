@@ -18,6 +18,17 @@ use crate::error::{Error, Result};
 /// Most attempts a policy may ask for.
 pub const MAX_ATTEMPTS: u32 = 100;
 
+/// The longest wait between attempts a policy may ask for.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The longest `expire_after`: a job may wait at most this long for its start.
+pub const MAX_EXPIRE_AFTER: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// A bound of whole days as messages write it: `7 days`.
+pub fn in_days(bound: Duration) -> String {
+    format!("{} days", bound.as_secs() / 86_400)
+}
+
 /// Failed attempts' errors a job keeps, the newest.
 pub const KEPT_ATTEMPT_ERRORS: usize = 10;
 
@@ -56,9 +67,25 @@ impl RetryPolicy {
             )));
         }
         if !multiplier.is_finite() || (multiplier != 0.0 && multiplier < 1.0) {
+            // 5e-324 written out in full would take 300 digits.
+            let shown = match multiplier.to_string() {
+                plain if plain.len() <= 24 => plain,
+                _ => format!("{multiplier:e}"),
+            };
             return Err(Error::InvalidArgument(format!(
-                "retry.multiplier is {multiplier}; use a number of at least 1 (0 means 2)"
+                "retry.multiplier is {shown}; use a number of at least 1 (0 means 2)"
             )));
+        }
+        for (field, value) in [
+            ("initial_backoff", initial_backoff),
+            ("max_backoff", max_backoff),
+        ] {
+            if value > MAX_BACKOFF {
+                return Err(Error::InvalidArgument(format!(
+                    "retry.{field} is longer than {}, the longest wait allowed between attempts",
+                    in_days(MAX_BACKOFF)
+                )));
+            }
         }
         let or = |value: Duration, default: Duration| {
             if value.is_zero() { default } else { value }

@@ -26,6 +26,66 @@ const ALIASES: [&str; 5] = ["@hourly", "@daily", "@weekly", "@monthly", "@yearly
 /// the count says "at least".
 pub const MAX_COUNTED_TICKS: u64 = 100_000;
 
+/// The longest cron expression accepted.
+const MAX_CRON_LEN: usize = 256;
+
+/// The fields of a 6-field expression, with their ranges; a 5-field one
+/// has all but the first.
+const FIELDS: [(&str, u32, u32); 6] = [
+    ("second", 0, 59),
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day-of-month", 1, 31),
+    ("month", 1, 12),
+    ("day-of-week", 0, 7),
+];
+
+/// One field's list items (`5`, `1-5`, `*/15`, `10-50/10`, `MON`), checked
+/// before croner so that the reason names the field: numbers within its
+/// range, steps above zero, no empty items. Names (JAN, MON) and the
+/// letters refused elsewhere are left to croner and the checks above.
+fn check_field(field: &str, name: &str, min: u32, max: u32) -> std::result::Result<(), String> {
+    for item in field.split(',') {
+        if item.is_empty() {
+            return Err(format!(
+                "the {name} field {field:?} has an empty list item (two commas in a row, or one \
+                 at an end)"
+            ));
+        }
+        let (range, step) = match item.split_once('/') {
+            Some((range, step)) => (range, Some(step)),
+            None => (item, None),
+        };
+        let number = |text: &str| {
+            (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| text.parse::<u64>().unwrap_or(u64::MAX))
+        };
+        match step.map(|step| (step, number(step))) {
+            Some((_, Some(0))) => return Err(format!("the {name} step in {item:?} is zero")),
+            Some((_, Some(n))) if n > u64::from(max.max(1)) => {
+                return Err(format!(
+                    "the {name} step in {item:?} is {n}; at most {} makes sense",
+                    max.max(1)
+                ));
+            }
+            Some((step, None)) => {
+                return Err(format!(
+                    "the {name} step {step:?} in {item:?} is not a number"
+                ));
+            }
+            _ => {}
+        }
+        for bound in range.split('-') {
+            if let Some(n) = number(bound)
+                && !(u64::from(min)..=u64::from(max)).contains(&n)
+            {
+                return Err(format!("{name} {bound} is out of range {min}–{max}"));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A parsed cron expression in its time zone.
 #[derive(Debug, Clone)]
 pub struct Timing {
@@ -51,10 +111,22 @@ impl Timing {
     /// the reason.
     pub fn parse(cron: &str, time_zone: &str) -> Result<Timing> {
         let zone = parse_zone(time_zone)?;
-        let expression = cron.trim();
         let bad = |why: String| {
             Error::InvalidArgument(format!("cron {} is not valid: {why}", printable(cron)))
         };
+        if cron.chars().count() > MAX_CRON_LEN {
+            return Err(bad(format!(
+                "it is {} characters long; a cron expression has at most {MAX_CRON_LEN}",
+                cron.chars().count()
+            )));
+        }
+        if cron.chars().any(char::is_control) {
+            return Err(bad(
+                "it contains a tab or another control character; separate the fields with spaces"
+                    .into(),
+            ));
+        }
+        let expression = cron.trim();
         if expression.starts_with('@') {
             if !ALIASES.contains(&expression.to_ascii_lowercase().as_str()) {
                 return Err(bad(format!(
@@ -70,6 +142,10 @@ impl Timing {
                      with seconds first",
                     fields.len()
                 )));
+            }
+            let names = &FIELDS[6 - fields.len()..];
+            for (field, (name, min, max)) in fields.iter().zip(names) {
+                check_field(field, name, *min, *max).map_err(bad)?;
             }
             let (day_of_month, day_of_week) = (fields[fields.len() - 3], fields[fields.len() - 1]);
             if day_of_month.contains(['L', 'l', 'W', 'w']) {
@@ -90,7 +166,13 @@ impl Timing {
             .build()
             .parse(expression)
             .map_err(|e| bad(e.to_string()))?;
-        Ok(Timing { cron, zone })
+        let timing = Timing { cron, zone };
+        if timing.next_after(SystemTime::now()).is_none() {
+            return Err(bad(
+                "it never occurs (a day that the month never has, such as February 30)".into(),
+            ));
+        }
+        Ok(timing)
     }
 
     /// The first tick strictly after `after`.
@@ -178,7 +260,20 @@ mod tests {
             ("0 0 * * 5L", "#, L"),
             ("@reboot", "aliases"),
             ("@annually", "aliases"),
-            ("61 * * * *", "not valid"),
+            ("61 * * * *", "minute 61 is out of range 0–59"),
+            ("0 24 * * *", "hour 24 is out of range 0–23"),
+            ("0 0 0 * *", "day-of-month 0 is out of range 1–31"),
+            ("0 0 1 13 *", "month 13 is out of range 1–12"),
+            ("0 0 * * 8", "day-of-week 8 is out of range 0–7"),
+            ("60 * * * * *", "second 60 is out of range 0–59"),
+            ("5-99 * * * *", "minute 99 is out of range"),
+            ("*/0 * * * *", "the minute step in \"*/0\" is zero"),
+            ("*/x * * * *", "is not a number"),
+            ("1,2,,3 * * * *", "empty list item"),
+            ("1, * * * *", "empty list item"),
+            ("0 0 31 2 *", "never occurs"),
+            ("0 0 30 2 *", "never occurs"),
+            ("0\t0 * * *", "control character"),
         ] {
             let error = Timing::parse(bad, "UTC").unwrap_err().to_string();
             assert!(error.contains(why), "{bad}: {error}");
@@ -191,6 +286,14 @@ mod tests {
             Timing::parse("0 0 * JUL *", "UTC").is_ok(),
             "L in a name is fine"
         );
+        assert!(
+            Timing::parse("0 0 29 2 *", "UTC").is_ok(),
+            "leap years have it"
+        );
+        assert!(Timing::parse("0 0 * * 7", "UTC").is_ok(), "7 is Sunday too");
+        let long = format!("{}0 0 * * *", " ".repeat(300));
+        let error = Timing::parse(&long, "UTC").unwrap_err().to_string();
+        assert!(error.contains("at most 256"), "{error}");
     }
 
     #[test]

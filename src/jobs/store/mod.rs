@@ -457,7 +457,7 @@ impl JobTable for PostgresStore {
             .iter()
             .map(|limit| {
                 format!(
-                    " AND NOT (j.procedure ~* {re} AND ({active}) >= {max})",
+                    " AND NOT (replace(j.procedure, '\"', '') ~* {re} AND ({active}) >= {max})",
                     re = sql_text(&limit.regex()),
                     active = active_count(&limit.regex()),
                     max = limit.max
@@ -501,7 +501,7 @@ impl JobTable for PostgresStore {
                 &self.sql(&format!(
                     "UPDATE {{s}}.procgate_jobs j SET progress_message = $1, revision = {{next}} \
                      WHERE j.state = 'PENDING' AND j.instance_id IS NULL \
-                     AND j.procedure ~* {re} AND j.progress_message <> $1 \
+                     AND replace(j.procedure, '\"', '') ~* {re} AND j.progress_message <> $1 \
                      AND ({active}) >= {max}",
                     active = active_count(&limit.regex()),
                     max = limit.max
@@ -1080,7 +1080,7 @@ fn sql_text(text: &str) -> String {
 /// `regex`, on every instance.
 fn active_count(regex: &str) -> String {
     format!(
-        "SELECT count(*) FROM {{s}}.procgate_jobs a WHERE a.procedure ~* {} \
+        "SELECT count(*) FROM {{s}}.procgate_jobs a WHERE replace(a.procedure, '\"', '') ~* {} \
          AND a.instance_id IS NOT NULL AND a.state IN ('PENDING', 'RUNNING')",
         sql_text(regex)
     )
