@@ -347,9 +347,10 @@ pub fn schedules_table(schedules: &[pb::Schedule], last_jobs: &[Option<pb::Job>]
     let mut t = table(&[
         "id", "name", "cron", "zone", "next run", "state", "last job",
     ]);
+    // Whole ids: `schedule get|pause|resume|delete` take them as shown.
     for (schedule, job) in schedules.iter().zip(last_jobs) {
         t.add_row(vec![
-            short_id(&schedule.id).to_string(),
+            schedule.id.clone(),
             schedule.name.clone(),
             schedule.cron.clone(),
             schedule.time_zone.clone(),
