@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 
-use crate::backend::{Backend, Interrupt, MessageLog, Phase, Progress, RowSink};
+use crate::backend::{Backend, Interrupt, MessageLog, Phase, Progress, RowSink, SessionTag};
 use crate::call::{Outputs, ProcedureCall};
 use crate::error::{Error, Result};
 use crate::telemetry::metrics::{Metrics, Mode, ProcedureLabel};
@@ -43,11 +43,12 @@ pub async fn execute(
     deadline: Option<Duration>,
     max_messages: usize,
     metrics: &Metrics,
+    tag: &SessionTag,
 ) -> Result<SyncOutcome> {
     let run = Run::new(deadline, max_messages, metrics);
     let outcome = match &run {
         Ok(run) => {
-            let work = backend.execute(call, &run.progress, &run.interrupt);
+            let work = backend.execute(call, &run.progress, &run.interrupt, tag);
             run.wait(work).await
         }
         Err(e) => Err(e.clone()),
@@ -87,11 +88,12 @@ pub async fn execute_stream(
     max_messages: usize,
     rows: &RowSink,
     metrics: &Metrics,
+    tag: &SessionTag,
 ) -> Result<SyncOutcome> {
     let run = Run::new(deadline, max_messages, metrics);
     let outcome = match &run {
         Ok(run) => {
-            let work = backend.execute_stream(call, &run.progress, &run.interrupt, rows);
+            let work = backend.execute_stream(call, &run.progress, &run.interrupt, rows, tag);
             run.wait(work).await
         }
         Err(e) => Err(e.clone()),

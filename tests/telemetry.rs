@@ -351,3 +351,62 @@ async fn a_metrics_address_in_use_stops_the_start_with_the_reason() {
         "{err}"
     );
 }
+
+/// The application_names of the sessions that match `pattern` (LIKE).
+async fn sessions_named(gw: &Gateway, pattern: &str) -> Vec<(String, String)> {
+    gw.sql(&format!(
+        "SELECT application_name, state FROM pg_stat_activity WHERE application_name LIKE '{pattern}'"
+    ))
+    .await
+    .iter()
+    .map(|row| (row.get(0), row.get(1)))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dba_sees_whose_each_database_session_is() {
+    let gw = Gateway::start(&[]).await;
+    let mut client = gw.client().await;
+
+    let job = submit(&mut client, long_load(12, 250)).await;
+    let wanted = format!("procgate job {}", job.id);
+    let seen = eventually(
+        Duration::from_secs(20),
+        "the job's tagged session",
+        || async {
+            let sessions = sessions_named(&gw, "procgate job %").await;
+            (!sessions.is_empty()).then_some(sessions)
+        },
+    )
+    .await;
+    assert_eq!(seen, vec![(wanted.clone(), "active".to_string())]);
+    wait_state(&client, &job.id, pb::JobState::Completed).await;
+    let after = sessions_named(&gw, "procgate%").await;
+    assert!(
+        after.iter().all(|(name, _)| name == "procgate"),
+        "back in the pool, a session shows no job: {after:?}"
+    );
+    assert!(!after.is_empty(), "the job's session stays pooled");
+
+    let mut sync_client = gw.client().await;
+    let sync = tokio::spawn(async move { execute(&mut sync_client, long_load(12, 250)).await });
+    let seen = eventually(
+        Duration::from_secs(20),
+        "the sync call's tagged session",
+        || async {
+            let sessions = sessions_named(&gw, "procgate sync %").await;
+            (!sessions.is_empty()).then_some(sessions)
+        },
+    )
+    .await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let (name, state) = &seen[0];
+    let id = name.strip_prefix("procgate sync ").unwrap();
+    assert!(
+        id.len() == 8 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "a short id: {name}"
+    );
+    assert_eq!(state, "active");
+    sync.await.unwrap().unwrap();
+    assert!(sessions_named(&gw, "procgate sync %").await.is_empty());
+}

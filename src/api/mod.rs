@@ -22,7 +22,7 @@ use tracing::{debug, info};
 
 use crate::allow::AllowList;
 use crate::auth::caller_of;
-use crate::backend::Backend;
+use crate::backend::{Backend, SessionTag};
 use crate::error::Error;
 use crate::jobs::{JobState, Jobs, ListFilter, Submission, WatchFilter};
 use crate::name::ProcedureName;
@@ -120,6 +120,7 @@ impl ProcedureService for ProcedureApi {
     ) -> Result<Response<pb::ExecuteSyncResponse>, Status> {
         let deadline = grpc_timeout(request.metadata())?;
         let notes = notes_of(&request);
+        let tag = sync_tag(&request);
         let call = noted(&notes, request.into_inner().call);
         let call = self.accept_call(call, Mode::Sync)?;
         let outcome = match sync_call::execute(
@@ -128,6 +129,7 @@ impl ProcedureService for ProcedureApi {
             deadline,
             self.max_messages,
             &self.metrics,
+            &tag,
         )
         .await
         {
@@ -137,6 +139,7 @@ impl ProcedureService for ProcedureApi {
                 // it may quote a parameter's value.
                 info!(
                     procedure = %call.name,
+                    session = %tag.action,
                     code = ?status::code_of(&e),
                     db_code = e.db_code().unwrap_or_default(),
                     "sync call failed"
@@ -144,7 +147,7 @@ impl ProcedureService for ProcedureApi {
                 return Err(e.into());
             }
         };
-        info!(procedure = %call.name, elapsed = ?outcome.elapsed, "sync call completed");
+        info!(procedure = %call.name, session = %tag.action, elapsed = ?outcome.elapsed, "sync call completed");
         let response = sync_response(&outcome);
         // Checked here rather than left to tonic's encoder, so that the
         // caller learns that the work is done, not only that it failed.
@@ -169,6 +172,7 @@ impl ProcedureService for ProcedureApi {
     ) -> Result<Response<Self::ExecuteStreamStream>, Status> {
         let deadline = grpc_timeout(request.metadata())?;
         let notes = notes_of(&request);
+        let tag = sync_tag(&request);
         let call = noted(&notes, request.into_inner().call);
         let call = self.accept_call(call, Mode::Stream)?;
         let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
@@ -185,6 +189,7 @@ impl ProcedureService for ProcedureApi {
             self.max_messages,
             permit,
             self.metrics.clone(),
+            tag,
         )))
     }
 
@@ -442,6 +447,12 @@ impl ProcedureService for ProcedureApi {
         let description = self.backend.describe(&name).await?;
         Ok(Response::new(convert::description_to_proto(&description)))
     }
+}
+
+/// The session tag of a sync call: its short id, for the DBA and the log.
+fn sync_tag<T>(request: &Request<T>) -> SessionTag {
+    let id = format!("{:08x}", fastrand::u32(..));
+    SessionTag::sync(&id, caller_of(request).name)
 }
 
 /// The call, after noting the procedure it names for the RPC's audit event.

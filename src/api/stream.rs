@@ -20,7 +20,7 @@ use tracing::info;
 
 use crate::api::convert::{column_to_proto, row_to_proto, sync_response};
 use crate::api::status;
-use crate::backend::{Backend, ResultPart, RowSink};
+use crate::backend::{Backend, ResultPart, RowSink, SessionTag};
 use crate::call::ProcedureCall;
 use crate::error::Error;
 use crate::proto as pb;
@@ -40,6 +40,7 @@ pub fn execute_stream(
     max_messages: usize,
     open: OwnedSemaphorePermit,
     metrics: Metrics,
+    tag: SessionTag,
 ) -> ExecuteStream {
     let (sink, parts) = RowSink::channel();
     let run = tokio::spawn(async move {
@@ -52,16 +53,18 @@ pub fn execute_stream(
             max_messages,
             &sink,
             &metrics,
+            &tag,
         )
         .await;
         match &ran {
             Ok(outcome) => {
-                info!(procedure = %call.name, elapsed = ?outcome.elapsed, "stream call completed")
+                info!(procedure = %call.name, session = %tag.action, elapsed = ?outcome.elapsed, "stream call completed")
             }
             // The code and the database's code, never the message: it may
             // quote a parameter's value.
             Err(e) => info!(
                 procedure = %call.name,
+                session = %tag.action,
                 code = ?status::code_of(e),
                 db_code = e.db_code().unwrap_or_default(),
                 "stream call failed"

@@ -147,6 +147,7 @@ pub trait Backend: Send + Sync + 'static {
         call: &ProcedureCall,
         progress: &Arc<dyn Progress>,
         interrupt: &Interrupt,
+        tag: &SessionTag,
     ) -> Result<Outputs>;
 
     /// Runs the call as [`Backend::execute`] does, but hands the rows of
@@ -160,8 +161,9 @@ pub trait Backend: Send + Sync + 'static {
         progress: &Arc<dyn Progress>,
         interrupt: &Interrupt,
         rows: &RowSink,
+        tag: &SessionTag,
     ) -> Result<Outputs> {
-        let _ = (call, progress, interrupt, rows);
+        let _ = (call, progress, interrupt, rows, tag);
         Err(Error::Unimplemented(format!(
             "ExecuteStream is not available on {} yet; nothing was run: use ExecuteSync \
              (cursor rows are capped at --max-cursor-rows) or SubmitAsync",
@@ -181,6 +183,41 @@ pub trait Backend: Send + Sync + 'static {
     /// The call pool's connections now, for metrics.
     fn pool_state(&self) -> PoolState {
         PoolState::default()
+    }
+}
+
+/// Whose a call is, as a DBA sees it on the database session while it runs:
+/// PostgreSQL's `application_name`, Oracle's module, action and client
+/// identifier. Put back when the session returns to the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionTag {
+    /// `job <id>` or `sync <trace id or short id>`.
+    pub action: String,
+    /// The token's name or the JWT's subject; empty without authentication.
+    pub owner: Arc<str>,
+}
+
+impl SessionTag {
+    pub fn job(id: uuid::Uuid, owner: Arc<str>) -> SessionTag {
+        SessionTag {
+            action: format!("job {id}"),
+            owner,
+        }
+    }
+
+    /// A sync call (ExecuteSync, ExecuteStream), known by `id`: its trace
+    /// id when it is traced, else a short random one that its log lines
+    /// carry.
+    pub fn sync(id: &str, owner: Arc<str>) -> SessionTag {
+        SessionTag {
+            action: format!("sync {id}"),
+            owner,
+        }
+    }
+
+    /// PostgreSQL's `application_name` for the call: `procgate job <id>`.
+    pub fn application_name(&self) -> String {
+        format!("procgate {}", self.action)
     }
 }
 

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use super::JobState;
 use super::lifecycle;
 use super::live::LiveJob;
-use crate::backend::{Backend, Phase, Progress};
+use crate::backend::{Backend, Phase, Progress, SessionTag};
 use crate::error::Error;
 use crate::spool::keep::{self, Keeping};
 use crate::telemetry::metrics::{Metrics, Mode, ProcedureLabel};
@@ -50,7 +50,8 @@ pub(super) async fn run(
         reached_statement: AtomicBool::new(false),
     });
     let progress: Arc<dyn Progress> = observed.clone();
-    let (id, call) = job.with(|j| (j.id, j.call.clone()));
+    let (id, call, owner) = job.with(|j| (j.id, j.call.clone(), j.owner.clone()));
+    let tag = SessionTag::job(id, owner);
     let running = keep::execute(
         backend.as_ref(),
         &call,
@@ -58,6 +59,7 @@ pub(super) async fn run(
         &job.interrupt,
         id,
         keeping,
+        &tag,
     );
     // A panic in the call must end the job, not leave it RUNNING forever.
     let result = AssertUnwindSafe(running)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::codec::Chunk;
 use super::{Spool, SpoolHold, SpoolWriter};
 use crate::backend::stream::{MAX_BATCH_BYTES, MAX_BATCH_ROWS};
-use crate::backend::{Backend, Interrupt, Progress, ResultPart, RowSink};
+use crate::backend::{Backend, Interrupt, Progress, ResultPart, RowSink, SessionTag};
 use crate::call::{Column, Outputs, ProcedureCall, ResultSet, Value};
 use crate::error::{Error, Result};
 
@@ -33,14 +33,15 @@ pub async fn execute(
     interrupt: &Interrupt,
     job: uuid::Uuid,
     keeping: &Keeping,
+    tag: &SessionTag,
 ) -> Result<(Outputs, Option<SpoolHold>)> {
     let Some(spool) = &keeping.spool else {
-        return Ok((backend.execute(call, progress, interrupt).await?, None));
+        return Ok((backend.execute(call, progress, interrupt, tag).await?, None));
     };
     let (sink, mut parts) = RowSink::channel();
     let run = async move {
         let ran = backend
-            .execute_stream(call, progress, interrupt, &sink)
+            .execute_stream(call, progress, interrupt, &sink, tag)
             .await;
         drop(sink);
         ran
@@ -66,7 +67,7 @@ pub async fn execute(
     let (ran, kept) = tokio::join!(run, keep);
     match (ran, kept) {
         (Err(Error::Unimplemented(_)), Ok(kept)) if kept.sets.is_empty() => {
-            Ok((backend.execute(call, progress, interrupt).await?, None))
+            Ok((backend.execute(call, progress, interrupt, tag).await?, None))
         }
         (Ok(mut outputs), Ok(kept)) => {
             let spooled = kept.finish(&mut outputs).await?;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use procgate::backend::{Backend, Interrupt, Phase, ProcedureDescription, Progress};
+use procgate::backend::{Backend, Interrupt, Phase, ProcedureDescription, Progress, SessionTag};
 use procgate::call::{Outputs, ProcedureCall, Value};
 use procgate::error::{DbError, DbErrorKind, Error, Result};
 use procgate::name::ProcedureName;
@@ -32,6 +32,7 @@ impl Backend for FakeBackend {
         call: &ProcedureCall,
         progress: &Arc<dyn Progress>,
         interrupt: &Interrupt,
+        _tag: &SessionTag,
     ) -> Result<Outputs> {
         if call.display_name == "fake.unreachable_once"
             && !self.unreachable_done.swap(true, Ordering::SeqCst)

@@ -41,7 +41,7 @@ use self::pool::{Connection, Manager, Pool};
 use self::session::SessionId;
 use crate::backend::{
     Backend, BackendSettings, Interrupt, ParamDescription, Phase, ProcedureDescription, Progress,
-    RowSink,
+    RowSink, SessionTag,
 };
 use crate::call::{Outputs, ProcedureCall, ValueType};
 use crate::error::{DbErrorKind, Error, Result};
@@ -182,17 +182,19 @@ impl OracleBackend {
         progress: &Arc<dyn Progress>,
         interrupt: &Interrupt,
         rows: Option<RowSink>,
+        tag: &SessionTag,
     ) -> Result<Outputs> {
         let slot = BreakSlot::default();
         let work = {
-            let (call, progress, interrupt, slot) = (
+            let (call, progress, interrupt, slot, tag) = (
                 call.clone(),
                 progress.clone(),
                 interrupt.clone(),
                 slot.clone(),
+                tag.clone(),
             );
             self.blocking(move |inner| {
-                inner.execute(&call, &progress, &interrupt, &slot, rows.as_ref())
+                inner.execute(&call, &progress, &interrupt, &slot, rows.as_ref(), &tag)
             })
         };
         interrupt
@@ -208,8 +210,9 @@ impl Backend for OracleBackend {
         call: &ProcedureCall,
         progress: &Arc<dyn Progress>,
         interrupt: &Interrupt,
+        tag: &SessionTag,
     ) -> Result<Outputs> {
-        self.call(call, progress, interrupt, None).await
+        self.call(call, progress, interrupt, None, tag).await
     }
 
     async fn execute_stream(
@@ -218,8 +221,9 @@ impl Backend for OracleBackend {
         progress: &Arc<dyn Progress>,
         interrupt: &Interrupt,
         rows: &RowSink,
+        tag: &SessionTag,
     ) -> Result<Outputs> {
-        self.call(call, progress, interrupt, Some(rows.clone()))
+        self.call(call, progress, interrupt, Some(rows.clone()), tag)
             .await
     }
 
@@ -253,9 +257,12 @@ impl Inner {
         interrupt: &Interrupt,
         slot: &BreakSlot,
         rows: Option<&RowSink>,
+        tag: &SessionTag,
     ) -> Result<Outputs> {
         let conn = self.checkout(self.settings.checkout_timeout)?;
         progress.phase(Phase::ConnectionAcquired);
+        // Sent with the session's next round trip: no round trip of its own.
+        session::tag(&conn.conn, Some(tag));
         let routines = self.catalog.lookup(&conn.conn, &call.name)?;
         // Every overload of a name lives in one schema; checked before the
         // request is matched, so a refused routine's signature stays unsaid.
@@ -440,6 +447,8 @@ fn finish_session(
     max_lines: usize,
     interrupt: &Interrupt,
 ) {
+    // Untagged with the DBMS_OUTPUT read, the call's last round trip.
+    session::tag(&conn.conn, None);
     match session::drain_output(&conn.conn, max_lines) {
         Ok((lines, extra)) => {
             for line in lines {

@@ -9,6 +9,11 @@
 //! maps SOFAR/TOTALWORK to a percentage and MESSAGE to the progress message.
 //! Without SELECT on the view, progress degrades to phase milestones after
 //! one warning; the call itself never fails because of it.
+//!
+//! While it runs, the session says whose it is in V$SESSION: module
+//! `procgate`, action `job <id>` (or `sync <id>`), client identifier the
+//! owner. These are the driver's attributes, sent with the session's next
+//! round trip, never in one of their own.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
@@ -16,7 +21,28 @@ use std::time::Duration;
 use oracle::Connection;
 use oracle::sql_type::OracleType;
 
-use crate::backend::Progress;
+use crate::backend::{Progress, SessionTag};
+
+/// Tags the session for a call, or (None) puts it back as an idle pooled
+/// session shows it. Oracle's limits: module 48 bytes, action and client
+/// identifier 64.
+pub fn tag(conn: &Connection, tag: Option<&SessionTag>) {
+    let cut = |text: &str, max: usize| -> String {
+        let mut end = text.len().min(max);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text[..end].to_string()
+    };
+    let (action, owner) = match tag {
+        Some(tag) => (cut(&tag.action, 64), cut(&tag.owner, 64)),
+        None => (String::new(), String::new()),
+    };
+    // They only fail on a closed connection, which the call then reports.
+    let _ = conn.set_module("procgate");
+    let _ = conn.set_action(&action);
+    let _ = conn.set_client_identifier(&owner);
+}
 
 /// The session running a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,6 +15,10 @@
 //! - [`reset`], pipelined before the next call on the session: settings,
 //!   role and session authorization, cursors, temp tables, sequences.
 //!
+//! The call's [`SessionTag`](crate::backend::SessionTag) rides with the
+//! reset (`SET application_name`, see [`tagged`]), and the release puts the
+//! session's own name back, so that an idle pooled session shows no job.
+//!
 //! Neither costs a round trip of its own: both travel in the same write as
 //! the call, and their answers in the same read. The reset being the first
 //! message of a call also tells a dead session apart: a FATAL answer to it
@@ -26,10 +30,13 @@ use tokio_postgres::error::SqlState;
 use super::statement::quote_ident;
 
 /// Run after every call, as a prepared statement. Every name is qualified:
-/// it runs with the search_path the procedure may have left.
+/// it runs with the search_path the procedure may have left. Its last
+/// column puts back the application_name the session connected with.
 pub const RELEASE: &str = "SELECT pg_catalog.pg_advisory_unlock_all(), \
      EXISTS (SELECT FROM pg_catalog.pg_listening_channels()), \
-     ARRAY(SELECT name FROM pg_catalog.pg_prepared_statements WHERE from_sql)";
+     ARRAY(SELECT name FROM pg_catalog.pg_prepared_statements WHERE from_sql), \
+     pg_catalog.set_config('application_name', (SELECT reset_val FROM pg_catalog.pg_settings \
+     WHERE name = 'application_name'), false)";
 
 /// Run (as a simple query) when the release found LISTENs.
 pub const UNLISTEN: &str = "UNLISTEN *";
@@ -62,6 +69,22 @@ pub fn reset(prepared: &[String]) -> String {
         sql.push_str(&quote_ident(name));
     }
     sql
+}
+
+/// The reset (when the session needs one) followed by the call's
+/// `application_name`, as one simple-query batch sent with the call.
+pub fn tagged(reset: Option<String>, application_name: &str) -> String {
+    // application_name is printable ASCII of at most 63 bytes; ours are.
+    let name: String = application_name
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(63)
+        .collect();
+    let set = format!("SET application_name = '{}'", name.replace('\'', "''"));
+    match reset {
+        Some(reset) => format!("{reset}; {set}"),
+        None => set,
+    }
 }
 
 /// Whether an error is the server ending the session (administrator
@@ -101,5 +124,13 @@ mod tests {
             "{with}"
         );
         assert!(RELEASE.contains("pg_advisory_unlock_all()"));
+        assert_eq!(
+            tagged(None, "procgate job x'y"),
+            "SET application_name = 'procgate job x''y'"
+        );
+        assert!(
+            tagged(Some(plain), "procgate sync 1")
+                .ends_with("DISCARD SEQUENCES; SET application_name = 'procgate sync 1'")
+        );
     }
 }

@@ -34,7 +34,7 @@ use self::errors::classify;
 use self::pool::{Manager, Pool, PooledSession, Session};
 use crate::backend::{
     Backend, BackendSettings, Interrupt, ParamDescription, Phase, ProcedureDescription, Progress,
-    RowSink,
+    RowSink, SessionTag,
 };
 use crate::call::{Outputs, ProcedureCall};
 use crate::error::{DbErrorKind, Error, Result};
@@ -162,6 +162,7 @@ impl PostgresBackend {
         progress: &Arc<dyn Progress>,
         interrupt: &Interrupt,
         rows: Option<&RowSink>,
+        tag: &SessionTag,
     ) -> std::result::Result<Outputs, Failed> {
         let mut session = self
             .checkout(self.settings.checkout_timeout)
@@ -218,9 +219,11 @@ impl PostgresBackend {
             .structured_binds(statement.params(), routine)
             .map_err(Failed::Final)?;
         let binds = structured.as_deref().unwrap_or(&plan.binds);
+        // The tag travels with the reset, in the call's own write.
         let reset = session
             .needs_reset
             .then(|| clean::reset(&std::mem::take(&mut session.deallocate)));
+        let reset = Some(clean::tagged(reset, &tag.application_name()));
 
         let _route = session.notices.route_to(progress.clone());
         let token = session.client.cancel_token();
@@ -321,12 +324,13 @@ impl PostgresBackend {
         progress: &Arc<dyn Progress>,
         interrupt: &Interrupt,
         rows: Option<&RowSink>,
+        tag: &SessionTag,
     ) -> Result<Outputs> {
-        let result = match self.attempt(call, progress, interrupt, rows).await {
+        let result = match self.attempt(call, progress, interrupt, rows, tag).await {
             // Once, on another session: the statement did not run.
             Err(Failed::BeforeTheCall(e)) => {
                 warn!(error = %e, "the session ended before the call; retrying on another");
-                self.attempt(call, progress, interrupt, rows).await
+                self.attempt(call, progress, interrupt, rows, tag).await
             }
             other => other,
         };
@@ -360,8 +364,9 @@ impl Backend for PostgresBackend {
         call: &ProcedureCall,
         progress: &Arc<dyn Progress>,
         interrupt: &Interrupt,
+        tag: &SessionTag,
     ) -> Result<Outputs> {
-        self.call(call, progress, interrupt, None).await
+        self.call(call, progress, interrupt, None, tag).await
     }
 
     async fn execute_stream(
@@ -370,8 +375,9 @@ impl Backend for PostgresBackend {
         progress: &Arc<dyn Progress>,
         interrupt: &Interrupt,
         rows: &RowSink,
+        tag: &SessionTag,
     ) -> Result<Outputs> {
-        self.call(call, progress, interrupt, Some(rows)).await
+        self.call(call, progress, interrupt, Some(rows), tag).await
     }
 
     async fn describe(&self, name: &ProcedureName) -> Result<ProcedureDescription> {
