@@ -269,6 +269,12 @@ pub struct ServeConfig {
     #[arg(long, env = "PROCGATE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Export traces over OTLP/gRPC to this collector, e.g.
+    /// http://127.0.0.1:4317; off by default. OTEL_SERVICE_NAME overrides
+    /// the service name (procgate).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Also append the audit events (one JSON object per line: who called
     /// which procedure or job, from where, with what code) to this file;
     /// reopened on SIGHUP, for logrotate.

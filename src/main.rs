@@ -4,13 +4,17 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use procgate::cli::demo::{self, DemoArgs};
 use procgate::cli::{self, ClientCommand};
 use procgate::config::{JobStoreKind, LogFormat, ServeConfig, StoreArgs};
 use procgate::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use procgate::jobs::store;
+use procgate::telemetry::trace;
 use procgate::{backend, server};
 use tracing::{error, info, warn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// A gRPC gateway to stored procedures (PostgreSQL, Oracle).
 #[derive(Parser)]
@@ -62,7 +66,7 @@ struct MigrateArgs {
 }
 
 fn migrate(args: MigrateArgs) -> ExitCode {
-    init_tracing(LogFormat::Text);
+    init_tracing(LogFormat::Text, None);
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let (url, schema) = (&args.database_url, &args.store.schema);
     let migrated = match url.split_once("://").map(|(scheme, _)| scheme) {
@@ -86,7 +90,22 @@ fn migrate(args: MigrateArgs) -> ExitCode {
 }
 
 fn serve(config: ServeConfig) -> ExitCode {
-    init_tracing(config.log_format);
+    // The trace exporter's channel lives on the runtime: it comes first.
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let traces = match &config.otlp_endpoint {
+        Some(endpoint) => {
+            let _inside = runtime.enter();
+            match trace::exporter(endpoint) {
+                Ok(provider) => Some(provider),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        None => None,
+    };
+    init_tracing(config.log_format, traces.as_ref());
     let embedded = match &config.database_url {
         Some(_) => None,
         None => {
@@ -115,7 +134,6 @@ fn serve(config: ServeConfig) -> ExitCode {
         info!(data_dir = %db.data_dir().display(), "the embedded database lives here until exit");
     }
 
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let result = runtime.block_on(async {
         if embedded.is_some() && config.job_store == JobStoreKind::Database {
             // A throwaway database gets its job store tables at once.
@@ -130,6 +148,12 @@ fn serve(config: ServeConfig) -> ExitCode {
             .await
             .map_err(|e| e.to_string())
     });
+    if let Some(provider) = traces {
+        // While the runtime still runs: the last spans leave now.
+        if let Err(e) = provider.shutdown() {
+            warn!(error = %e, "flushing the last traces failed");
+        }
+    }
     drop(runtime);
     drop(embedded);
     match result {
@@ -144,17 +168,29 @@ fn serve(config: ServeConfig) -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logs to stderr, as text or JSON lines, and spans to the trace exporter
+/// when there is one.
+fn init_tracing(format: LogFormat, traces: Option<&SdkTracerProvider>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let ansi = std::io::stderr().is_terminal();
+    let text = matches!(format, LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+    });
+    let json = matches!(format, LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json)
+        .with(traces.map(trace::layer))
+        .init();
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use tonic_health::server::HealthReporter;
 use tonic_web::GrpcWebLayer;
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tracing::{info, info_span, warn};
+use tracing::{info, warn};
 
 use crate::allow::AllowList;
 use crate::api::ProcedureApi;
@@ -301,7 +301,7 @@ pub async fn run_with(
         .into_inner();
     let server = builder
         .accept_http1(true)
-        .trace_fn(|request| info_span!("rpc", method = %request.uri().path()))
+        .trace_fn(crate::telemetry::trace::rpc_span)
         .layer(layers)
         .add_routes(routes.routes())
         // Without TCP_NODELAY, a response split over two segments waits

@@ -24,6 +24,8 @@ use crate::backend::{Backend, Interrupt, MessageLog, Phase, Progress, RowSink, S
 use crate::call::{Outputs, ProcedureCall};
 use crate::error::{Error, Result};
 use crate::telemetry::metrics::{Metrics, Mode, ProcedureLabel};
+use crate::telemetry::trace::db_span;
+use tracing::Instrument;
 
 /// Deadlines shorter than this are refused before anything runs.
 const SHORTEST_DEADLINE: Duration = Duration::from_millis(5);
@@ -48,7 +50,9 @@ pub async fn execute(
     let run = Run::new(deadline, max_messages, metrics);
     let outcome = match &run {
         Ok(run) => {
-            let work = backend.execute(call, &run.progress, &run.interrupt, tag);
+            let work = backend
+                .execute(call, &run.progress, &run.interrupt, tag)
+                .instrument(db_span(backend.kind(), call));
             run.wait(work).await
         }
         Err(e) => Err(e.clone()),
@@ -93,7 +97,9 @@ pub async fn execute_stream(
     let run = Run::new(deadline, max_messages, metrics);
     let outcome = match &run {
         Ok(run) => {
-            let work = backend.execute_stream(call, &run.progress, &run.interrupt, rows, tag);
+            let work = backend
+                .execute_stream(call, &run.progress, &run.interrupt, rows, tag)
+                .instrument(db_span(backend.kind(), call));
             run.wait(work).await
         }
         Err(e) => Err(e.clone()),

@@ -410,3 +410,340 @@ async fn a_dba_sees_whose_each_database_session_is() {
     sync.await.unwrap().unwrap();
     assert!(sessions_named(&gw, "procgate sync %").await.is_empty());
 }
+
+/// A span as tests/python/otlp_receiver.py received it.
+fn spans_named<'a>(spans: &'a [Json], name: &str) -> Vec<&'a Json> {
+    spans.iter().filter(|s| s["name"] == name).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_reach_an_otlp_receiver_and_continue_the_callers_trace() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let receiver_port = free_port();
+    let mut receiver = Command::new(project_python())
+        .arg("tests/python/otlp_receiver.py")
+        .arg(receiver_port.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the OTLP receiver");
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = receiver.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if lines_tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    assert_eq!(
+        lines.recv_timeout(Duration::from_secs(30)).unwrap(),
+        "listening"
+    );
+
+    let db = start_db().await;
+    let port = free_port();
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_procgate"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--database-url", &db.url()])
+        .args([
+            "--otlp-endpoint",
+            &format!("http://127.0.0.1:{receiver_port}"),
+        ])
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env_remove("OTEL_SERVICE_NAME")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut client = connect_when_listening(port).await;
+
+    let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let mut request = tonic::Request::new(pb::ExecuteSyncRequest {
+        call: Some(sumar(2, 3)),
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace}-{parent}-01").parse().unwrap(),
+    );
+    client.execute_sync(request).await.unwrap();
+
+    let submit_trace = "0af7651916cd43dd8448eb211c80319c";
+    let mut request = tonic::Request::new(pb::SubmitAsyncRequest {
+        call: Some(long_load(1, 10)),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{submit_trace}-b7ad6b7169203331-01")
+            .parse()
+            .unwrap(),
+    );
+    let job = client.submit_async(request).await.unwrap().into_inner();
+    wait_state(&client, &job.id, pb::JobState::Completed).await;
+
+    // Spans leave in batches every 100 ms; gather until all are in.
+    let mut spans: Vec<Json> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let complete = |spans: &[Json]| {
+        spans_named(spans, "procgate job").len() == 1
+            && spans_named(spans, "CALL pkg_etl.proceso_largo").len() == 1
+            && spans_named(spans, "CALL pkg_etl.sumar").len() == 1
+            && spans_named(spans, "procgate.v1.ProcedureService/SubmitAsync").len() == 1
+    };
+    while !complete(&spans) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("spans missing after 30 s: {spans:#?}"));
+        spans.push(serde_json::from_str(&line).unwrap());
+    }
+    gateway.kill().unwrap();
+    gateway.wait().unwrap();
+    receiver.kill().unwrap();
+    receiver.wait().unwrap();
+
+    let sync = spans_named(&spans, "procgate.v1.ProcedureService/ExecuteSync");
+    assert_eq!(sync.len(), 1, "{spans:#?}");
+    let sync = sync[0];
+    assert_eq!(
+        sync["trace_id"], trace,
+        "the server span continues the caller's trace"
+    );
+    assert_eq!(sync["parent_span_id"], parent);
+    assert_eq!(sync["kind"], "SPAN_KIND_SERVER");
+    assert_eq!(sync["service"], "procgate");
+    assert_eq!(sync["attributes"]["rpc.system"], "grpc");
+    assert_eq!(sync["attributes"]["rpc.method"], "ExecuteSync");
+    let db_call = spans_named(&spans, "CALL pkg_etl.sumar")[0];
+    assert_eq!(db_call["trace_id"], trace);
+    assert_eq!(
+        db_call["parent_span_id"], sync["span_id"],
+        "the database call is a child"
+    );
+    assert_eq!(db_call["kind"], "SPAN_KIND_CLIENT");
+    assert_eq!(db_call["attributes"]["db.system"], "postgresql");
+    assert_eq!(db_call["attributes"]["db.operation.name"], "CALL");
+    assert_eq!(
+        db_call["attributes"]["db.stored_procedure.name"],
+        "pkg_etl.sumar"
+    );
+
+    let submitted = spans_named(&spans, "procgate.v1.ProcedureService/SubmitAsync")[0];
+    assert_eq!(submitted["trace_id"], submit_trace);
+    let run = spans_named(&spans, "procgate job")[0];
+    assert_eq!(
+        run["links"],
+        serde_json::json!([{"trace_id": submit_trace, "span_id": submitted["span_id"]}]),
+        "the job's run links to the SubmitAsync that queued it"
+    );
+    let job_call = spans_named(&spans, "CALL pkg_etl.proceso_largo")[0];
+    assert_eq!(job_call["parent_span_id"], run["span_id"]);
+    assert_eq!(job_call["trace_id"], run["trace_id"]);
+}
+
+fn audit_lines(path: &std::path::Path) -> Vec<Json> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each audit line is one JSON object"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_says_who_called_what_and_never_a_value() {
+    let (dir, tokens) = token_file("etl:secret-etl-0042\nops:secret-ops-0042:admin\n");
+    let audit = dir.path().join("audit.jsonl");
+    let gw = Gateway::start(&[
+        "--token-file",
+        &tokens,
+        "--audit-log",
+        audit.to_str().unwrap(),
+    ])
+    .await;
+    let mut client = gw.client().await;
+    let etl = "secret-etl-0042";
+
+    let secret_value = 918_273_645;
+    client
+        .execute_sync(as_user(
+            pb::ExecuteSyncRequest {
+                call: Some(sumar(secret_value, 1)),
+            },
+            etl,
+        ))
+        .await
+        .unwrap();
+    let raised = client
+        .execute_sync(as_user(
+            pb::ExecuteSyncRequest {
+                call: Some(call(
+                    "pkg_etl.validar_lote",
+                    vec![p_in("p_lote", Kind::IntegerValue(-777_123))],
+                )),
+            },
+            etl,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(raised.code(), Code::FailedPrecondition);
+    let job = client
+        .submit_async(as_user(
+            pb::SubmitAsyncRequest {
+                call: Some(long_load(1, 10)),
+                ..Default::default()
+            },
+            etl,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = client
+        .execute_sync(pb::ExecuteSyncRequest {
+            call: Some(sumar(1, 1)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    // Not audited: it names no procedure and no job.
+    client
+        .list_jobs(as_user(pb::ListJobsRequest::default(), etl))
+        .await
+        .unwrap();
+    let got = client
+        .get_job(as_user(
+            pb::GetJobRequest {
+                id: job.id.clone(),
+                ..Default::default()
+            },
+            "secret-ops-0042",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.id, job.id);
+
+    let lines = eventually(Duration::from_secs(10), "five audit lines", || {
+        let lines = audit_lines(&audit);
+        async move { (lines.len() >= 5).then_some(lines) }
+    })
+    .await;
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    for line in &lines {
+        for key in [
+            "time",
+            "owner",
+            "peer",
+            "method",
+            "procedure",
+            "job_id",
+            "code",
+            "db_code",
+            "duration",
+        ] {
+            assert!(line.get(key).is_some(), "{key} missing in {line}");
+        }
+        assert!(
+            line["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{line}"
+        );
+        assert!(line["duration"].as_f64().unwrap() >= 0.0);
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(line["time"].as_str().unwrap()).is_ok(),
+            "{line}"
+        );
+    }
+    let field = |i: usize, key: &str| lines[i][key].as_str().unwrap().to_string();
+    let sync = "procgate.v1.ProcedureService/ExecuteSync";
+    assert_eq!(
+        (
+            field(0, "method"),
+            field(0, "owner"),
+            field(0, "procedure"),
+            field(0, "code")
+        ),
+        (
+            sync.into(),
+            "etl".into(),
+            "pkg_etl.sumar".into(),
+            "OK".into()
+        )
+    );
+    assert_eq!(
+        (field(1, "code"), field(1, "db_code"), field(1, "procedure")),
+        (
+            "FAILED_PRECONDITION".into(),
+            "P0001".into(),
+            "pkg_etl.validar_lote".into()
+        )
+    );
+    assert_eq!(
+        field(2, "method"),
+        "procgate.v1.ProcedureService/SubmitAsync"
+    );
+    assert_eq!(field(2, "job_id"), job.id);
+    assert_eq!(
+        (field(3, "code"), field(3, "owner"), field(3, "method")),
+        ("UNAUTHENTICATED".into(), String::new(), sync.into())
+    );
+    assert_eq!(
+        (field(4, "method"), field(4, "owner"), field(4, "job_id")),
+        (
+            "procgate.v1.ProcedureService/GetJob".into(),
+            "ops".into(),
+            job.id.clone()
+        )
+    );
+    let text = std::fs::read_to_string(&audit).unwrap();
+    for never in [
+        "918273645",
+        "777123",
+        "secret-etl",
+        "secret-ops",
+        "inválido",
+    ] {
+        assert!(
+            !text.contains(never),
+            "{never} leaked into the audit log: {text}"
+        );
+    }
+
+    // logrotate moves the file away and sends SIGHUP: the next event goes
+    // to a new file at the same path.
+    let rotated = dir.path().join("audit.jsonl.1");
+    std::fs::rename(&audit, &rotated).unwrap();
+    // SAFETY: the gateway in this process has replaced SIGHUP's default
+    // action with its reload handler.
+    unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
+    let reopened = eventually(Duration::from_secs(10), "the audit log reopened", || {
+        let mut client = client.clone();
+        let audit = audit.clone();
+        async move {
+            client
+                .describe_procedure(as_user(
+                    pb::DescribeProcedureRequest {
+                        procedure: "pkg_etl.sumar".into(),
+                    },
+                    etl,
+                ))
+                .await
+                .ok()?;
+            let lines = audit_lines(&audit);
+            (!lines.is_empty()).then_some(lines)
+        }
+    })
+    .await;
+    assert_eq!(
+        reopened[0]["method"],
+        "procgate.v1.ProcedureService/DescribeProcedure"
+    );
+    assert_eq!(audit_lines(&rotated).len(), 5 + count_describes(&rotated));
+}
+
+/// DescribeProcedure calls written to the old file before the reopen.
+fn count_describes(path: &std::path::Path) -> usize {
+    audit_lines(path)
+        .iter()
+        .filter(|l| l["method"] == "procgate.v1.ProcedureService/DescribeProcedure")
+        .count()
+}

@@ -205,6 +205,7 @@ impl ProcedureService for ProcedureApi {
         let submission = Submission {
             request_id: (!request.request_id.is_empty()).then_some(request.request_id),
             retry: retry_from_proto(request.retry)?,
+            trace_parent: crate::telemetry::trace::current_traceparent(),
             expire_after: duration_from_proto(
                 request.expire_after,
                 "expire_after",
@@ -449,9 +450,11 @@ impl ProcedureService for ProcedureApi {
     }
 }
 
-/// The session tag of a sync call: its short id, for the DBA and the log.
+/// The session tag of a sync call: its trace id when it is traced, else a
+/// short random id; the call's log lines carry it too.
 fn sync_tag<T>(request: &Request<T>) -> SessionTag {
-    let id = format!("{:08x}", fastrand::u32(..));
+    let id = crate::telemetry::trace::current_trace_id()
+        .unwrap_or_else(|| format!("{:08x}", fastrand::u32(..)));
     SessionTag::sync(&id, caller_of(request).name)
 }
 

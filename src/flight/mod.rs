@@ -32,6 +32,7 @@ use crate::error::Error;
 use crate::jobs::Jobs;
 use crate::spool::Spool;
 use crate::spool::read::{self, JobResult, Readers};
+use crate::telemetry::rpc::notes_of;
 
 pub use arrow::schema_of;
 
@@ -95,8 +96,10 @@ impl FlightService for FlightApi {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let caller = caller_of(&request);
+        let notes = notes_of(&request);
         let descriptor = request.into_inner();
         let (id, output) = parse_descriptor(&descriptor)?;
+        notes.job(&id);
         let job = self.jobs.get(&id, &caller).await?;
         let set = read::find(&job, &output)?;
         let schema = schema_of(&set.columns);
@@ -116,7 +119,9 @@ impl FlightService for FlightApi {
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
         let caller = caller_of(&request);
+        let notes = notes_of(&request);
         let (id, output) = parse_ticket(&request.into_inner().ticket)?;
+        notes.job(&id);
         let job = self.jobs.get(&id, &caller).await?;
         let result = JobResult::open(&job, &output, 0, &self.spool, &self.readers).await?;
         let schema = Arc::new(schema_of(&result.columns));

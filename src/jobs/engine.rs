@@ -837,6 +837,7 @@ impl JobStore for Engine {
             tick,
             messages,
             waiting,
+            trace_parent,
         } = submission;
         check_request_id(request_id.as_deref())?;
         let now = SystemTime::now();
@@ -873,6 +874,10 @@ impl JobStore for Engine {
         }
         if let Some(waiting) = waiting {
             job.progress_message = waiting.into();
+        }
+        // Before the insert: an idle instance may claim the job at once.
+        if let Some(trace_parent) = trace_parent {
+            self.local.link_submission(job.id, trace_parent);
         }
         let stored = self.table.insert(&job).await?;
         if stored.id != job.id {

@@ -38,7 +38,14 @@ pub struct LocalJobs {
     /// Counts the jobs' reports that the database is gone, so that a health
     /// probe that started before one cannot undo it.
     down_reports: AtomicU64,
+    /// The traceparent of each job this instance took the SubmitAsync of,
+    /// until it ends: its runs' spans link to it.
+    links: Mutex<HashMap<Uuid, String>>,
 }
+
+/// Most submission links kept; a job that never runs here leaves its link
+/// behind, so past this many they are all dropped.
+const MAX_LINKS: usize = 100_000;
 
 impl LocalJobs {
     pub fn new(
@@ -59,6 +66,7 @@ impl LocalJobs {
             job_ended: Notify::new(),
             database_up: watch::Sender::new(false),
             down_reports: AtomicU64::new(0),
+            links: Mutex::default(),
         })
     }
 
@@ -83,7 +91,11 @@ impl LocalJobs {
     /// lets it go.
     pub(super) async fn run(&self, job: LiveJob) -> Ran {
         let (id, procedure) = job.with(|j| (j.id, j.call.display_name.clone()));
-        let span = info_span!("job", %id, %procedure);
+        let span = info_span!("job", otel.name = "procgate job", %id, %procedure);
+        let link = self.links.lock().expect("links lock").get(&id).cloned();
+        if let Some(trace_parent) = link {
+            crate::telemetry::trace::link(&span, &trace_parent);
+        }
         let ran = runner::run(
             &self.backend,
             &job,
@@ -96,9 +108,21 @@ impl LocalJobs {
         if ran == Ran::NoConnection {
             job.change(lifecycle::release);
         }
+        if job.with(|j| j.state.is_terminal()) {
+            self.links.lock().expect("links lock").remove(&id);
+        }
         self.lock().remove(&id);
         self.job_ended.notify_waiters();
         ran
+    }
+
+    /// Remembers the traceparent of a job submitted here.
+    pub(super) fn link_submission(&self, id: Uuid, trace_parent: String) {
+        let mut links = self.links.lock().expect("links lock");
+        if links.len() >= MAX_LINKS {
+            links.clear();
+        }
+        links.insert(id, trace_parent);
     }
 
     /// Cancels a job held here: one waiting for its connection ends (and is

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use futures_util::FutureExt;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use super::JobState;
 use super::lifecycle;
@@ -60,7 +60,8 @@ pub(super) async fn run(
         id,
         keeping,
         &tag,
-    );
+    )
+    .instrument(crate::telemetry::trace::db_span(backend.kind(), &call));
     // A panic in the call must end the job, not leave it RUNNING forever.
     let result = AssertUnwindSafe(running)
         .catch_unwind()

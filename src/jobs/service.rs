@@ -49,6 +49,9 @@ pub struct Submission {
     pub messages: Vec<String>,
     /// What it says while it waits in the queue, instead of "queued".
     pub waiting: Option<String>,
+    /// The W3C traceparent of the RPC that submitted it, for its run's
+    /// span to link back to.
+    pub trace_parent: Option<String>,
 }
 
 #[async_trait]

@@ -58,7 +58,6 @@ const AUDITED: &[&str] = &[
     "procgate.v1.ProcedureService/UpdateSchedule",
     "procgate.v1.ProcedureService/DeleteSchedule",
     "arrow.flight.protocol.FlightService/GetFlightInfo",
-    "arrow.flight.protocol.FlightService/GetSchema",
     "arrow.flight.protocol.FlightService/DoGet",
 ];
 
