@@ -97,6 +97,11 @@ impl Audit {
     }
 
     pub fn record(&self, event: &AuditEvent<'_>) {
+        // Nothing to format when neither the log nor a file wants it.
+        let logged = tracing::enabled!(target: "procgate::audit", tracing::Level::INFO);
+        if !logged && self.file.is_none() {
+            return;
+        }
         let peer = event.peer.map(|p| p.to_string()).unwrap_or_default();
         let code = code_name(event.code);
         let duration = event.duration.as_secs_f64();

@@ -10,10 +10,13 @@
 //!   the span of the SubmitAsync that queued it (when this instance took
 //!   that call: the link lives in memory).
 //!
-//! With no endpoint configured no exporter exists; the spans stay plain
-//! `tracing` spans and cost what they cost before.
+//! With no endpoint configured no exporter exists, and the spans are the
+//! plain `tracing` spans of before: no attributes are built, and database
+//! calls get no span, since the sync path's cost is counted in
+//! microseconds (docs/benchmarks.md).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
@@ -29,6 +32,13 @@ use crate::call::ProcedureCall;
 /// The service name, unless `OTEL_SERVICE_NAME` says another.
 const SERVICE_NAME: &str = "procgate";
 
+/// Whether spans are exported: set once, when the exporter starts.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
 /// Starts exporting to `endpoint` (`http://collector:4317`). Call inside
 /// the tokio runtime: the exporter's channel lives on it. Shut the
 /// returned provider down before the runtime, so the last spans leave.
@@ -43,6 +53,7 @@ pub fn exporter(endpoint: &str) -> Result<SdkTracerProvider, String> {
         resource = resource.with_service_name(SERVICE_NAME);
     }
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    EXPORTING.store(true, Ordering::Relaxed);
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource.build())
@@ -74,6 +85,9 @@ impl Extractor for Headers<'_> {
 /// The span of one RPC, continuing the caller's trace if it sent one.
 pub fn rpc_span(request: &http::Request<()>) -> Span {
     let path = request.uri().path();
+    if !exporting() {
+        return tracing::info_span!("rpc", method = path);
+    }
     let name = path.strip_prefix('/').unwrap_or(path);
     let (service, method) = name.split_once('/').unwrap_or((name, ""));
     let span = tracing::info_span!("rpc", otel.name = name, otel.kind = "server");
@@ -91,8 +105,12 @@ pub fn rpc_span(request: &http::Request<()>) -> Span {
     span
 }
 
-/// The span of one database call, a child of the current one.
+/// The span of one database call, a child of the current one; none when
+/// nothing is exported.
 pub fn db_span(backend_kind: &str, call: &ProcedureCall) -> Span {
+    if !exporting() {
+        return Span::none();
+    }
     let system = match backend_kind {
         "postgres" => "postgresql",
         other => other,
@@ -112,6 +130,9 @@ pub fn db_span(backend_kind: &str, call: &ProcedureCall) -> Span {
 
 /// The current span's trace id, when it is traced.
 pub fn current_trace_id() -> Option<String> {
+    if !exporting() {
+        return None;
+    }
     let context = Span::current().context();
     let span = context.span();
     let span_context = span.span_context();

@@ -7,7 +7,7 @@
 //! undoes all of that but also procgate's own prepared statements, so the
 //! reset here is DISCARD ALL's list without `DEALLOCATE ALL`, in two parts:
 //!
-//! - [`RELEASE`], pipelined right after the call: advisory locks end with
+//! - [`release`], pipelined right after the call: advisory locks end with
 //!   the call (an idle pooled session must not hold a lock another client
 //!   waits for), and it reports whether the session LISTENs (then ended at
 //!   once) and which statements the procedure PREPAREd (then deallocated
@@ -31,12 +31,24 @@ use super::statement::quote_ident;
 
 /// Run after every call, as a prepared statement. Every name is qualified:
 /// it runs with the search_path the procedure may have left. Its last
-/// column puts back the application_name the session connected with.
-pub const RELEASE: &str = "SELECT pg_catalog.pg_advisory_unlock_all(), \
-     EXISTS (SELECT FROM pg_catalog.pg_listening_channels()), \
-     ARRAY(SELECT name FROM pg_catalog.pg_prepared_statements WHERE from_sql), \
-     pg_catalog.set_config('application_name', (SELECT reset_val FROM pg_catalog.pg_settings \
-     WHERE name = 'application_name'), false)";
+/// column puts back `home`, the application_name the session connected
+/// with (a literal: reading it back from pg_settings cost a third of the
+/// sync calls' throughput).
+pub fn release(home: &str) -> String {
+    format!(
+        "SELECT pg_catalog.pg_advisory_unlock_all(), \
+         EXISTS (SELECT FROM pg_catalog.pg_listening_channels()), \
+         ARRAY(SELECT name FROM pg_catalog.pg_prepared_statements WHERE from_sql), \
+         pg_catalog.set_config('application_name', {}, false)",
+        literal(home)
+    )
+}
+
+/// A string as an SQL literal; standard_conforming_strings is on in every
+/// supported PostgreSQL, so only quotes are doubled.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
 
 /// Run (as a simple query) when the release found LISTENs.
 pub const UNLISTEN: &str = "UNLISTEN *";
@@ -80,7 +92,7 @@ pub fn tagged(reset: Option<String>, application_name: &str) -> String {
         .filter(|c| c.is_ascii_graphic() || *c == ' ')
         .take(63)
         .collect();
-    let set = format!("SET application_name = '{}'", name.replace('\'', "''"));
+    let set = format!("SET application_name = {}", literal(&name));
     match reset {
         Some(reset) => format!("{reset}; {set}"),
         None => set,
@@ -123,7 +135,8 @@ mod tests {
             with.ends_with(r#"; DEALLOCATE "mine"; DEALLOCATE "we""ird""#),
             "{with}"
         );
-        assert!(RELEASE.contains("pg_advisory_unlock_all()"));
+        assert!(release("procgate").contains("pg_advisory_unlock_all()"));
+        assert!(release("it's").ends_with("set_config('application_name', 'it''s', false)"));
         assert_eq!(
             tagged(None, "procgate job x'y"),
             "SET application_name = 'procgate job x''y'"

@@ -57,6 +57,8 @@ pub struct Session {
     ended_unasked: Arc<AtomicBool>,
     statements: HashMap<String, Statement>,
     release: Option<Statement>,
+    /// The text of `release` for this session's application_name.
+    release_sql: Arc<str>,
 }
 
 impl Session {
@@ -82,12 +84,12 @@ impl Session {
         self.release.is_some()
     }
 
-    /// The release statement (`clean::RELEASE`), prepared once per session.
+    /// The release statement (`clean::release`), prepared once per session.
     pub async fn release(&mut self) -> Result<Statement, tokio_postgres::Error> {
         if let Some(release) = &self.release {
             return Ok(release.clone());
         }
-        let release = self.client.prepare(clean::RELEASE).await?;
+        let release = self.client.prepare(&self.release_sql).await?;
         self.release = Some(release.clone());
         Ok(release)
     }
@@ -161,6 +163,7 @@ pub struct Manager {
     ping_timeout: Duration,
     /// Sessions idle for longer are closed instead of handed out.
     idle_timeout: Duration,
+    release_sql: Arc<str>,
 }
 
 impl Manager {
@@ -170,7 +173,9 @@ impl Manager {
         ping_timeout: Duration,
         idle_timeout: Duration,
     ) -> Self {
+        let home = config.get_application_name().unwrap_or_default();
         Self {
+            release_sql: clean::release(home).into(),
             config,
             test_on_checkout,
             ping_timeout,
@@ -221,6 +226,7 @@ impl managed::Manager for Manager {
             ended_unasked,
             statements: HashMap::new(),
             release: None,
+            release_sql: self.release_sql.clone(),
         })
     }
 
