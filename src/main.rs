@@ -106,6 +106,9 @@ fn serve(config: ServeConfig) -> ExitCode {
         None => None,
     };
     init_tracing(config.log_format, traces.as_ref());
+    if let Some(endpoint) = &config.otlp_endpoint {
+        info!(%endpoint, "exporting traces over OTLP/gRPC");
+    }
     let embedded = match &config.database_url {
         Some(_) => None,
         None => {

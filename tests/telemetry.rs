@@ -467,6 +467,31 @@ async fn traces_reach_an_otlp_receiver_and_continue_the_callers_trace() {
         format!("00-{trace}-{parent}-01").parse().unwrap(),
     );
     client.execute_sync(request).await.unwrap();
+    // A failed call's span says so; a streamed call's database span is a
+    // child of its RPC's, as a sync call's is.
+    let failed = client
+        .execute_sync(pb::ExecuteSyncRequest {
+            call: Some(call(
+                "pkg_etl.validar_lote",
+                vec![p_in("p_lote", Kind::IntegerValue(0))],
+            )),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(failed.code(), Code::FailedPrecondition);
+    let mut stream = client
+        .execute_stream(pb::ExecuteSyncRequest {
+            call: Some(call("pkg_etl.reporte_ventas", vec![])),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while tokio_stream::StreamExt::next(&mut stream)
+        .await
+        .transpose()
+        .unwrap()
+        .is_some()
+    {}
 
     let submit_trace = "0af7651916cd43dd8448eb211c80319c";
     let mut request = tonic::Request::new(pb::SubmitAsyncRequest {
@@ -490,6 +515,8 @@ async fn traces_reach_an_otlp_receiver_and_continue_the_callers_trace() {
             && spans_named(spans, "CALL pkg_etl.proceso_largo").len() == 1
             && spans_named(spans, "CALL pkg_etl.sumar").len() == 1
             && spans_named(spans, "procgate.v1.ProcedureService/SubmitAsync").len() == 1
+            && spans_named(spans, "CALL pkg_etl.reporte_ventas").len() == 1
+            && spans_named(spans, "CALL pkg_etl.validar_lote").len() == 1
     };
     while !complete(&spans) {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -504,8 +531,11 @@ async fn traces_reach_an_otlp_receiver_and_continue_the_callers_trace() {
     receiver.wait().unwrap();
 
     let sync = spans_named(&spans, "procgate.v1.ProcedureService/ExecuteSync");
-    assert_eq!(sync.len(), 1, "{spans:#?}");
-    let sync = sync[0];
+    assert_eq!(sync.len(), 2, "{spans:#?}");
+    let sync = *sync
+        .iter()
+        .find(|s| s["trace_id"] == trace)
+        .expect("the span of the call that sent a traceparent");
     assert_eq!(
         sync["trace_id"], trace,
         "the server span continues the caller's trace"
@@ -528,6 +558,18 @@ async fn traces_reach_an_otlp_receiver_and_continue_the_callers_trace() {
         db_call["attributes"]["db.stored_procedure.name"],
         "pkg_etl.sumar"
     );
+
+    assert_eq!(sync["status"], "STATUS_CODE_UNSET");
+    assert_eq!(sync["attributes"]["rpc.grpc.status_code"], 0);
+    let raised = spans_named(&spans, "procgate.v1.ProcedureService/ExecuteSync")
+        .into_iter()
+        .find(|s| s["attributes"]["rpc.grpc.status_code"] == 9)
+        .expect("the failed ExecuteSync's span");
+    assert_eq!(raised["status"], "STATUS_CODE_ERROR");
+    let streamed = spans_named(&spans, "procgate.v1.ProcedureService/ExecuteStream")[0];
+    let streamed_call = spans_named(&spans, "CALL pkg_etl.reporte_ventas")[0];
+    assert_eq!(streamed_call["parent_span_id"], streamed["span_id"]);
+    assert_eq!(streamed_call["trace_id"], streamed["trace_id"]);
 
     let submitted = spans_named(&spans, "procgate.v1.ProcedureService/SubmitAsync")[0];
     assert_eq!(submitted["trace_id"], submit_trace);

@@ -16,7 +16,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
-use tracing::info;
+use tracing::{Instrument, info};
 
 use crate::api::convert::{column_to_proto, row_to_proto, sync_response};
 use crate::api::status;
@@ -43,7 +43,10 @@ pub fn execute_stream(
     tag: SessionTag,
 ) -> ExecuteStream {
     let (sink, parts) = RowSink::channel();
-    let run = tokio::spawn(async move {
+    // The task keeps the RPC's span: its database call is a child of it.
+    let span = tracing::Span::current();
+    let run = tokio::spawn(
+        async move {
         // Held until the call and its connection are done.
         let _open = open;
         let ran = sync_call::execute_stream(
@@ -71,7 +74,9 @@ pub fn execute_stream(
             ),
         }
         ran
-    });
+        }
+        .instrument(span),
+    );
     let parts = ReceiverStream::new(parts).map(|part| Ok(part_to_proto(part)));
     // The receiver ends when the call's task dropped the sink: it is done.
     let done = futures_util::stream::once(async move {

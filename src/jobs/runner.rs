@@ -127,6 +127,7 @@ impl JobProgress {
             Ok(_) => tonic::Code::Ok,
             Err(e) => crate::api::status::code_of(e),
         };
+        crate::telemetry::trace::record_outcome(&tracing::Span::current(), code);
         let label = if self.reached_statement.load(Ordering::Relaxed) {
             ProcedureLabel::resolved(&self.job.with(|j| j.call.name.clone()))
         } else {

@@ -106,8 +106,10 @@ impl Audit {
         let code = code_name(event.code);
         let duration = event.duration.as_secs_f64();
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        // A root event: the audit trail is not copied into traces.
         tracing::info!(
             target: "procgate::audit",
+            parent: None,
             time = %time,
             owner = event.owner,
             peer = %peer,

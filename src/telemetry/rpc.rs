@@ -262,6 +262,14 @@ where
                 }
             };
             finish.header_status = status_of(response.headers());
+            // The RPC's span closes when this returns, before the body
+            // (and a status in its trailers) is sent: an error answered
+            // at once is in the headers; anything else answered.
+            let code = finish
+                .header_status
+                .as_ref()
+                .map_or(Code::Ok, |(code, _)| *code);
+            super::trace::record_outcome(&tracing::Span::current(), code);
             Ok(response.map(|body| ObservedBody {
                 inner: body,
                 finish: Some(finish),

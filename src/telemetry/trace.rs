@@ -43,6 +43,12 @@ fn exporting() -> bool {
 /// the tokio runtime: the exporter's channel lives on it. Shut the
 /// returned provider down before the runtime, so the last spans leave.
 pub fn exporter(endpoint: &str) -> Result<SdkTracerProvider, String> {
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return Err(format!(
+            "--otlp-endpoint {endpoint:?} is not an OTLP/gRPC URL; write http://host:4317, or \
+             https://host:4317 for a collector behind TLS"
+        ));
+    }
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint)
@@ -128,6 +134,21 @@ pub fn db_span(backend_kind: &str, call: &ProcedureCall) -> Span {
     span
 }
 
+/// Records how an RPC or a job ended on its span: `rpc.grpc.status_code`,
+/// and an error status for any code but OK, so a trace backend finds the
+/// failed calls.
+pub fn record_outcome(span: &Span, code: tonic::Code) {
+    if !exporting() {
+        return;
+    }
+    span.set_attribute("rpc.grpc.status_code", code as i64);
+    if code != tonic::Code::Ok {
+        span.set_status(opentelemetry::trace::Status::error(
+            crate::api::status::code_name(code),
+        ));
+    }
+}
+
 /// The current span's trace id, when it is traced.
 pub fn current_trace_id() -> Option<String> {
     if !exporting() {
@@ -156,5 +177,16 @@ pub fn link(span: &Span, traceparent: &str) {
     let linked = context.span().span_context().clone();
     if linked.is_valid() {
         span.add_link(linked);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_endpoint_must_be_an_http_or_https_url() {
+        for bad in ["ftp://x:1", "garbage", "collector:4317"] {
+            let error = super::exporter(bad).unwrap_err();
+            assert!(error.contains("not an OTLP/gRPC URL"), "{bad}: {error}");
+        }
     }
 }

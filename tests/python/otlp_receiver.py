@@ -6,7 +6,7 @@ usage: otlp_receiver.py PORT
 
 Prints "listening" once it serves, then one JSON line per span received:
 {"service", "name", "kind", "trace_id", "span_id", "parent_span_id",
- "attributes", "links": [{"trace_id", "span_id"}]}.
+ "status", "attributes", "links": [{"trace_id", "span_id"}]}.
 """
 
 import json
@@ -39,6 +39,7 @@ class Receiver(rpc.TraceServiceServicer):
                         "trace_id": span.trace_id.hex(),
                         "span_id": span.span_id.hex(),
                         "parent_span_id": span.parent_span_id.hex(),
+                        "status": trace_pb2.Status.StatusCode.Name(span.status.code),
                         "attributes": {
                             a.key: value_of(a.value) for a in span.attributes
                         },
