@@ -480,6 +480,11 @@ async function submit(event: Event) {
     selected = job.id;
     detail = job;
     upsert(job); // the stream brings its changes
+    // A quick job's changes can come down the stream before this answer,
+    // which upsert then ignores as older: show the selection anyway, and
+    // read in full what the stream is ahead with.
+    render();
+    void loadDetail(job.id, jobs.get(job.id)?.revision ?? job.revision);
   } catch (err) {
     showError(err);
   }
