@@ -41,8 +41,6 @@ pub struct EmbeddedPostgres {
 pub struct EmbeddedOptions {
     /// Load docs/examples/postgres once it is up.
     pub load_examples: bool,
-    /// A fixed port (to restart a stopped server where clients expect it).
-    pub port: Option<u16>,
     /// Extra server settings (`-c name=value`).
     pub settings: Vec<(String, String)>,
 }
@@ -63,9 +61,6 @@ impl EmbeddedPostgres {
             .with_config_param("max_connections", "200")
             .with_config_param("logging_collector", "on")
             .with_config_param("log_directory", "log");
-        if let Some(port) = options.port {
-            builder = builder.with_port(port);
-        }
         for (name, value) in &options.settings {
             builder = builder.with_config_param(name, value);
         }

@@ -102,7 +102,7 @@ async fn the_database_stops_while_jobs_run_and_wait() {
             .all(|s| *s == S::Pending)
     );
 
-    gw.db = Some(start_db_on(Some(port)).await);
+    gw.bring_db_back(port).await;
     gw.health_becomes(ServingStatus::Serving).await;
     for id in &waiting {
         let job = wait_job(&client, id, "ended", |j| {
@@ -145,7 +145,7 @@ async fn jobs_queued_during_an_outage_start_in_submission_order() {
             .all(|s| *s == S::Pending)
     );
 
-    gw.db = Some(start_db_on(Some(port)).await);
+    gw.bring_db_back(port).await;
     for id in &queued {
         wait_state(&client, id, S::Completed).await;
     }
@@ -180,7 +180,7 @@ async fn the_database_is_unreachable_at_start_up() {
     let job = submit(&mut client, builtin()).await;
     assert_eq!(state_of(&job), S::Pending);
 
-    gw.db = Some(start_db_on(Some(port)).await);
+    gw.bring_db_back(port).await;
     gw.health_becomes(ServingStatus::Serving).await;
     wait_state(&client, &job.id, S::Completed).await;
     execute(&mut client, builtin()).await.unwrap();

@@ -33,7 +33,7 @@ async fn health_follows_the_database_down_and_back() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 
     // Back on the same port: SERVING again, calls work, no restart needed.
-    gw.db = Some(start_db_on(Some(port)).await);
+    gw.bring_db_back(port).await;
     gw.health_becomes(ServingStatus::Serving).await;
     execute(
         &mut client,

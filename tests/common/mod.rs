@@ -27,15 +27,9 @@ const FIXTURES: &str = include_str!("../fixtures/types.sql");
 
 /// Starts a database with the examples and the fixtures loaded.
 pub async fn start_db() -> EmbeddedPostgres {
-    start_db_on(None).await
-}
-
-/// Same, on a given port (to bring a stopped database back).
-pub async fn start_db_on(port: Option<u16>) -> EmbeddedPostgres {
     tokio::task::spawn_blocking(move || {
         let db = EmbeddedPostgres::start(&EmbeddedOptions {
             load_examples: true,
-            port,
             settings: vec![(
                 "shared_preload_libraries".into(),
                 "pg_stat_statements".into(),
@@ -53,6 +47,8 @@ pub async fn start_db_on(port: Option<u16>) -> EmbeddedPostgres {
 /// A running gateway and the database behind it.
 pub struct Gateway {
     pub db: Option<EmbeddedPostgres>,
+    /// Set by `bring_db_back`: what joins the gateway's port to the new cluster.
+    forwarder: Option<tokio_util::task::AbortOnDropHandle<()>>,
     pub db_url: String,
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -110,6 +106,7 @@ impl Gateway {
         });
         Gateway {
             db: None,
+            forwarder: None,
             db_url,
             addr,
             stop: Some(stop),
@@ -154,6 +151,35 @@ impl Gateway {
         .await;
     }
 
+    /// Ends an outage: a database is back on `port`, where the gateway
+    /// looks for it, and answers there only once its examples and fixtures
+    /// are loaded. A cluster started on `port` itself would answer before
+    /// they are, and jobs queued during the outage would race the loading
+    /// and find no procedure; so the new cluster takes another port, and a
+    /// forwarder listens on this one once it is ready.
+    pub async fn bring_db_back(&mut self, port: u16) {
+        let db = start_db().await;
+        let target = db.port();
+        let mut listeners = vec![
+            tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        ];
+        // `localhost` may resolve to ::1 first, as PostgreSQL listens there too.
+        listeners.extend(tokio::net::TcpListener::bind(("::1", port)).await.ok());
+        let forwarders = futures_util::future::join_all(
+            listeners
+                .into_iter()
+                .map(|listener| forward(listener, target)),
+        );
+        self.forwarder = Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+            async {
+                forwarders.await;
+            },
+        )));
+        self.db = Some(db);
+    }
+
     /// Runs SQL on the test database from a separate admin connection.
     pub async fn sql(&self, query: &str) -> Vec<postgres::Row> {
         sql(&self.db_url, query).await
@@ -176,6 +202,17 @@ impl Gateway {
     pub async fn shutdown(mut self) -> procgate::error::Result<()> {
         let _ = self.stop.take().unwrap().send(());
         self.server.take().unwrap().await.unwrap()
+    }
+}
+
+/// Joins each connection to `listener` to 127.0.0.1:`target`.
+async fn forward(listener: tokio::net::TcpListener, target: u16) {
+    while let Ok((mut inbound, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
     }
 }
 
@@ -352,8 +389,20 @@ pub async fn watch_to_end(client: &mut Client, id: &str) -> Vec<pb::Job> {
     seen
 }
 
+/// Polls GetJob until the job is in `state`; a job that ends in another
+/// state fails the test at once, with the job's error.
 pub async fn wait_state(client: &Client, id: &str, state: pb::JobState) -> pb::Job {
     wait_job(client, id, &format!("{state:?}"), |job| {
+        let ended = matches!(
+            state_of(job),
+            pb::JobState::Completed | pb::JobState::Failed | pb::JobState::Cancelled
+        );
+        assert!(
+            !ended || job.state == state as i32,
+            "job {id} ended {:?}, not {state:?}: {:?}",
+            state_of(job),
+            job.error
+        );
         job.state == state as i32
     })
     .await

@@ -243,7 +243,6 @@ mod tests {
         let db = tokio::task::spawn_blocking(|| {
             EmbeddedPostgres::start(&EmbeddedOptions {
                 load_examples: false,
-                port: None,
                 settings: Vec::new(),
             })
         })
