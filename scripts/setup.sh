@@ -3,9 +3,8 @@
 # tests, and nothing more. Idempotent: a no-op on a machine that has it all.
 #
 #  - PostgreSQL server binaries (initdb, postgres) for the embedded database
-#    and the tests (pgtemp); found under /usr/lib/postgresql/<v>/bin.
-#  - sudo, when running as root: pgtemp starts PostgreSQL as the `postgres`
-#    user through `sudo -u postgres` (PostgreSQL refuses to run as root).
+#    and the tests; found under /usr/lib/postgresql/<v>/bin. As root,
+#    procgate runs them as the package's `postgres` user itself (no sudo).
 #  - the DejaVu font, for the labels of procgate-bench's chart.
 #  - h2load (nghttp2-client), the C load generator procgate-bench drives
 #    ExecuteSync with, so that the client's cost does not hide the gateway's.
@@ -14,9 +13,6 @@ set -euo pipefail
 missing=()
 if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null; then
   missing+=(postgresql)
-fi
-if [ "$(id -u)" = 0 ] && ! command -v sudo >/dev/null; then
-  missing+=(sudo)
 fi
 if ! command -v psql >/dev/null; then
   missing+=(postgresql-client)

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::auth::jwt::{JwtSettings, KeySource};
 use crate::backend::BackendSettings;
 use crate::error::{Error, Result};
 use crate::jobs::limits::ProcedureLimit;
@@ -46,11 +47,52 @@ pub struct ServeConfig {
     )]
     pub tokens: Vec<String>,
 
-    /// Named tokens, one `name:secret` or `name:secret:admin` per line; read
-    /// again on SIGHUP. Each caller sees only the jobs its token submitted,
-    /// unless the token is marked admin (--token tokens are admins).
+    /// Named tokens, one `name:secret` or `name:secret:role1,role2` per line
+    /// (the role `admin` marks an admin); read again on SIGHUP. Each caller
+    /// sees only the jobs its token submitted, unless it is an admin
+    /// (--token tokens are admins).
     #[arg(long, env = "PROCGATE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// Accept JWTs signed by the keys of this JWKS file (read again on SIGHUP).
+    #[arg(long, env = "PROCGATE_JWT_JWKS", conflicts_with = "jwt_jwks_url")]
+    pub jwt_jwks: Option<PathBuf>,
+
+    /// Accept JWTs signed by the keys of this JWKS URL (an identity
+    /// provider's jwks_uri): fetched at start, every --jwt-jwks-refresh, and
+    /// when a token names an unknown key id (at most once per 30s).
+    #[arg(long, env = "PROCGATE_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+
+    /// How often --jwt-jwks-url is fetched again.
+    #[arg(long, env = "PROCGATE_JWT_JWKS_REFRESH", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub jwt_jwks_refresh: Duration,
+
+    /// The issuer (`iss`) a JWT must name; a token without `iss` is refused.
+    #[arg(long, env = "PROCGATE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// An audience (`aud`) a JWT may name; repeatable (PROCGATE_JWT_AUDIENCE
+    /// takes a comma-separated list). When set, a token without `aud` is refused.
+    #[arg(
+        long = "jwt-audience",
+        env = "PROCGATE_JWT_AUDIENCE",
+        value_delimiter = ','
+    )]
+    pub jwt_audiences: Vec<String>,
+
+    /// Clock skew allowed on a JWT's `exp` and `nbf`.
+    #[arg(long, env = "PROCGATE_JWT_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub jwt_leeway: Duration,
+
+    /// The JWT claim that names the caller, who owns its jobs.
+    #[arg(long, env = "PROCGATE_JWT_OWNER_CLAIM", default_value = "sub")]
+    pub jwt_owner_claim: String,
+
+    /// The JWT claim holding the caller's roles: a dotted path such as
+    /// `realm_access.roles` (Keycloak) to a list of strings.
+    #[arg(long, env = "PROCGATE_JWT_ROLES_CLAIM", default_value = "roles")]
+    pub jwt_roles_claim: String,
 
     /// Serve TLS with this PEM certificate chain (with --tls-key).
     #[arg(long, env = "PROCGATE_TLS_CERT", requires = "tls_key")]
@@ -339,12 +381,22 @@ impl ServeConfig {
 
     /// Refuses combinations that would be unsafe or cannot work.
     pub fn validate(&self, listen: SocketAddr) -> Result<()> {
-        if self.tokens.is_empty() && self.token_file.is_none() && !listen.ip().is_loopback() {
+        if !self.authenticates() && !listen.ip().is_loopback() {
             return Err(Error::InvalidArgument(format!(
                 "refusing to listen on {listen} without authentication: set --token \
-                 (or PROCGATE_TOKENS) or --token-file, or listen on a loopback address \
-                 such as 127.0.0.1"
+                 (or PROCGATE_TOKENS), --token-file, --jwt-jwks or --jwt-jwks-url, or listen \
+                 on a loopback address such as 127.0.0.1"
             )));
+        }
+        if self.jwt_jwks.is_none()
+            && self.jwt_jwks_url.is_none()
+            && (self.jwt_issuer.is_some() || !self.jwt_audiences.is_empty())
+        {
+            return Err(Error::InvalidArgument(
+                "--jwt-issuer and --jwt-audience need the keys to check tokens with: set \
+                 --jwt-jwks or --jwt-jwks-url"
+                    .into(),
+            ));
         }
         if self.tokens.iter().any(|t| t.trim().is_empty()) {
             return Err(Error::InvalidArgument("--token must not be empty".into()));
@@ -355,6 +407,31 @@ impl ServeConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Whether any credential is configured (tokens or JWT keys).
+    pub fn authenticates(&self) -> bool {
+        !self.tokens.is_empty()
+            || self.token_file.is_some()
+            || self.jwt_jwks.is_some()
+            || self.jwt_jwks_url.is_some()
+    }
+
+    /// The JWT checks, when a key set is configured.
+    pub fn jwt_settings(&self) -> Option<JwtSettings> {
+        let source = match (&self.jwt_jwks, &self.jwt_jwks_url) {
+            (Some(file), _) => KeySource::File(file.clone()),
+            (None, Some(url)) => KeySource::Url(url.clone()),
+            (None, None) => return None,
+        };
+        Some(JwtSettings {
+            source,
+            issuer: self.jwt_issuer.clone(),
+            audiences: self.jwt_audiences.clone(),
+            leeway: self.jwt_leeway,
+            owner_claim: self.jwt_owner_claim.clone(),
+            roles_claim: self.jwt_roles_claim.clone(),
+        })
     }
 
     /// Whether to serve the dashboard when listening on `listen`.

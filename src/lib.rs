@@ -5,7 +5,7 @@
 //! ```text
 //! client ── gRPC ──▶ server     listener, health, reflection, shutdown   (server.rs)
 //!                    telemetry  metrics, audit, per-RPC layer, /metrics   (telemetry/)
-//!                    auth       bearer tokens, constant-time              (auth.rs)
+//!                    auth       named tokens and JWTs, as a tower layer    (auth/)
 //!                    api        validate, convert, one error→Status map   (api/)
 //!                    allow      --allow, closed system schemas            (allow.rs)
 //!      sync calls ─▶ sync_call  deadline + cancel-on-disconnect           (sync_call.rs)

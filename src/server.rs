@@ -17,7 +17,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::RoutesBuilder;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Identity;
 use tonic::transport::Server;
 use tonic::transport::server::{ServerTlsConfig, TcpIncoming};
@@ -30,7 +29,9 @@ use tracing::{info, warn};
 
 use crate::allow::AllowList;
 use crate::api::ProcedureApi;
-use crate::auth::TokenCheck;
+use crate::auth::jwt::JwtCheck;
+use crate::auth::tokens::TokenCheck;
+use crate::auth::{Authenticated, Authenticator};
 use crate::backend::{self, Backend};
 use crate::config::JobStoreKind;
 use crate::config::ServeConfig;
@@ -212,7 +213,14 @@ pub async fn run_with(
         metrics: metrics.clone(),
     };
 
-    let tokens = TokenCheck::new(&config.tokens, config.token_file.as_deref())?;
+    let jwt = match config.jwt_settings() {
+        Some(settings) => Some(JwtCheck::new(settings).await?),
+        None => None,
+    };
+    let auth = Authenticator {
+        tokens: TokenCheck::new(&config.tokens, config.token_file.as_deref())?,
+        jwt,
+    };
     let tls = tls_config(&config)?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -235,8 +243,14 @@ pub async fn run_with(
     ));
     background.spawn(until(
         stop.clone(),
-        reload_on_sighup(tokens.clone(), audit.clone()),
+        reload_on_sighup(auth.clone(), audit.clone()),
     ));
+    if let Some(jwt) = &auth.jwt {
+        background.spawn(until(
+            stop.clone(),
+            jwt.clone().refresh_every(config.jwt_jwks_refresh),
+        ));
+    }
     if let Some(listener) = metrics_listener {
         if let Ok(addr) = listener.local_addr() {
             info!("metrics are at http://{addr}/metrics (and /healthz, /readyz)");
@@ -275,17 +289,17 @@ pub async fn run_with(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(InterceptedService::new(
+        .add_service(Authenticated::new(
             ProcedureServiceServer::new(api)
                 .max_decoding_message_size(config.max_request_bytes)
                 .max_encoding_message_size(config.max_response_bytes),
-            tokens.clone(),
+            auth.clone(),
         ))
-        .add_service(InterceptedService::new(
+        .add_service(Authenticated::new(
             FlightServiceServer::new(flight)
                 .max_decoding_message_size(config.max_request_bytes)
                 .max_encoding_message_size(config.max_response_bytes),
-            tokens,
+            auth,
         ));
     // Outermost first: the dashboard's page, CORS for browsers' preflights,
     // gRPC-Web turning browser calls (HTTP/1.1 or 2) into gRPC, the metrics
@@ -423,17 +437,24 @@ fn tls_config(config: &ServeConfig) -> Result<Option<ServerTlsConfig>> {
     Ok(Some(ServerTlsConfig::new().identity(identity)))
 }
 
-/// Reads the token file again and reopens the audit log on every SIGHUP.
-async fn reload_on_sighup(tokens: TokenCheck, audit: Audit) {
+/// Reads the token file and the JWT key set file again, and reopens the
+/// audit log, on every SIGHUP; what cannot be read keeps its previous state.
+async fn reload_on_sighup(auth: Authenticator, audit: Audit) {
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     else {
         warn!("cannot listen for SIGHUP; the token file will not be reloaded");
         return;
     };
     while hangups.recv().await.is_some() {
-        match tokens.reload() {
+        match auth.tokens.reload() {
             Ok(count) => info!(tokens = count, "SIGHUP: reloaded the token file"),
             Err(e) => warn!(error = %e, "SIGHUP: kept the previous tokens"),
+        }
+        if let Some(jwt) = &auth.jwt {
+            match jwt.reload().await {
+                Ok(keys) => info!(keys, "SIGHUP: reloaded the JWT key set"),
+                Err(e) => warn!(error = %e, "SIGHUP: kept the previous JWT keys"),
+            }
         }
         if let Err(e) = audit.reopen() {
             warn!(error = %e, "SIGHUP: the audit log could not be reopened; writing on to the old file");

@@ -229,7 +229,7 @@ async fn serve_without_a_database_url_runs_an_embedded_postgres() {
         .next()
         .unwrap()
         .to_string();
-    assert!(data_dir.contains("pgtemp-"), "{data_dir}");
+    assert!(data_dir.contains("procgate-pg-"), "{data_dir}");
     assert!(
         !std::path::Path::new(&data_dir).exists(),
         "the embedded database's data dir {data_dir} was left behind"

@@ -1,6 +1,6 @@
 //! `procgate demo`: the whole service on a fresh machine, in one command.
 //!
-//! It starts a throwaway PostgreSQL (pgtemp) loaded with
+//! It starts a throwaway PostgreSQL (src/embedded.rs) loaded with
 //! docs/examples/postgres, starts the gateway on 127.0.0.1:50051, and runs a
 //! short tour with the real client commands (each printed before it runs):
 //! a sync call, a cursor, three jobs in parallel with live progress, a

@@ -154,6 +154,7 @@ impl Ticker {
         let owner = Caller {
             name: schedule.owner.clone(),
             admin: false,
+            roles: Default::default(),
         };
         let live = match schedule.last_job_id {
             Some(id) => match self.jobs.get(&id.to_string(), &owner).await {

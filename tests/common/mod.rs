@@ -1,4 +1,4 @@
-//! Test harness: a private PostgreSQL (pgtemp, through procgate's embedded
+//! Test harness: a private PostgreSQL (procgate's embedded
 //! launcher) loaded with the examples and tests/fixtures, and a real
 //! procgate server on 127.0.0.1:0 reached by a real tonic client.
 #![allow(dead_code)] // each test binary uses a different part of the harness
@@ -27,9 +27,15 @@ const FIXTURES: &str = include_str!("../fixtures/types.sql");
 
 /// Starts a database with the examples and the fixtures loaded.
 pub async fn start_db() -> EmbeddedPostgres {
+    start_db_with(None).await
+}
+
+/// Same, with a given superuser password (one a gateway already holds).
+async fn start_db_with(password: Option<String>) -> EmbeddedPostgres {
     tokio::task::spawn_blocking(move || {
         let db = EmbeddedPostgres::start(&EmbeddedOptions {
             load_examples: true,
+            password,
             settings: vec![(
                 "shared_preload_libraries".into(),
                 "pg_stat_statements".into(),
@@ -158,7 +164,8 @@ impl Gateway {
     /// and find no procedure; so the new cluster takes another port, and a
     /// forwarder listens on this one once it is ready.
     pub async fn bring_db_back(&mut self, port: u16) {
-        let db = start_db().await;
+        // The gateway signs in with the password its URL holds.
+        let db = start_db_with(Some(password_of(&self.db_url))).await;
         let target = db.port();
         let mut listeners = vec![
             tokio::net::TcpListener::bind(("127.0.0.1", port))

@@ -1,7 +1,7 @@
 //! procgate-bench: procgate's cost, measured side by side with the
 //! database's own limit on the same machine in the same run.
 //!
-//! It starts a private PostgreSQL (pgtemp) and a gateway process (this same
+//! It starts a private PostgreSQL (src/embedded.rs) and a gateway process (this same
 //! binary re-executed with `--gateway`, so the gateway is the release build
 //! of the library and its RSS can be read from /proc), then runs the
 //! scenarios of docs/benchmarks.md and prints one table of figures and

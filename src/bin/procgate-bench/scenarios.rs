@@ -167,6 +167,7 @@ pub async fn run_all(options: &Options) -> Result<(), String> {
         EmbeddedPostgres::start(&EmbeddedOptions {
             load_examples: true,
             settings: vec![("max_connections".into(), "400".into())],
+            ..Default::default()
         })
     })
     .await

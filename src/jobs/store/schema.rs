@@ -242,8 +242,7 @@ mod tests {
     async fn version_2_gives_existing_jobs_revisions_in_submission_order() {
         let db = tokio::task::spawn_blocking(|| {
             EmbeddedPostgres::start(&EmbeddedOptions {
-                load_examples: false,
-                settings: Vec::new(),
+                ..Default::default()
             })
         })
         .await
