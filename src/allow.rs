@@ -14,10 +14,13 @@
 
 use glob::{MatchOptions, Pattern};
 
+use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::name::ProcedureName;
+use crate::policy::PolicyCheck;
 
-const MATCH: MatchOptions = MatchOptions {
+/// How --allow and --policy globs match: case-insensitively, `*` across dots.
+pub const GLOB_MATCH: MatchOptions = MatchOptions {
     case_sensitive: false,
     require_literal_separator: false,
     require_literal_leading_dot: false,
@@ -34,10 +37,12 @@ const SYSTEM_SCHEMAS: [&str; 3] = ["pg_catalog", "information_schema", "sys"];
 /// without the SYS schema (`DBMS_LOCK.SLEEP`, `UTL_FILE.FOPEN`).
 const SYSTEM_PACKAGE_PREFIXES: [&str; 2] = ["dbms_", "utl_"];
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct AllowList {
     patterns: Vec<Pattern>,
     system_schemas_open: bool,
+    /// The per-role rules inside these bounds (`--policy`).
+    policy: PolicyCheck,
 }
 
 impl AllowList {
@@ -55,12 +60,25 @@ impl AllowList {
         Ok(Self {
             patterns,
             system_schemas_open,
+            policy: PolicyCheck::default(),
         })
     }
 
-    /// PERMISSION_DENIED when the name is in a closed system schema, or
-    /// matches no pattern (when there are any).
-    pub fn check(&self, name: &ProcedureName) -> Result<()> {
+    /// These bounds, with the roles of `policy` inside them.
+    pub fn with_policy(self, policy: PolicyCheck) -> Self {
+        Self { policy, ..self }
+    }
+
+    /// PERMISSION_DENIED when the name is in a closed system schema,
+    /// matches no pattern (when there are any), or no role of `caller`
+    /// allows it (with `--policy`).
+    pub fn check(&self, caller: &Caller, name: &ProcedureName) -> Result<()> {
+        self.check_bounds(name)?;
+        self.policy.check(caller, name)
+    }
+
+    /// The outer bounds alone: system schemas and `--allow`.
+    fn check_bounds(&self, name: &ProcedureName) -> Result<()> {
         let normalised = name.normalised();
         if !self.system_schemas_open
             && let Some(schema) = system_qualifier(name)
@@ -71,7 +89,7 @@ impl AllowList {
             || self
                 .patterns
                 .iter()
-                .any(|p| p.matches_with(&normalised, MATCH))
+                .any(|p| p.matches_with(&normalised, GLOB_MATCH))
         {
             return Ok(());
         }
@@ -155,11 +173,11 @@ mod tests {
     #[test]
     fn patterns_match_normalised_names() {
         let allow = AllowList::new(&["pkg_etl.*".into(), "public.report_?".into()], false).unwrap();
-        let ok = |n: &str| allow.check(&name(n));
+        let ok = |n: &str| allow.check_bounds(&name(n));
         assert!(ok("PKG_ETL.proceso_largo").is_ok());
         assert!(ok("public.report_1").is_ok());
         assert!(matches!(ok("public.drop_all"), Err(Error::NotAllowed(_))));
-        assert!(AllowList::default().check(&name("x")).is_ok());
+        assert!(AllowList::default().check_bounds(&name("x")).is_ok());
         assert!(AllowList::new(&["[".into()], false).is_err());
     }
 
@@ -177,7 +195,7 @@ mod tests {
             "dbms_lock.sleep",
             "UTL_FILE.FOPEN",
         ] {
-            let err = closed.check(&name(refused)).unwrap_err();
+            let err = closed.check_bounds(&name(refused)).unwrap_err();
             assert!(matches!(err, Error::NotAllowed(_)), "{refused}");
             let message = err.to_string();
             assert!(message.contains(SYSTEM_SCHEMAS_FLAG), "{message}");
@@ -188,15 +206,15 @@ mod tests {
             "scott.dbms_x.p",
             "dbms",
         ] {
-            assert!(closed.check(&name(fine)).is_ok(), "{fine}");
+            assert!(closed.check_bounds(&name(fine)).is_ok(), "{fine}");
         }
         // --allow never opens them, the flag does.
         let broad = AllowList::new(&["*".into()], false).unwrap();
-        assert!(broad.check(&name("pg_catalog.pg_sleep")).is_err());
+        assert!(broad.check_bounds(&name("pg_catalog.pg_sleep")).is_err());
         let open = AllowList::new(&[], true).unwrap();
-        assert!(open.check(&name("pg_catalog.pg_sleep")).is_ok());
+        assert!(open.check_bounds(&name("pg_catalog.pg_sleep")).is_ok());
         let bounded = AllowList::new(&["public.*".into()], true).unwrap();
-        assert!(bounded.check(&name("pg_catalog.pg_sleep")).is_err());
+        assert!(bounded.check_bounds(&name("pg_catalog.pg_sleep")).is_err());
     }
 
     #[test]

@@ -108,6 +108,12 @@ pub struct ServeConfig {
     #[arg(long = "allow", env = "PROCGATE_ALLOW", value_delimiter = ',')]
     pub allow: Vec<String>,
 
+    /// Per-role rules (TOML): `[roles.NAME]` with `allow`/`deny` globs and
+    /// `admin`; a caller may call what one of its roles allows and none
+    /// denies, inside --allow. Read again on SIGHUP. See docs/security.md.
+    #[arg(long, env = "PROCGATE_POLICY")]
+    pub policy: Option<PathBuf>,
+
     /// Open the databases' own schemas (PostgreSQL's pg_catalog and
     /// information_schema, Oracle's SYS and its DBMS_*/UTL_* packages),
     /// which are closed by default: their routines can end sessions, read

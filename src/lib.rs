@@ -8,6 +8,7 @@
 //!                    auth       named tokens and JWTs, as a tower layer    (auth/)
 //!                    api        validate, convert, one error→Status map   (api/)
 //!                    allow      --allow, closed system schemas            (allow.rs)
+//!                    policy     --policy: roles allow and deny procedures (policy.rs)
 //!      sync calls ─▶ sync_call  deadline + cancel-on-disconnect           (sync_call.rs)
 //!            jobs ─▶ jobs       lifecycle, table, engine, hub, feed      (jobs/)
 //!                    backend    async trait Backend, interrupt, progress  (backend/)
@@ -35,6 +36,7 @@ pub mod error;
 pub mod flight;
 pub mod jobs;
 pub mod name;
+pub mod policy;
 pub mod schedules;
 pub mod server;
 pub mod spool;

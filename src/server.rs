@@ -43,6 +43,7 @@ use crate::jobs::store::PostgresStore;
 use crate::jobs::store::memory::MemoryTable;
 use crate::jobs::store::oracle::OracleTable;
 use crate::jobs::{Engine, JobTable, Jobs, LocalJobs, StoreSettings};
+use crate::policy::PolicyCheck;
 use crate::proto;
 use crate::proto::procedure_service_server::ProcedureServiceServer;
 use crate::schedules::memory::MemorySchedules;
@@ -175,11 +176,29 @@ pub async fn run_with(
     }
     let jobs: Jobs =
         Engine::start(table, local.clone(), settings, limits.max_pending, rules).await?;
-    let allow = AllowList::new(&config.allow, config.allow_system_schemas)?;
+    let policy = PolicyCheck::new(config.policy.as_deref())?;
+    if policy.enabled() && !config.authenticates() {
+        return Err(Error::InvalidArgument(
+            "--policy gives roles to callers, and without --token-file, --jwt-jwks or \
+             --jwt-jwks-url no caller has any: configure one of them"
+                .into(),
+        ));
+    }
+    let allow =
+        AllowList::new(&config.allow, config.allow_system_schemas)?.with_policy(policy.clone());
+    let jwt = match config.jwt_settings() {
+        Some(settings) => Some(JwtCheck::new(settings).await?),
+        None => None,
+    };
+    let auth = Authenticator {
+        tokens: TokenCheck::new(&config.tokens, config.token_file.as_deref())?,
+        jwt,
+        policy,
+    };
     let ticker = Ticker::new(
         schedule_table,
         jobs.clone(),
-        allow.clone(),
+        (allow.clone(), auth.clone()),
         config.schedule_catch_up,
         config.store_settings().poll_interval,
     );
@@ -213,14 +232,6 @@ pub async fn run_with(
         metrics: metrics.clone(),
     };
 
-    let jwt = match config.jwt_settings() {
-        Some(settings) => Some(JwtCheck::new(settings).await?),
-        None => None,
-    };
-    let auth = Authenticator {
-        tokens: TokenCheck::new(&config.tokens, config.token_file.as_deref())?,
-        jwt,
-    };
     let tls = tls_config(&config)?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -437,8 +448,9 @@ fn tls_config(config: &ServeConfig) -> Result<Option<ServerTlsConfig>> {
     Ok(Some(ServerTlsConfig::new().identity(identity)))
 }
 
-/// Reads the token file and the JWT key set file again, and reopens the
-/// audit log, on every SIGHUP; what cannot be read keeps its previous state.
+/// Reads the token file, the policy and the JWT key set file again, and
+/// reopens the audit log, on every SIGHUP; what cannot be read keeps its
+/// previous state.
 async fn reload_on_sighup(auth: Authenticator, audit: Audit) {
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     else {
@@ -449,6 +461,12 @@ async fn reload_on_sighup(auth: Authenticator, audit: Audit) {
         match auth.tokens.reload() {
             Ok(count) => info!(tokens = count, "SIGHUP: reloaded the token file"),
             Err(e) => warn!(error = %e, "SIGHUP: kept the previous tokens"),
+        }
+        if auth.policy.enabled() {
+            match auth.policy.reload() {
+                Ok(roles) => info!(roles, "SIGHUP: reloaded the policy"),
+                Err(e) => warn!(error = %e, "SIGHUP: kept the previous policy"),
+            }
         }
         if let Some(jwt) = &auth.jwt {
             match jwt.reload().await {

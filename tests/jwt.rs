@@ -283,21 +283,48 @@ async fn a_key_set_that_cannot_be_had_stops_the_start() {
             "--jwt-issuer and --jwt-audience need the keys",
         ),
     ] {
-        let mut args: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--database-url"]
-            .map(String::from)
-            .into();
-        args.push(db.url());
-        args.extend(flags.into_iter().map(String::from));
-        let output = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_procgate"))
-                .args(&args)
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        let logs = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{logs}");
+        let logs = refused_start(&db.url(), &flags).await;
         assert!(logs.contains(says), "{says:?} not in {logs}");
     }
+}
+
+/// A JWT's roles claim gives its roles under `--policy`, as a token file's
+/// do: alice's `etl` may nap, bob's `reports` is denied it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwts_roles_are_what_the_policy_checks() {
+    let issued = issue().await;
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, &issued.jwks).unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[roles.etl]\nallow = [\"nap\"]\n[roles.reports]\nallow = [\"*\"]\ndeny = [\"nap\"]\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(&[
+        "--jwt-jwks",
+        jwks.to_str().unwrap(),
+        "--jwt-audience",
+        AUDIENCE,
+        "--policy",
+        policy.to_str().unwrap(),
+    ])
+    .await;
+    let mut client = gw.client().await;
+    assert_eq!(
+        owner_as(&mut client, issued.token("valid")).await.unwrap(),
+        "alice"
+    );
+    let denied = owner_as(&mut client, issued.token("valid_ec"))
+        .await
+        .expect_err("bob's role denies it");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied
+            .message()
+            .contains("procedure nap: no role of this caller allows it"),
+        "{}",
+        denied.message()
+    );
 }

@@ -56,9 +56,10 @@ const browser = await chromium.launch({
   ],
 });
 
+let page;
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
-  const page = await context.newPage();
+  page = await context.newPage();
   const offOrigin = [];
   page.on("request", (r) => {
     if (!r.url().startsWith(opts.url)) offOrigin.push(r.url());
@@ -177,7 +178,7 @@ try {
   await second.locator(".p-type").selectOption({ label: "number" });
   await second.locator(".p-value").fill("2");
   await page.click("#submit-form button[type=submit]");
-  await page.locator("#detail-state").filter({ hasText: "COMPLETED" }).waitFor({ timeout: 10_000 });
+  await page.locator("#detail-state").filter({ hasText: "COMPLETED" }).waitFor({ timeout: 20_000 });
   const outputs = await page.locator("#outputs").innerText();
   assert.match(outputs, /total: 3\.5/, "the OUT value is shown");
   assert.match(outputs, /descripcion: 1\.5 \+ 2 = 3\.5/, "every OUT value is shown");
@@ -262,6 +263,23 @@ try {
   assert.deepEqual(offOrigin, [], "the page fetches nothing from other origins");
   assert.deepEqual(pageErrors, [], "the page throws no errors");
   step("all checks passed");
+} catch (err) {
+  // What the page and the server showed when a check failed: a flake in CI
+  // can then be told from a bug without running it again.
+  if (page) {
+    const text = async (sel) => ((await page.locator(sel).count()) ? await page.locator(sel).first().innerText() : "(none)");
+    console.log(`dashboard e2e: FAILED; banner: ${await text("#banner:visible")}`);
+    console.log(`dashboard e2e: detail: ${(await text("#detail:visible")).replaceAll("\n", " | ")}`);
+    const rows = await page.evaluate(() => [...document.querySelectorAll("#jobs tbody tr[data-job-id]")].map((tr) => `${tr.dataset.jobId} ${tr.dataset.state}`));
+    console.log(`dashboard e2e: table: ${rows.join(", ")}`);
+    await shot(page, "failure").catch(() => {});
+  }
+  try {
+    console.log(`dashboard e2e: the server's jobs:\n${procgate("jobs")}`);
+  } catch (e) {
+    console.log(`dashboard e2e: procgate jobs failed: ${e.message}`);
+  }
+  throw err;
 } finally {
   await browser.close();
 }

@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, info};
 
 use crate::allow::AllowList;
-use crate::auth::caller_of;
+use crate::auth::{Caller, caller_of};
 use crate::backend::{Backend, SessionTag};
 use crate::error::Error;
 use crate::jobs::{JobState, Jobs, ListFilter, Submission, WatchFilter};
@@ -68,9 +68,10 @@ impl ProcedureApi {
         &self,
         call: Option<pb::ProcedureCall>,
         mode: Mode,
+        caller: &Caller,
     ) -> Result<crate::call::ProcedureCall, Error> {
         let accepted = call_from_proto(call).and_then(|call| {
-            self.allow.check(&call.name)?;
+            self.allow.check(caller, &call.name)?;
             Ok(call)
         });
         match accepted {
@@ -121,8 +122,9 @@ impl ProcedureService for ProcedureApi {
         let deadline = grpc_timeout(request.metadata())?;
         let notes = notes_of(&request);
         let tag = sync_tag(&request);
+        let caller = caller_of(&request);
         let call = noted(&notes, request.into_inner().call);
-        let call = self.accept_call(call, Mode::Sync)?;
+        let call = self.accept_call(call, Mode::Sync, &caller)?;
         let outcome = match sync_call::execute(
             self.backend.as_ref(),
             &call,
@@ -173,8 +175,9 @@ impl ProcedureService for ProcedureApi {
         let deadline = grpc_timeout(request.metadata())?;
         let notes = notes_of(&request);
         let tag = sync_tag(&request);
+        let caller = caller_of(&request);
         let call = noted(&notes, request.into_inner().call);
-        let call = self.accept_call(call, Mode::Stream)?;
+        let call = self.accept_call(call, Mode::Stream, &caller)?;
         let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
             Error::Exhausted(format!(
                 "{} ExecuteStream calls are already open, this gateway's --max-streams; \
@@ -201,7 +204,7 @@ impl ProcedureService for ProcedureApi {
         let notes = notes_of(&request);
         let mut request = request.into_inner();
         let call = noted(&notes, request.call.take());
-        let call = self.accept_call(call, Mode::Job)?;
+        let call = self.accept_call(call, Mode::Job, &caller)?;
         let submission = Submission {
             request_id: (!request.request_id.is_empty()).then_some(request.request_id),
             retry: retry_from_proto(request.retry)?,
@@ -441,10 +444,11 @@ impl ProcedureService for ProcedureApi {
         request: Request<pb::DescribeProcedureRequest>,
     ) -> Result<Response<pb::ProcedureDescription>, Status> {
         let notes = notes_of(&request);
+        let caller = caller_of(&request);
         let procedure = request.into_inner().procedure;
         notes.procedure(&procedure);
         let name = ProcedureName::parse(&procedure).map_err(Error::from)?;
-        self.allow.check(&name)?;
+        self.allow.check(&caller, &name)?;
         let description = self.backend.describe(&name).await?;
         Ok(Response::new(convert::description_to_proto(&description)))
     }

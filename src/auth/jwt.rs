@@ -25,8 +25,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value as Json;
 use tracing::{info, warn};
 
-use super::Caller;
 use super::tokens::is_role_name;
+use super::{Caller, Roles};
 use crate::error::{Error, Result};
 
 /// The algorithms a token may be signed with.
@@ -93,7 +93,13 @@ pub struct JwtCheck {
     /// When the key set was last fetched for an unknown key id; one such
     /// fetch runs at a time.
     last_refetch: Arc<tokio::sync::Mutex<Option<Instant>>>,
+    /// The roles each owner's latest token carried, for the schedules they
+    /// own, which run when no token is at hand (bounded).
+    seen_roles: Arc<RwLock<HashMap<Arc<str>, Roles>>>,
 }
+
+/// How many owners' roles are remembered for their schedules.
+const MAX_SEEN_OWNERS: usize = 10_000;
 
 impl JwtCheck {
     /// Reads or fetches the key set now: a set that cannot be had stops
@@ -103,6 +109,7 @@ impl JwtCheck {
             settings: Arc::new(settings),
             keys: Arc::default(),
             last_refetch: Arc::default(),
+            seen_roles: Arc::default(),
         };
         let count = check.reload().await?;
         info!(keys = count, source = %check.settings.source.describe(), "JWT verification keys loaded");
@@ -180,7 +187,29 @@ impl JwtCheck {
         )
         .map_err(|e| refused(why_refused(e.kind())))?
         .claims;
-        self.caller(&claims).map_err(|why| refused(&why))
+        let caller = self.caller(&claims).map_err(|why| refused(&why))?;
+        self.remember(&caller);
+        Ok(caller)
+    }
+
+    fn remember(&self, caller: &Caller) {
+        let mut seen = self.seen_roles.write().expect("roles lock");
+        if seen.get(&caller.name) != Some(&caller.roles) {
+            if seen.len() >= MAX_SEEN_OWNERS {
+                seen.clear();
+            }
+            seen.insert(caller.name.clone(), caller.roles.clone());
+        }
+    }
+
+    /// The roles the latest token of `owner` carried, since this process
+    /// started.
+    pub fn roles_of(&self, owner: &str) -> Option<Roles> {
+        self.seen_roles
+            .read()
+            .expect("roles lock")
+            .get(owner)
+            .cloned()
     }
 
     fn validation(&self, algorithm: Algorithm) -> Validation {

@@ -25,6 +25,7 @@ use tonic::Status;
 use tonic::server::NamedService;
 
 use crate::error::{Error, Result};
+use crate::policy::PolicyCheck;
 use crate::telemetry::rpc::RpcNotes;
 use jwt::JwtCheck;
 use tokens::TokenCheck;
@@ -38,7 +39,7 @@ pub struct Caller {
     /// Admins see and manage every job; others only their own.
     pub admin: bool,
     /// The roles the token file or the JWT gives (see `--policy`).
-    pub roles: Arc<[Arc<str>]>,
+    pub roles: Roles,
 }
 
 impl Caller {
@@ -57,11 +58,16 @@ impl Caller {
     }
 }
 
-/// The configured ways in: named tokens and, when set, JWTs.
+/// A caller's roles, as its token or JWT gives them (see `--policy`).
+pub type Roles = Arc<[Arc<str>]>;
+
+/// The configured ways in: named tokens and, when set, JWTs; and the
+/// policy, whose roles may make a caller an admin.
 #[derive(Clone)]
 pub struct Authenticator {
     pub tokens: TokenCheck,
     pub jwt: Option<JwtCheck>,
+    pub policy: PolicyCheck,
 }
 
 impl Authenticator {
@@ -70,9 +76,25 @@ impl Authenticator {
         self.tokens.enabled() || self.jwt.is_some()
     }
 
-    /// The caller the `authorization` header names; UNAUTHENTICATED with
-    /// what is wrong, never with the token.
+    /// The caller the `authorization` header names, an admin when its token
+    /// or a policy role says so; UNAUTHENTICATED with what is wrong, never
+    /// with the token.
     pub async fn verify(&self, header: Option<&[u8]>) -> Result<Caller> {
+        let mut caller = self.identify(header).await?;
+        caller.admin = caller.admin || self.policy.grants_admin(&caller);
+        Ok(caller)
+    }
+
+    /// The roles `owner` has now, for work that runs without a token (a
+    /// schedule's tick): the token file's, else those of its latest JWT.
+    pub fn roles_of(&self, owner: &str) -> Roles {
+        self.tokens
+            .roles_of(owner)
+            .or_else(|| self.jwt.as_ref().and_then(|jwt| jwt.roles_of(owner)))
+            .unwrap_or_default()
+    }
+
+    async fn identify(&self, header: Option<&[u8]>) -> Result<Caller> {
         if !self.enabled() {
             return Ok(Caller::anonymous());
         }
@@ -174,6 +196,7 @@ mod tests {
         Authenticator {
             tokens: TokenCheck::new(&["s3cret-admin".into()], Some(&path)).unwrap(),
             jwt: None,
+            policy: PolicyCheck::default(),
         }
     }
 
@@ -206,6 +229,7 @@ mod tests {
         let open = Authenticator {
             tokens: TokenCheck::new(&[], None).unwrap(),
             jwt: None,
+            policy: PolicyCheck::default(),
         };
         assert!(!open.enabled());
         assert_eq!(open.verify(None).await.unwrap(), Caller::anonymous());

@@ -1,4 +1,5 @@
-//! Named bearer tokens: `--token` (admins) and `--token-file`.
+//! Named bearer tokens: `--token` (admins, named and with the role `admin`)
+//! and `--token-file`.
 //!
 //! The file holds one `name:secret` per line, optionally followed by
 //! `:role1,role2` (the role `admin` marks an admin, who sees every job), and
@@ -11,7 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use subtle::ConstantTimeEq;
 
-use super::Caller;
+use super::{Caller, Roles};
 use crate::error::{Error, Result};
 
 #[derive(Clone)]
@@ -35,10 +36,12 @@ impl TokenCheck {
             .iter()
             .map(|secret| Token {
                 secret: secret.as_bytes().to_vec(),
+                // The role `admin`, as a token file's admins have, which a
+                // policy may grant calls to.
                 caller: Caller {
                     name: "admin".into(),
                     admin: true,
-                    roles: Arc::default(),
+                    roles: Arc::from([Arc::from("admin")]),
                 },
             })
             .collect();
@@ -67,6 +70,16 @@ impl TokenCheck {
         let count = tokens.len();
         *self.from_file.write().expect("token lock") = tokens;
         Ok(count)
+    }
+
+    /// The roles the tokens give `name` now (none if it has no token).
+    pub fn roles_of(&self, name: &str) -> Option<Roles> {
+        let from_file = self.from_file.read().expect("token lock");
+        self.inline
+            .iter()
+            .chain(from_file.iter())
+            .find(|t| &*t.caller.name == name)
+            .map(|t| t.caller.roles.clone())
     }
 
     /// The caller whose token `presented` is, if any.

@@ -109,7 +109,7 @@ impl Schedules {
         let call = spec
             .call
             .ok_or_else(|| Error::InvalidArgument("schedule.call is missing".into()))?;
-        self.check_call(&call).await?;
+        self.check_call(&call, caller).await?;
         let now = SystemTime::now();
         let schedule = Schedule {
             id: Uuid::new_v4(),
@@ -196,7 +196,7 @@ impl Schedules {
                             "update_mask names call but schedule.call is missing".into(),
                         )
                     })?;
-                    self.check_call(&call).await?;
+                    self.check_call(&call, caller).await?;
                     schedule.call = Arc::new(call);
                 }
                 Field::Paused => schedule.paused = spec.paused,
@@ -228,9 +228,10 @@ impl Schedules {
     }
 
     /// As ExecuteSync checks a call, before any job of it exists: the
-    /// allowlist, then the procedure and its parameters in the catalog.
-    async fn check_call(&self, call: &ProcedureCall) -> Result<()> {
-        self.allow.check(&call.name)?;
+    /// allowlist and the caller's roles, then the procedure and its
+    /// parameters in the catalog.
+    async fn check_call(&self, call: &ProcedureCall, caller: &Caller) -> Result<()> {
+        self.allow.check(caller, &call.name)?;
         let description = self.backend.describe(&call.name).await?;
         for param in &call.params {
             let known = description

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::timing::{MAX_COUNTED_TICKS, Timing};
 use super::{Advance, Overlap, Schedule, ScheduleTable, TickLock};
 use crate::allow::AllowList;
-use crate::auth::Caller;
+use crate::auth::{Authenticator, Caller};
 use crate::error::{Error, Result};
 use crate::jobs::plan::Tick;
 use crate::jobs::{Jobs, Submission};
@@ -29,6 +29,8 @@ pub struct Ticker {
     pub(super) table: Arc<dyn ScheduleTable>,
     jobs: Jobs,
     allow: AllowList,
+    /// Whose roles a schedule's owner has at each tick (--policy).
+    auth: Authenticator,
     catch_up: Duration,
     poll_interval: Duration,
     changed: Notify,
@@ -46,7 +48,7 @@ impl Ticker {
     pub fn new(
         table: Arc<dyn ScheduleTable>,
         jobs: Jobs,
-        allow: AllowList,
+        (allow, auth): (AllowList, Authenticator),
         catch_up: Duration,
         poll_interval: Duration,
     ) -> Arc<Ticker> {
@@ -54,6 +56,7 @@ impl Ticker {
             table,
             jobs,
             allow,
+            auth,
             catch_up: catch_up.max(poll_interval + LATE_TICK_GRACE),
             poll_interval,
             changed: Notify::new(),
@@ -154,7 +157,7 @@ impl Ticker {
         let owner = Caller {
             name: schedule.owner.clone(),
             admin: false,
-            roles: Default::default(),
+            roles: self.auth.roles_of(&schedule.owner),
         };
         let live = match schedule.last_job_id {
             Some(id) => match self.jobs.get(&id.to_string(), &owner).await {
@@ -183,8 +186,9 @@ impl Ticker {
             }
             (None, _) => None,
         };
-        // --allow may have changed since the schedule was created.
-        self.allow.check(&schedule.call.name)?;
+        // --allow, the policy or the owner's roles may have changed since
+        // the schedule was created.
+        self.allow.check(&owner, &schedule.call.name)?;
         let messages = if stands_for > 1 {
             let at_least = if stands_for >= MAX_COUNTED_TICKS {
                 "at least "

@@ -223,6 +223,26 @@ async fn forward(listener: tokio::net::TcpListener, target: u16) {
     }
 }
 
+/// Runs `procgate serve` in front of `db_url` with `flags`, which must stop
+/// the start: returns what it logged.
+pub async fn refused_start(db_url: &str, flags: &[&str]) -> String {
+    let mut args: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--database-url", db_url]
+        .map(String::from)
+        .into();
+    args.extend(flags.iter().map(|f| f.to_string()));
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_procgate"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let logs = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "it started: {logs}");
+    logs
+}
+
 /// A port free on 127.0.0.1 right now, for a procgate process to take.
 pub fn free_port() -> u16 {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
