@@ -152,6 +152,13 @@ pub struct ServeConfig {
     #[arg(long, env = "PROCGATE_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
 
+    /// How long a cancelled call (CancelJob, a sync call past its deadline
+    /// or whose caller left) may ignore the cancel before procgate ends its
+    /// database session from another connection (pg_terminate_backend;
+    /// Oracle's ALTER SYSTEM CANCEL SQL, then KILL SESSION).
+    #[arg(long, env = "PROCGATE_CANCEL_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub cancel_grace: Duration,
+
     /// Close database connections idle for longer than this.
     #[arg(long, env = "PROCGATE_IDLE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
@@ -462,6 +469,7 @@ impl ServeConfig {
             checkout_timeout: self.pool_timeout,
             connect_timeout: self.connect_timeout,
             idle_timeout: self.idle_timeout,
+            cancel_grace: self.cancel_grace,
             max_cursor_rows: self.max_cursor_rows,
             allow_system_schemas: self.allow_system_schemas,
         }

@@ -44,6 +44,10 @@ pub enum Error {
     /// Cancelled by the client (CancelJob, or the caller went away).
     #[error("{0}")]
     Cancelled(String),
+    /// Cancelled, and the procedure ignored the cancel for `--cancel-grace`:
+    /// its session was ended from another connection.
+    #[error("terminated after {}: the procedure did not stop on cancel", humantime::format_duration(*after))]
+    Terminated { after: std::time::Duration },
     /// The database cannot be reached, or the gateway is shutting down.
     #[error("{0}")]
     Unavailable(String),

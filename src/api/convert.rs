@@ -390,6 +390,7 @@ pub fn job_to_proto(job: &JobSnapshot, view: View) -> pb::Job {
             reason: match **e {
                 Error::Interrupted(_) => "INTERRUPTED".into(),
                 Error::Expired(_) => "EXPIRED".into(),
+                Error::Terminated { .. } => "TERMINATED".into(),
                 _ => String::new(),
             },
         }),

@@ -27,7 +27,7 @@ pub fn code_of(error: &Error) -> Code {
         Error::Unauthenticated(_) => Code::Unauthenticated,
         Error::Exhausted(_) => Code::ResourceExhausted,
         Error::DeadlineExceeded(_) | Error::Expired(_) => Code::DeadlineExceeded,
-        Error::Cancelled(_) => Code::Cancelled,
+        Error::Cancelled(_) | Error::Terminated { .. } => Code::Cancelled,
         Error::Unavailable(_) => Code::Unavailable,
         Error::Interrupted(_) => Code::Aborted,
         Error::Unimplemented(_) => Code::Unimplemented,

@@ -12,10 +12,17 @@
 //! A guard dropped mid-statement (the sync caller went away and its handler
 //! with it) requests the cancel itself and sends it from a task of its own,
 //! so that no session stays busy behind a caller that left.
+//!
+//! A procedure can swallow a cancel (PL/pgSQL `EXCEPTION WHEN
+//! query_canceled`, Oracle code a break does not reach). After the grace of
+//! its [`Terminate`] (`--cancel-grace`), the guard ends the session from
+//! another connection, and the call fails with [`Error::Terminated`]; the
+//! session, in flight when it ended, is never pooled again.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -78,10 +85,17 @@ impl Interrupt {
     }
 
     /// Runs `work`, the statement; once a cancel is requested, `cancel`
-    /// interrupts it (and is called again every 250 ms while it runs on).
+    /// interrupts it (and is called again every 250 ms while it runs on),
+    /// and if it still runs after `terminate`'s grace, its session is ended.
     /// Fails with [`Error::Cancelled`] without starting `work` when the
-    /// cancel was requested before.
-    pub async fn guard<T, C, CF>(&self, work: impl Future<Output = T>, cancel: C) -> Result<T>
+    /// cancel was requested before, and with [`Error::Terminated`] when the
+    /// session had to be ended.
+    pub async fn guard<T, C, CF>(
+        &self,
+        work: impl Future<Output = T>,
+        cancel: C,
+        terminate: Terminate,
+    ) -> Result<T>
     where
         C: Fn() -> CF + Send + Sync + 'static,
         CF: Future<Output = ()> + Send + 'static,
@@ -92,7 +106,7 @@ impl Interrupt {
         let cancel: Arc<CancelFn> = Arc::new(move || Box::pin(cancel()));
         let mut dropped = CancelIfDropped {
             interrupt: self.clone(),
-            cancel: Some(cancel.clone()),
+            cancel: Some((cancel.clone(), terminate.clone())),
         };
         tokio::pin!(work);
         let output = tokio::select! {
@@ -106,9 +120,35 @@ impl Interrupt {
                     }
                     std::future::pending::<()>().await;
                 };
+                let ending = AtomicBool::new(false);
+                let escalate = async {
+                    tokio::time::sleep(terminate.grace).await;
+                    ending.store(true, Ordering::SeqCst);
+                    terminate.run().await
+                };
+                tokio::pin!(escalate);
+                let terminated = Err(Error::Terminated { after: terminate.grace });
                 tokio::select! {
-                    output = &mut work => output,
+                    output = &mut work => {
+                        // The statement may fail because its session is
+                        // being ended, before the end says it is done.
+                        if ending.load(Ordering::SeqCst) && escalate.await {
+                            dropped.cancel = None;
+                            return terminated;
+                        }
+                        output
+                    }
                     () = resend => unreachable!("resending never ends on its own"),
+                    ended = &mut escalate => {
+                        if ended {
+                            // Its connection is gone: the statement returns
+                            // at once, failed, and takes the session along.
+                            let _ = tokio::time::timeout(SETTLE_AFTER_TERMINATE, &mut work).await;
+                            dropped.cancel = None;
+                            return terminated;
+                        }
+                        work.await
+                    }
                 }
             }
         };
@@ -117,19 +157,66 @@ impl Interrupt {
     }
 }
 
+/// How long a statement whose session was ended is waited for.
+const SETTLE_AFTER_TERMINATE: Duration = Duration::from_secs(5);
+
 /// A driver's cancel, as the guard keeps it.
 type CancelFn = dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
 
+/// Ends a statement's session from another connection; true once it is
+/// ended. The backend reports what it did, or could not do, itself.
+type TerminateFn = dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync;
+
+/// The last resort against a statement that ignores its cancels: after
+/// `grace`, end its session.
+#[derive(Clone)]
+pub struct Terminate {
+    grace: Duration,
+    run: Option<Arc<TerminateFn>>,
+}
+
+impl Terminate {
+    /// `end` ends the session once the statement ignored the cancel for
+    /// `grace`.
+    pub fn after<F, EF>(grace: Duration, end: F) -> Self
+    where
+        F: Fn() -> EF + Send + Sync + 'static,
+        EF: Future<Output = bool> + Send + 'static,
+    {
+        Self {
+            grace,
+            run: Some(Arc::new(move || Box::pin(end()))),
+        }
+    }
+
+    /// For statements whose session cannot be ended: cancels only.
+    pub fn never() -> Self {
+        Self {
+            grace: Duration::MAX,
+            run: None,
+        }
+    }
+
+    async fn run(&self) -> bool {
+        match &self.run {
+            Some(end) => end().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// Armed while a guarded statement runs; sends the cancel from a task of
-/// its own if the guard is dropped before the statement returned.
+/// its own if the guard is dropped before the statement returned, and ends
+/// the session after the grace (nobody can tell any more whether the
+/// statement stopped; the backend's end checks it still runs).
 struct CancelIfDropped {
     interrupt: Interrupt,
-    cancel: Option<Arc<CancelFn>>,
+    cancel: Option<(Arc<CancelFn>, Terminate)>,
 }
 
 impl Drop for CancelIfDropped {
     fn drop(&mut self) {
-        let Some(cancel) = self.cancel.take() else {
+        let Some((cancel, terminate)) = self.cancel.take() else {
             return;
         };
         self.interrupt.request();
@@ -138,9 +225,14 @@ impl Drop for CancelIfDropped {
         };
         tracing::info!("the caller went away; cancelling its statement");
         runtime.spawn(async move {
+            let started = tokio::time::Instant::now();
             for _ in 0..SENDS_AFTER_DROP {
                 cancel().await;
                 tokio::time::sleep(RESEND_EVERY).await;
+            }
+            if terminate.run.is_some() {
+                tokio::time::sleep(terminate.grace.saturating_sub(started.elapsed())).await;
+                terminate.run().await;
             }
         });
     }
@@ -169,7 +261,9 @@ mod tests {
         let interrupt = Interrupt::new();
         interrupt.request();
         let (fired, cancel) = counting();
-        let result = interrupt.guard(async { "ran" }, cancel).await;
+        let result = interrupt
+            .guard(async { "ran" }, cancel, Terminate::never())
+            .await;
         assert!(matches!(result, Err(Error::Cancelled(_))));
         assert_eq!(fired.load(Ordering::SeqCst), 0);
     }
@@ -193,7 +287,13 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
             requester.request();
         });
-        assert_eq!(interrupt.guard(statement, cancel).await.unwrap(), "stopped");
+        assert_eq!(
+            interrupt
+                .guard(statement, cancel, Terminate::never())
+                .await
+                .unwrap(),
+            "stopped"
+        );
         assert_eq!(fired.load(Ordering::SeqCst), 3);
     }
 
@@ -201,7 +301,7 @@ mod tests {
     async fn a_guard_dropped_mid_statement_still_cancels() {
         let interrupt = Interrupt::new();
         let (fired, cancel) = counting();
-        let guarded = interrupt.guard(std::future::pending::<()>(), cancel);
+        let guarded = interrupt.guard(std::future::pending::<()>(), cancel, Terminate::never());
         let _ = tokio::time::timeout(Duration::from_millis(50), guarded).await;
         assert!(interrupt.is_requested());
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -209,8 +309,102 @@ mod tests {
 
         // A statement that returned leaves nothing armed behind.
         let (fired, cancel) = counting();
-        Interrupt::new().guard(async {}, cancel).await.unwrap();
+        Interrupt::new()
+            .guard(async {}, cancel, Terminate::never())
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(fired.load(Ordering::SeqCst), 0);
+    }
+
+    /// A terminate that counts its runs and answers `ends`.
+    fn ending(ends: bool) -> (Arc<AtomicU32>, Terminate) {
+        let ran = Arc::new(AtomicU32::new(0));
+        let counter = ran.clone();
+        let terminate = Terminate::after(Duration::from_secs(10), move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(ends)
+        });
+        (ran, terminate)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_statement_that_ignores_its_cancels_is_ended_after_the_grace() {
+        let interrupt = Interrupt::new();
+        let (_, cancel) = counting();
+        let (ended, terminate) = ending(true);
+        let requester = interrupt.clone();
+        let started = tokio::time::Instant::now();
+        tokio::spawn(async move { requester.request() });
+        let result = interrupt
+            .guard(std::future::pending::<()>(), cancel, terminate)
+            .await;
+        assert_eq!(
+            result,
+            Err(Error::Terminated {
+                after: Duration::from_secs(10)
+            })
+        );
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            "terminated after 10s: the procedure did not stop on cancel"
+        );
+        assert_eq!(ended.load(Ordering::SeqCst), 1);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(10) && waited < Duration::from_secs(16),
+            "{waited:?}"
+        );
+
+        // One that stops within the grace is never ended.
+        let interrupt = Interrupt::new();
+        let (fired, cancel) = counting();
+        let (ended, terminate) = ending(true);
+        let statement = {
+            let fired = fired.clone();
+            async move {
+                while fired.load(Ordering::SeqCst) < 2 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                "stopped"
+            }
+        };
+        let requester = interrupt.clone();
+        tokio::spawn(async move { requester.request() });
+        assert_eq!(
+            interrupt.guard(statement, cancel, terminate).await,
+            Ok("stopped")
+        );
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(ended.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_that_cannot_be_ended_is_waited_for() {
+        let interrupt = Interrupt::new();
+        let (_, cancel) = counting();
+        let (ended, terminate) = ending(false);
+        let requester = interrupt.clone();
+        tokio::spawn(async move { requester.request() });
+        let statement = async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "finished on its own"
+        };
+        let result = interrupt.guard(statement, cancel, terminate).await;
+        assert_eq!(result, Ok("finished on its own"));
+        assert_eq!(ended.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_guard_dropped_mid_statement_ends_the_session_after_the_grace() {
+        let interrupt = Interrupt::new();
+        let (_, cancel) = counting();
+        let (ended, terminate) = ending(true);
+        let guarded = interrupt.guard(std::future::pending::<()>(), cancel, terminate);
+        let _ = tokio::time::timeout(Duration::from_millis(50), guarded).await;
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert_eq!(ended.load(Ordering::SeqCst), 0, "not before the grace");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(ended.load(Ordering::SeqCst), 1);
     }
 }

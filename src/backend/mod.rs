@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use interrupt::Interrupt;
+pub use interrupt::{Interrupt, Terminate};
 pub use stream::{ResultPart, RowSink};
 
 use crate::call::{Direction, Outputs, ProcedureCall, ValueType};
@@ -104,6 +104,9 @@ pub struct BackendSettings {
     pub connect_timeout: Duration,
     /// Close connections idle for longer than this.
     pub idle_timeout: Duration,
+    /// How long a cancelled statement may run on before its session is
+    /// ended from another connection (`--cancel-grace`).
+    pub cancel_grace: Duration,
     /// Most rows read from one cursor or set-returning function.
     pub max_cursor_rows: usize,
     /// Most messages (notices, DBMS_OUTPUT lines) kept per call.
@@ -325,6 +328,7 @@ mod tests {
             checkout_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
+            cancel_grace: Duration::from_secs(1),
             max_cursor_rows: 10,
             allow_system_schemas: false,
         };

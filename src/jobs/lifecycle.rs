@@ -198,6 +198,12 @@ pub fn finish(
             // A job without outputs keeps no allocation for them.
             job.outputs = (outputs != Outputs::default()).then(|| Arc::new(outputs));
         }
+        // The procedure ignored the cancel and its session was ended.
+        Err(error @ Error::Terminated { .. }) if cancelled => {
+            job.state = JobState::Cancelled;
+            job.progress_message = "cancelled".into();
+            job.error = Some(Box::new(error));
+        }
         Err(_) if cancelled => {
             job.state = JobState::Cancelled;
             job.progress_message = "cancelled".into();

@@ -16,6 +16,8 @@
 //! from the layers above. The call's [`Interrupt`] is watched on the tokio
 //! side and breaks the statement through a clone of its connection, which
 //! the blocking side publishes in a [`BreakSlot`] while the statement runs.
+//! One that ignores the break for `--cancel-grace` has its session ended
+//! from another connection (`terminate`).
 
 mod block;
 mod catalog;
@@ -23,6 +25,7 @@ pub(crate) mod client;
 mod errors;
 mod pool;
 mod session;
+mod terminate;
 mod types;
 pub mod url;
 
@@ -57,6 +60,8 @@ pub struct OracleBackend {
 /// The blocking half: everything a call needs on its worker thread.
 struct Inner {
     pool: Pool,
+    /// For a connection outside the pool (ending a session).
+    connector: oracle::Connector,
     catalog: Catalog,
     settings: BackendSettings,
     /// Cleared after the first failed V$SESSION_LONGOPS read (missing grant).
@@ -78,10 +83,11 @@ impl OracleBackend {
             .connection_timeout(settings.checkout_timeout)
             .idle_timeout(Some(settings.idle_timeout))
             .test_on_check_out(settings.test_on_checkout)
-            .build_unchecked(Manager::new(connector));
+            .build_unchecked(Manager::new(connector.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
+                connector,
                 catalog: Catalog::new(SIGNATURE_TTL),
                 settings: settings.clone(),
                 longops_readable: AtomicBool::new(true),
@@ -101,13 +107,22 @@ impl OracleBackend {
     }
 }
 
-/// The connection whose statement is running, for the interrupt to break.
-type BreakSlot = Arc<Mutex<Option<(Arc<oracle::Connection>, Arc<AtomicBool>)>>>;
+/// The statement that is running, for the interrupt to break or end.
+#[derive(Clone)]
+struct Running {
+    conn: Arc<oracle::Connection>,
+    discard: Arc<AtomicBool>,
+    /// Its session, when it was read (for the progress poller).
+    session: Option<session::SessionId>,
+}
+
+/// Holds the running statement while it runs.
+type BreakSlot = Arc<Mutex<Option<Running>>>;
 
 /// Breaks the statement in `slot`, if one runs; a connection whose break
 /// fails is marked for discard.
 async fn break_statement(slot: BreakSlot) {
-    let Some((conn, discard)) = slot.lock().expect("break slot lock").clone() else {
+    let Some(Running { conn, discard, .. }) = slot.lock().expect("break slot lock").clone() else {
         return;
     };
     let broken = tokio::task::spawn_blocking(move || conn.break_execution()).await;
@@ -185,6 +200,13 @@ impl OracleBackend {
         tag: &SessionTag,
     ) -> Result<Outputs> {
         let slot = BreakSlot::default();
+        let terminate = terminate::terminator(
+            &self.inner.connector,
+            &slot,
+            &tag.action,
+            self.inner.settings.cancel_grace,
+            progress,
+        );
         let work = {
             let (call, progress, interrupt, slot, tag) = (
                 call.clone(),
@@ -198,7 +220,7 @@ impl OracleBackend {
             })
         };
         interrupt
-            .guard(work, move || break_statement(slot.clone()))
+            .guard(work, move || break_statement(slot.clone()), terminate)
             .await?
     }
 }
@@ -284,7 +306,7 @@ impl Inner {
                 .map_err(|e| classify(&e))?;
         }
 
-        let armed = Armed::new(slot, &conn);
+        let armed = Armed::new(slot, &conn, session);
         if interrupt.is_requested() {
             return Err(Error::Cancelled("cancelled before it started".into()));
         }
@@ -362,8 +384,12 @@ impl Inner {
 struct Armed<'a>(&'a BreakSlot);
 
 impl<'a> Armed<'a> {
-    fn new(slot: &'a BreakSlot, conn: &Connection) -> Self {
-        *slot.lock().expect("break slot lock") = Some((conn.conn.clone(), conn.discard.clone()));
+    fn new(slot: &'a BreakSlot, conn: &Connection, session: Option<session::SessionId>) -> Self {
+        *slot.lock().expect("break slot lock") = Some(Running {
+            conn: conn.conn.clone(),
+            discard: conn.discard.clone(),
+            session,
+        });
         Armed(slot)
     }
 }

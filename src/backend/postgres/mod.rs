@@ -8,7 +8,8 @@
 //! sink, run it under the call's [`Interrupt`] with the session's cancel
 //! token, decode. A session whose statement was cancelled or abandoned is
 //! never handed out again: a cancel request lands whenever the server gets
-//! to it, perhaps on the next statement.
+//! to it, perhaps on the next statement. A statement that ignores its
+//! cancels for `--cancel-grace` has its session ended (`terminate`).
 
 mod catalog;
 mod clean;
@@ -19,6 +20,7 @@ mod json;
 mod notice;
 mod pool;
 mod statement;
+mod terminate;
 mod types;
 
 use std::str::FromStr;
@@ -52,6 +54,8 @@ const KEEPALIVE_RETRIES: u32 = 3;
 
 pub struct PostgresBackend {
     pool: Pool,
+    /// For a connection outside the pool (ending a session).
+    config: tokio_postgres::Config,
     catalog: Catalog,
     settings: BackendSettings,
 }
@@ -80,7 +84,7 @@ impl PostgresBackend {
             config.keepalives_retries(KEEPALIVE_RETRIES);
         }
         let manager = Manager::new(
-            config,
+            config.clone(),
             settings.test_on_checkout,
             settings.connect_timeout,
             settings.idle_timeout,
@@ -94,6 +98,7 @@ impl PostgresBackend {
             .map_err(|e| Error::Internal(format!("building the PostgreSQL pool: {e}")))?;
         Ok(Self {
             pool,
+            config,
             catalog: Catalog::new(SIGNATURE_TTL),
             settings: settings.clone(),
         })
@@ -227,6 +232,12 @@ impl PostgresBackend {
 
         let _route = session.notices.route_to(progress.clone());
         let token = session.client.cancel_token();
+        let terminate = terminate::terminator(
+            &self.config,
+            &session.process,
+            self.settings.cancel_grace,
+            progress,
+        );
         progress.phase(Phase::Executing);
         // Until the statement returns, the session is not fit for reuse: if
         // this future is dropped mid-statement, the pool drops the session.
@@ -255,6 +266,7 @@ impl PostgresBackend {
                         }
                     }
                 },
+                terminate,
             )
             .await
             .map_err(Failed::Final)?;

@@ -35,9 +35,20 @@ const VALIDATION_BYPASS: Duration = Duration::from_millis(500);
 /// Prepared statements kept per session; past it the cache starts over.
 const MAX_STATEMENTS: usize = 256;
 
+/// Which server process a session is: its pid, and when that process
+/// started, since a pid is reused once its process ends.
+#[derive(Clone, Debug)]
+pub struct ServerProcess {
+    pub pid: i32,
+    pub started: String,
+}
+
 /// One pooled connection and what procgate knows about its state.
 pub struct Session {
     pub client: Client,
+    /// The server process behind it, for ending it from another connection
+    /// when a statement ignores its cancels.
+    pub process: ServerProcess,
     pub notices: NoticeRoute,
     /// Set while a call's statement runs: a session that comes back with it
     /// set was abandoned mid-statement (its caller's future was dropped).
@@ -215,8 +226,20 @@ impl managed::Manager for Manager {
                 }
             }
         });
+        let row = client
+            .query_one(
+                "SELECT pg_backend_pid(), backend_start::text FROM pg_stat_activity \
+                 WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await?;
+        let process = ServerProcess {
+            pid: row.get(0),
+            started: row.get(1),
+        };
         Ok(Session {
             client,
+            process,
             notices,
             in_flight: false,
             discard: false,

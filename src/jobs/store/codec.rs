@@ -281,6 +281,9 @@ pub fn error_to_json(error: &Error) -> Json {
         Error::Exhausted(m) => ("exhausted", m),
         Error::DeadlineExceeded(m) => ("deadline_exceeded", m),
         Error::Cancelled(m) => ("cancelled", m),
+        Error::Terminated { after } => {
+            return json!({ "terminated": { "after_ms": after.as_millis() as u64 } });
+        }
         Error::Unavailable(m) => ("unavailable", m),
         Error::Interrupted(m) => ("interrupted", m),
         Error::Expired(m) => ("expired", m),
@@ -313,6 +316,13 @@ pub fn error_from_json(json: &Json) -> Decoded<Error> {
         "deadline_exceeded" => Error::DeadlineExceeded(message()),
         "expired" => Error::Expired(message()),
         "cancelled" => Error::Cancelled(message()),
+        "terminated" => Error::Terminated {
+            after: std::time::Duration::from_millis(
+                inner["after_ms"]
+                    .as_u64()
+                    .ok_or("a termination without after_ms")?,
+            ),
+        },
         "unavailable" => Error::Unavailable(message()),
         "interrupted" => Error::Interrupted(message()),
         "unimplemented" => Error::Unimplemented(message()),
@@ -475,6 +485,9 @@ mod tests {
 
         for error in [
             Error::Cancelled("stopped".into()),
+            Error::Terminated {
+                after: std::time::Duration::from_secs(10),
+            },
             Error::Interrupted("instance a died".into()),
             Error::Database(DbError {
                 kind: DbErrorKind::UserRaised,

@@ -798,7 +798,9 @@ export type JobError = Message<"procgate.v1.JobError"> & {
   /**
    * `INTERRUPTED` when the gateway instance running the job died before it
    * ended (with the database job store); `EXPIRED` when it waited PENDING
-   * past its expire_after; empty otherwise.
+   * past its expire_after; `TERMINATED` when it was cancelled, ignored the
+   * cancel for --cancel-grace, and procgate ended its database session;
+   * empty otherwise.
    *
    * @generated from field: string reason = 4;
    */

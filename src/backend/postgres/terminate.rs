@@ -1,0 +1,94 @@
+//! Ending a session whose statement ignores its cancels.
+//!
+//! A PL/pgSQL block can catch `query_canceled` and go on, so a cancel
+//! request alone may never stop it. After `--cancel-grace`, procgate opens a
+//! connection of its own (the pool may be exhausted, and the session in
+//! question is busy) and calls `pg_terminate_backend` on the session's
+//! server process, named by its pid *and* its start time: a pid is reused
+//! once its process ends, and a stale one must never end someone else's
+//! session. What it did, or why it could not, goes to the call's messages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_postgres::NoTls;
+use tracing::warn;
+
+use super::pool::ServerProcess;
+use crate::backend::{Progress, Terminate};
+
+const TERMINATE: &str = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE pid = $1 AND backend_start::text = $2";
+
+/// What ends `process` after `grace`, from a new connection made with
+/// `config`, reporting to `progress`.
+pub fn terminator(
+    config: &tokio_postgres::Config,
+    process: &ServerProcess,
+    grace: Duration,
+    progress: &Arc<dyn Progress>,
+) -> Terminate {
+    let mut config = config.clone();
+    config.application_name("procgate cancel");
+    let (process, progress) = (process.clone(), progress.clone());
+    Terminate::after(grace, move || {
+        let (config, process, progress) = (config.clone(), process.clone(), progress.clone());
+        async move { end(&config, &process, grace, progress.as_ref()).await }
+    })
+}
+
+/// True once the process is gone, ended here or before.
+async fn end(
+    config: &tokio_postgres::Config,
+    process: &ServerProcess,
+    grace: Duration,
+    progress: &dyn Progress,
+) -> bool {
+    let grace = humantime::format_duration(grace);
+    let ended = async {
+        let (client, connection) = config.connect(NoTls).await?;
+        tokio::spawn(connection);
+        let row = client
+            .query_opt(TERMINATE, &[&process.pid, &process.started])
+            .await?;
+        Ok::<_, tokio_postgres::Error>(row.is_some())
+    };
+    let timeout = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(Duration::from_secs(5))
+        * 2;
+    match tokio::time::timeout(timeout, ended).await {
+        Ok(Ok(found)) => {
+            if found {
+                progress.message(format!(
+                    "the procedure did not stop on cancel within {grace}: procgate ended its \
+                     database session (pg_terminate_backend, pid {})",
+                    process.pid
+                ));
+            }
+            true
+        }
+        Ok(Err(e)) => {
+            warn!(pid = process.pid, error = %e, "ending a session that ignored its cancel failed");
+            progress.message(format!(
+                "the procedure did not stop on cancel within {grace}, and procgate could not end \
+                 its database session (pid {}): {e}",
+                process.pid
+            ));
+            false
+        }
+        Err(_) => {
+            warn!(
+                pid = process.pid,
+                "ending a session that ignored its cancel timed out"
+            );
+            progress.message(format!(
+                "the procedure did not stop on cancel within {grace}, and procgate could not \
+                 reach the database to end its session (pid {})",
+                process.pid
+            ));
+            false
+        }
+    }
+}
