@@ -25,6 +25,7 @@ use std::sync::{Arc, RwLock};
 use glob::Pattern;
 use serde::Deserialize;
 use toml::Spanned;
+use tracing::{info, warn};
 
 use crate::allow::GLOB_MATCH;
 use crate::auth::Caller;
@@ -40,7 +41,10 @@ struct PolicyFile {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a role: a table with allow, deny and admin"
+)]
 struct RoleFile {
     #[serde(default)]
     allow: Vec<Spanned<String>>,
@@ -53,8 +57,44 @@ struct RoleFile {
 #[derive(Debug, Default)]
 struct Role {
     allow: Vec<Pattern>,
-    deny: Vec<Pattern>,
+    deny: Vec<Deny>,
     admin: bool,
+}
+
+/// A deny glob, with what it denies of names written with fewer
+/// qualifiers: `pkg_rep.reporte_nomina` also denies `reporte_nomina`, and
+/// the name the caller wrote with more (`db.pkg_rep.reporte_nomina`, a
+/// PostgreSQL database or an Oracle schema in front) is matched by its
+/// tails. A deny then holds however the procedure is named; an allow
+/// matches only the name as written, so that it never grants more.
+#[derive(Debug)]
+struct Deny {
+    whole: Pattern,
+    /// The glob without its leading dot-separated parts, shortest last.
+    tails: Vec<Pattern>,
+}
+
+impl Deny {
+    fn new(glob: &str) -> std::result::Result<Deny, glob::PatternError> {
+        let tails = glob
+            .match_indices('.')
+            .filter_map(|(at, _)| Pattern::new(&glob[at + 1..]).ok())
+            .collect();
+        Ok(Deny {
+            whole: Pattern::new(glob)?,
+            tails,
+        })
+    }
+
+    /// Whether it denies the name whose normalised parts are `parts`.
+    fn denies(&self, parts: &[String]) -> bool {
+        let matches = |p: &Pattern, text: &str| p.matches_with(text, GLOB_MATCH);
+        let whole = parts.join(".");
+        // As written, less qualified than the glob, or more.
+        matches(&self.whole, &whole)
+            || self.tails.iter().any(|tail| matches(tail, &whole))
+            || (1..parts.len()).any(|skip| matches(&self.whole, &parts[skip..].join(".")))
+    }
 }
 
 /// A parsed policy.
@@ -79,7 +119,7 @@ impl Policy {
             let at = |span: std::ops::Range<usize>| format!("line {}", line_of(text, span.start));
             if !is_role_name(name.get_ref()) {
                 return Err(format!(
-                    "{}: role {:?} must be letters, digits, - _ . (at most 64)",
+                    "{}: role {:?} must be ASCII letters, digits, - _ . (at most 64)",
                     at(name.span()),
                     name.get_ref()
                 ));
@@ -88,6 +128,9 @@ impl Policy {
                 patterns
                     .iter()
                     .map(|p| {
+                        if p.get_ref().is_empty() {
+                            return Err(format!("{}: an empty glob matches nothing", at(p.span())));
+                        }
                         Pattern::new(p.get_ref()).map_err(|e| {
                             format!(
                                 "{}: {:?} is not a valid glob: {e}",
@@ -98,9 +141,13 @@ impl Policy {
                     })
                     .collect::<std::result::Result<Vec<_>, String>>()
             };
+            let denies = globs(&role.deny)?
+                .iter()
+                .map(|p| Deny::new(p.as_str()).expect("a glob that parsed"))
+                .collect();
             let parsed = Role {
                 allow: globs(&role.allow)?,
-                deny: globs(&role.deny)?,
+                deny: denies,
                 admin: role.admin,
             };
             roles.insert(name.into_inner(), parsed);
@@ -112,15 +159,17 @@ impl Policy {
         caller.roles.iter().filter_map(|r| self.roles.get(&**r))
     }
 
-    /// Whether one of the caller's roles allows `normalised` and none denies it.
-    fn permits(&self, caller: &Caller, normalised: &str) -> bool {
-        let matches = |patterns: &[Pattern]| {
-            patterns
+    /// Whether one of the caller's roles allows `name` and none denies it.
+    fn permits(&self, caller: &Caller, name: &ProcedureName) -> bool {
+        let normalised = name.normalised();
+        let parts: Vec<String> = name.parts().iter().map(|p| p.folded_lower()).collect();
+        let allowed = |role: &Role| {
+            role.allow
                 .iter()
-                .any(|p| p.matches_with(normalised, GLOB_MATCH))
+                .any(|p| p.matches_with(&normalised, GLOB_MATCH))
         };
-        self.roles_of(caller).any(|role| matches(&role.allow))
-            && !self.roles_of(caller).any(|role| matches(&role.deny))
+        let denied = |role: &Role| role.deny.iter().any(|d| d.denies(&parts));
+        self.roles_of(caller).any(allowed) && !self.roles_of(caller).any(denied)
     }
 
     fn grants_admin(&self, caller: &Caller) -> bool {
@@ -132,6 +181,9 @@ impl Policy {
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
+
+/// The largest policy file read: far more than any real one.
+const MAX_POLICY_BYTES: u64 = 1 << 20;
 
 /// The policy in force, shared with the SIGHUP reloader; none configured
 /// means no per-role rule (only `--allow`).
@@ -148,7 +200,13 @@ impl PolicyCheck {
             file: file.map(Path::to_path_buf),
             current: Arc::default(),
         };
-        check.reload()?;
+        let roles = check.reload()?;
+        if let Some(file) = file {
+            info!(roles, file = %file.display(), "policy loaded");
+            if roles == 0 {
+                warn!("the policy defines no role: every call is refused (--policy)");
+            }
+        }
         Ok(check)
     }
 
@@ -161,9 +219,17 @@ impl PolicyCheck {
     /// how many roles it defines.
     pub fn reload(&self) -> Result<usize> {
         let Some(path) = &self.file else { return Ok(0) };
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let unreadable = |e: std::io::Error| {
             Error::InvalidArgument(format!("cannot read --policy {}: {e}", path.display()))
-        })?;
+        };
+        let size = std::fs::metadata(path).map_err(unreadable)?.len();
+        if size > MAX_POLICY_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "--policy {}: {size} bytes is more than the {MAX_POLICY_BYTES} a policy may have",
+                path.display()
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(unreadable)?;
         let policy = Policy::parse(&text)
             .map_err(|e| Error::InvalidArgument(format!("--policy {}: {e}", path.display())))?;
         let roles = policy.roles.len();
@@ -180,12 +246,12 @@ impl PolicyCheck {
         let Some(policy) = self.policy() else {
             return Ok(());
         };
-        let normalised = name.normalised();
-        if policy.permits(caller, &normalised) {
+        if policy.permits(caller, name) {
             return Ok(());
         }
         Err(Error::NotAllowed(format!(
-            "procedure {normalised}: no role of this caller allows it (--policy)"
+            "procedure {}: no role of this caller allows it (--policy)",
+            name.normalised()
         )))
     }
 
@@ -219,7 +285,7 @@ admin = true
 
     fn permits(policy: &Policy, roles: &[&str], name: &str) -> bool {
         let name = ProcedureName::parse(name).unwrap();
-        policy.permits(&caller(roles), &name.normalised())
+        policy.permits(&caller(roles), &name)
     }
 
     #[test]
@@ -248,6 +314,40 @@ admin = true
     }
 
     #[test]
+    fn a_deny_holds_however_the_procedure_is_named() {
+        let policy = Policy::parse(
+            r#"
+[roles.wide]
+allow = ["*"]
+deny = ["pkg_rep.reporte_nomina", "public.report_?", "app.pkg_x.secret"]
+"#,
+        )
+        .unwrap();
+        let wide = |name: &str| permits(&policy, &["wide"], name);
+        for walked_around in [
+            "pkg_rep.reporte_nomina",
+            "postgres.pkg_rep.reporte_nomina",
+            "\"postgres\".pkg_rep.reporte_nomina",
+            "POSTGRES.PKG_REP.REPORTE_NOMINA",
+            "reporte_nomina",
+            "report_x",
+            "public.report_x",
+            "pkg_x.secret",
+            "secret",
+        ] {
+            assert!(!wide(walked_around), "{walked_around}");
+        }
+        for other in [
+            "other.reporte_nomina",
+            "pkg_rep.reporte_ventas",
+            "public.report_xy",
+            "other.pkg_x.secret",
+        ] {
+            assert!(wide(other), "{other}");
+        }
+    }
+
+    #[test]
     fn bad_files_name_the_line_and_the_reason() {
         for (text, says) in [
             ("[roles.etl]\nallow = \"pkg_etl.*\"\n", "line 2"),
@@ -262,6 +362,14 @@ admin = true
             ),
             ("[roles.etl\n", "line 1"),
             ("admins = 1\n", "unknown field `admins`"),
+            (
+                "[roles]\netl = 5\n",
+                "line 2: invalid type: integer `5`, expected a role: a table",
+            ),
+            (
+                "[roles.etl]\nallow = [\"\"]\n",
+                "line 2: an empty glob matches nothing",
+            ),
         ] {
             let err = Policy::parse(text).unwrap_err();
             assert!(err.contains(says), "{says:?} not in {err:?}");

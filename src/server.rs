@@ -61,6 +61,10 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 /// The service name health reports under, besides the server-wide "".
 const SERVICE_NAME: &str = "procgate.v1.ProcedureService";
 
+/// The shortest --cancel-grace: a cancel request takes a round trip of its
+/// own to reach the statement.
+const MIN_CANCEL_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves until `shutdown` resolves, then drains: stops accepting work,
 /// cancels running jobs, lets in-flight calls finish within the grace period.
 pub async fn run(
@@ -176,6 +180,14 @@ pub async fn run_with(
     }
     let jobs: Jobs =
         Engine::start(table, local.clone(), settings, limits.max_pending, rules).await?;
+    if config.cancel_grace < MIN_CANCEL_GRACE {
+        return Err(Error::InvalidArgument(format!(
+            "--cancel-grace {} is shorter than the {} a cancel needs to reach a statement \
+             before procgate ends its session",
+            humantime::format_duration(config.cancel_grace),
+            humantime::format_duration(MIN_CANCEL_GRACE)
+        )));
+    }
     let policy = PolicyCheck::new(config.policy.as_deref())?;
     if policy.enabled() && !config.authenticates() {
         return Err(Error::InvalidArgument(
@@ -458,12 +470,19 @@ async fn reload_on_sighup(auth: Authenticator, audit: Audit) {
         return;
     };
     while hangups.recv().await.is_some() {
-        match auth.tokens.reload() {
+        // Files are read and parsed off the runtime: calls go on meanwhile.
+        let (tokens, policy) = (auth.tokens.clone(), auth.policy.clone());
+        let read = tokio::task::spawn_blocking(move || (tokens.reload(), policy.reload())).await;
+        let Ok((tokens, policy)) = read else {
+            warn!("SIGHUP: reading the token file or the policy panicked; kept both");
+            continue;
+        };
+        match tokens {
             Ok(count) => info!(tokens = count, "SIGHUP: reloaded the token file"),
             Err(e) => warn!(error = %e, "SIGHUP: kept the previous tokens"),
         }
         if auth.policy.enabled() {
-            match auth.policy.reload() {
+            match policy {
                 Ok(roles) => info!(roles, "SIGHUP: reloaded the policy"),
                 Err(e) => warn!(error = %e, "SIGHUP: kept the previous policy"),
             }

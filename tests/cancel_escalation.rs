@@ -142,3 +142,13 @@ async fn a_sync_call_past_its_deadline_that_swallows_the_cancel_is_terminated() 
     .await;
     assert!(outcome.is_ok(), "{outcome:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grace_too_short_for_a_cancel_is_refused() {
+    let db = start_db().await;
+    let logs = refused_start(&db.url(), &["--cancel-grace", "0s"]).await;
+    assert!(
+        logs.contains("--cancel-grace 0s is shorter than the 1s a cancel needs"),
+        "{logs}"
+    );
+}

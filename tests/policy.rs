@@ -139,11 +139,24 @@ async fn each_role_calls_only_what_it_is_allowed_through_every_rpc() {
         "pkg_etl.sumar",
     );
     assert_denied(execute_as(&mut client, OPS, sumar()).await, "pkg_etl.sumar");
-    // Names are compared as --allow compares them: case folded.
+    // Names are compared as --allow compares them: case folded; and a deny
+    // holds however the procedure is named, with fewer qualifiers or with
+    // the database in front.
     assert_denied(
         execute_as(&mut client, REPORTS, call("PUBLIC.NAP", vec![])).await,
         "public.nap",
     );
+    let database: String = gw.sql("SELECT current_database()").await[0].get(0);
+    for walked_around in ["nap".to_string(), format!("{database}.public.nap")] {
+        let status = execute_as(&mut client, REPORTS, call(&walked_around, vec![]))
+            .await
+            .expect_err(&walked_around);
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "{walked_around}: {status:?}"
+        );
+    }
 
     // The same decision for every RPC that names a procedure.
     let submit = pb::SubmitAsyncRequest {
@@ -238,6 +251,30 @@ async fn each_role_calls_only_what_it_is_allowed_through_every_rpc() {
         .schedules;
     assert_eq!(schedules.len(), 1, "the admin sees etl-user's schedule");
     assert_eq!(schedules[0].owner, "etl-user");
+    // An admin's change to it is checked against the roles it runs with,
+    // its owner's: ops may call nothing, etl-user may call pkg_etl.*.
+    let change_call = |call: pb::ProcedureCall| pb::UpdateScheduleRequest {
+        schedule: Some(pb::Schedule {
+            id: schedules[0].id.clone(),
+            call: Some(call),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["call".into()],
+        }),
+    };
+    assert_denied(
+        client
+            .update_schedule(as_user(change_call(twice()), OPS))
+            .await,
+        "public.twice",
+    );
+    let changed = client
+        .update_schedule(as_user(change_call(nap()), OPS))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(changed.call.unwrap().procedure, "public.nap");
 
     // Decided before any round trip: a name that does not exist is refused
     // as not allowed rather than not found, and with the database gone the

@@ -23,6 +23,7 @@ use std::task::{Context, Poll};
 use futures_util::future::BoxFuture;
 use tonic::Status;
 use tonic::server::NamedService;
+use tracing::debug;
 
 use crate::error::{Error, Result};
 use crate::policy::PolicyCheck;
@@ -112,10 +113,22 @@ impl Authenticator {
         if let Some(caller) = self.tokens.find(presented) {
             return Ok(caller);
         }
-        match &self.jwt {
+        let caller = match &self.jwt {
             Some(jwt) if jwt::looks_like_jwt(presented) => jwt.verify(presented).await,
             _ => Err(Error::Unauthenticated("invalid token".into())),
+        };
+        let caller = caller.inspect_err(|e| debug!(reason = %e, "a bearer token was refused"))?;
+        // Owners are one namespace: a subject that names a token's owner
+        // would see, cancel and tick as that token's jobs and schedules.
+        if self.tokens.roles_of(&caller.name).is_some() {
+            debug!("a JWT whose owner names a --token or --token-file owner was refused");
+            return Err(Error::Unauthenticated(
+                "JWT refused: its owner claim names the owner of a --token or --token-file \
+                 token, and owners may not be shared"
+                    .into(),
+            ));
         }
+        Ok(caller)
     }
 }
 

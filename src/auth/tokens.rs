@@ -50,7 +50,16 @@ impl TokenCheck {
             file: file.map(Path::to_path_buf),
             from_file: Arc::default(),
         };
-        check.reload()?;
+        let named = check.reload()?;
+        if let Some(file) = file {
+            tracing::info!(tokens = named, file = %file.display(), "named tokens loaded");
+        }
+        if !check.inline.is_empty() {
+            tracing::info!(
+                tokens = check.inline.len(),
+                "--token admin tokens configured"
+            );
+        }
         Ok(check)
     }
 
@@ -101,6 +110,8 @@ impl TokenCheck {
 /// name the line, never the secret.
 fn parse_token_file(text: &str) -> std::result::Result<Vec<Token>, String> {
     let mut tokens = Vec::new();
+    // The line of each token, for errors that name two.
+    let mut lines_of = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -113,12 +124,20 @@ fn parse_token_file(text: &str) -> std::result::Result<Vec<Token>, String> {
             )
         };
         let (name, rest) = line.split_once(':').ok_or_else(|| bad("no name"))?;
-        // A secret may hold colons; roles never do, and follow the last one.
+        // A secret may hold colons when roles follow the last one; roles
+        // never hold them. A last field that is not a role list is refused
+        // rather than read as part of the secret.
         let (secret, roles) = match rest.rsplit_once(':') {
             Some((secret, roles)) if !roles.is_empty() && roles.split(',').all(is_role_name) => {
                 (secret, roles.split(',').map(Arc::from).collect())
             }
-            _ => (rest, Vec::new()),
+            Some(_) => {
+                return Err(bad(
+                    "the roles after the last `:` must be role names (ASCII letters, digits, - _ ., \
+                     at most 64) separated by commas, without spaces",
+                ));
+            }
+            None => (rest, Vec::new()),
         };
         if name.is_empty()
             || !name
@@ -130,7 +149,17 @@ fn parse_token_file(text: &str) -> std::result::Result<Vec<Token>, String> {
         if secret.len() < 8 {
             return Err(bad("the secret must have at least 8 characters"));
         }
+        if let Some(earlier) = tokens
+            .iter()
+            .position(|t: &Token| t.secret == secret.as_bytes())
+        {
+            return Err(bad(&format!(
+                "its secret is that of the token on line {}: each token needs its own",
+                lines_of[earlier]
+            )));
+        }
         let admin = roles.iter().any(|r: &Arc<str>| &**r == "admin");
+        lines_of.push(number + 1);
         tokens.push(Token {
             secret: secret.as_bytes().to_vec(),
             caller: Caller {
@@ -202,10 +231,31 @@ mod tests {
             ("ok:longenough\n:nameless-secret", "line 2"),
             ("bob:short", "line 1"),
             ("bob:short:etl", "line 1"),
+            (
+                "tom:tom-secret-1234:etl, reports",
+                "line 1: the roles after the last `:`",
+            ),
+            (
+                "tom:tom-secret-1234:",
+                "line 1: the roles after the last `:`",
+            ),
+            (
+                "tom:tom-secret-1234:etl,,reports",
+                "line 1: the roles after the last `:`",
+            ),
+            (
+                "tom:tom-secret-1234:ñandú",
+                "line 1: the roles after the last `:`",
+            ),
+            (
+                "a:same-secret-1:etl\n\nb:same-secret-1:admin",
+                "line 3: its secret is that of the token on line 1",
+            ),
         ] {
             let err = parse_token_file(text).err().unwrap();
             assert!(err.contains(line), "{err}");
             assert!(!err.contains("nameless-secret"), "{err}");
+            assert!(!err.contains("secret-1"), "{err}");
         }
     }
 

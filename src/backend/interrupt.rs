@@ -121,33 +121,28 @@ impl Interrupt {
                     std::future::pending::<()>().await;
                 };
                 let ending = AtomicBool::new(false);
-                let escalate = async {
-                    tokio::time::sleep(terminate.grace).await;
-                    ending.store(true, Ordering::SeqCst);
-                    terminate.run().await
-                };
+                let escalate = terminate.end_after(terminate.grace, &ending);
                 tokio::pin!(escalate);
                 let terminated = Err(Error::Terminated { after: terminate.grace });
                 tokio::select! {
                     output = &mut work => {
                         // The statement may fail because its session is
                         // being ended, before the end says it is done.
-                        if ending.load(Ordering::SeqCst) && escalate.await {
+                        if ending.load(Ordering::SeqCst)
+                            && tokio::time::timeout(SETTLE_AFTER_TERMINATE, &mut escalate).await.is_ok()
+                        {
                             dropped.cancel = None;
                             return terminated;
                         }
                         output
                     }
                     () = resend => unreachable!("resending never ends on its own"),
-                    ended = &mut escalate => {
-                        if ended {
-                            // Its connection is gone: the statement returns
-                            // at once, failed, and takes the session along.
-                            let _ = tokio::time::timeout(SETTLE_AFTER_TERMINATE, &mut work).await;
-                            dropped.cancel = None;
-                            return terminated;
-                        }
-                        work.await
+                    () = &mut escalate => {
+                        // Its connection is gone: the statement returns at
+                        // once, failed, and takes the session along.
+                        let _ = tokio::time::timeout(SETTLE_AFTER_TERMINATE, &mut work).await;
+                        dropped.cancel = None;
+                        return terminated;
                     }
                 }
             }
@@ -164,7 +159,8 @@ const SETTLE_AFTER_TERMINATE: Duration = Duration::from_secs(5);
 type CancelFn = dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
 
 /// Ends a statement's session from another connection; true once it is
-/// ended. The backend reports what it did, or could not do, itself.
+/// ended (or gone). The backend reports what it did, or could not do,
+/// itself; a failure is tried again until the statement ends.
 type TerminateFn = dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync;
 
 /// The last resort against a statement that ignores its cancels: after
@@ -197,13 +193,32 @@ impl Terminate {
         }
     }
 
-    async fn run(&self) -> bool {
-        match &self.run {
-            Some(end) => end().await,
-            None => std::future::pending().await,
+    /// Ends the session `first` from now, trying again (every 10 s, then
+    /// less often) for as long as that fails; `ending` is set while a try
+    /// runs. Never returns without a way to end sessions.
+    async fn end_after(&self, first: Duration, ending: &AtomicBool) {
+        let Some(end) = &self.run else {
+            return std::future::pending().await;
+        };
+        let mut wait = first;
+        let mut again = RETRY_TERMINATE;
+        loop {
+            tokio::time::sleep(wait).await;
+            ending.store(true, Ordering::SeqCst);
+            if end().await {
+                return;
+            }
+            ending.store(false, Ordering::SeqCst);
+            wait = again;
+            again = (again * 2).min(MAX_RETRY_TERMINATE);
         }
     }
 }
+
+/// How soon a failed end of a session is tried again, and at most how long
+/// apart the tries get.
+const RETRY_TERMINATE: Duration = Duration::from_secs(10);
+const MAX_RETRY_TERMINATE: Duration = Duration::from_secs(300);
 
 /// Armed while a guarded statement runs; sends the cancel from a task of
 /// its own if the guard is dropped before the statement returned, and ends
@@ -231,8 +246,8 @@ impl Drop for CancelIfDropped {
                 tokio::time::sleep(RESEND_EVERY).await;
             }
             if terminate.run.is_some() {
-                tokio::time::sleep(terminate.grace.saturating_sub(started.elapsed())).await;
-                terminate.run().await;
+                let first = terminate.grace.saturating_sub(started.elapsed());
+                terminate.end_after(first, &AtomicBool::new(false)).await;
             }
         });
     }
@@ -392,7 +407,11 @@ mod tests {
         };
         let result = interrupt.guard(statement, cancel, terminate).await;
         assert_eq!(result, Ok("finished on its own"));
-        assert_eq!(ended.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            ended.load(Ordering::SeqCst),
+            2,
+            "tried at 10 s and again at 20 s"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -196,7 +196,14 @@ impl Schedules {
                             "update_mask names call but schedule.call is missing".into(),
                         )
                     })?;
-                    self.check_call(&call, caller).await?;
+                    // It runs with its owner's roles, whoever changes it.
+                    let owner = self.ticker.owner(&schedule.owner);
+                    let runs_as = if owner.name == caller.name {
+                        caller
+                    } else {
+                        &owner
+                    };
+                    self.check_call(&call, runs_as).await?;
                     schedule.call = Arc::new(call);
                 }
                 Field::Paused => schedule.paused = spec.paused,

@@ -45,6 +45,15 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 impl Ticker {
+    /// A schedule's owner as its ticks run: its roles as they are now.
+    pub fn owner(&self, name: &Arc<str>) -> Caller {
+        Caller {
+            name: name.clone(),
+            admin: false,
+            roles: self.auth.roles_of(name),
+        }
+    }
+
     pub fn new(
         table: Arc<dyn ScheduleTable>,
         jobs: Jobs,
@@ -154,11 +163,7 @@ impl Ticker {
         tick: SystemTime,
         stands_for: u64,
     ) -> Result<Option<Uuid>> {
-        let owner = Caller {
-            name: schedule.owner.clone(),
-            admin: false,
-            roles: self.auth.roles_of(&schedule.owner),
-        };
+        let owner = self.owner(&schedule.owner);
         let live = match schedule.last_job_id {
             Some(id) => match self.jobs.get(&id.to_string(), &owner).await {
                 Ok(job) if !job.state.is_terminal() => Some(job.id),

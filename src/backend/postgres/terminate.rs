@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::NoTls;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::pool::ServerProcess;
 use crate::backend::{Progress, Terminate};
@@ -61,6 +61,10 @@ async fn end(
     match tokio::time::timeout(timeout, ended).await {
         Ok(Ok(found)) => {
             if found {
+                info!(
+                    pid = process.pid,
+                    "ended a session whose statement ignored its cancel"
+                );
                 progress.message(format!(
                     "the procedure did not stop on cancel within {grace}: procgate ended its \
                      database session (pg_terminate_backend, pid {})",
@@ -70,10 +74,14 @@ async fn end(
             true
         }
         Ok(Err(e)) => {
-            warn!(pid = process.pid, error = %e, "ending a session that ignored its cancel failed");
+            // tokio-postgres says only "db error" for the server's own.
+            let why = e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |db| db.message().to_string());
+            warn!(pid = process.pid, error = %why, "ending a session that ignored its cancel failed; trying again");
             progress.message(format!(
                 "the procedure did not stop on cancel within {grace}, and procgate could not end \
-                 its database session (pid {}): {e}",
+                 its database session (pid {}): {why}; it tries again",
                 process.pid
             ));
             false
@@ -85,7 +93,7 @@ async fn end(
             );
             progress.message(format!(
                 "the procedure did not stop on cancel within {grace}, and procgate could not \
-                 reach the database to end its session (pid {})",
+                 reach the database to end its session (pid {}); it tries again",
                 process.pid
             ));
             false
