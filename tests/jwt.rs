@@ -147,6 +147,15 @@ async fn every_check_of_a_jwt_refuses_what_it_should() {
         ("no_iss", "it has no issuer (iss)"),
         ("no_exp", "it has no expiry (exp)"),
         ("no_sub", "it has no `sub` claim"),
+        (
+            "fractional_exp",
+            "its expiry (exp) is not a whole, non-negative number of seconds",
+        ),
+        (
+            "negative_exp",
+            "its expiry (exp) is not a whole, non-negative number of seconds",
+        ),
+        ("long_sub", "its `sub` claim is longer than the 256 bytes"),
         ("bad_signature", "its signature does not verify"),
         ("alg_none", "its algorithm none is not accepted"),
         ("hs256_public_key", "its algorithm HS256 is not accepted"),

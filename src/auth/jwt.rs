@@ -185,7 +185,14 @@ impl JwtCheck {
             &key.key,
             &self.validation(header.alg),
         )
-        .map_err(|e| refused(why_refused(e.kind())))?
+        .map_err(|e| match e.kind() {
+            // The crate reads a NumericDate as whole seconds only, and
+            // takes any other as missing.
+            ErrorKind::MissingRequiredClaim(name) if name == "exp" && has_claim(token, "exp") => {
+                refused("its expiry (exp) is not a whole, non-negative number of seconds")
+            }
+            kind => refused(why_refused(kind)),
+        })?
         .claims;
         let caller = self.caller(&claims).map_err(|why| refused(&why))?;
         self.remember(&caller);
@@ -274,7 +281,15 @@ impl JwtCheck {
     ) -> std::result::Result<Caller, String> {
         let owner_claim = &self.settings.owner_claim;
         let name = match claim(claims, owner_claim) {
-            Some(Json::String(name)) if !name.is_empty() && name.len() <= 256 => name.as_str(),
+            Some(Json::String(name)) if !name.is_empty() && name.len() <= MAX_OWNER_BYTES => {
+                name.as_str()
+            }
+            Some(Json::String(name)) if !name.is_empty() => {
+                return Err(format!(
+                    "its `{owner_claim}` claim is longer than the {MAX_OWNER_BYTES} bytes an \
+                     owner may have (--jwt-owner-claim)"
+                ));
+            }
             _ => {
                 return Err(format!(
                     "it has no `{owner_claim}` claim naming its owner (--jwt-owner-claim)"
@@ -344,6 +359,25 @@ fn shown(alg: &str) -> &str {
 }
 
 /// What failed, in words a caller can act on and without the token.
+/// The most bytes of an owner: it names jobs and schedules, and shows in
+/// logs and listings.
+const MAX_OWNER_BYTES: usize = 256;
+
+/// Whether the token's payload holds the claim `name` at all.
+fn has_claim(token: &str, name: &str) -> bool {
+    use base64::Engine as _;
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|payload| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .ok()
+        })
+        .and_then(|json| serde_json::from_slice::<serde_json::Map<String, Json>>(&json).ok())
+        .is_some_and(|claims| claims.contains_key(name))
+}
+
 fn why_refused(kind: &ErrorKind) -> &'static str {
     match kind {
         ErrorKind::ExpiredSignature => "it has expired (exp)",

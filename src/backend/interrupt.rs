@@ -238,7 +238,9 @@ impl Drop for CancelIfDropped {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        tracing::info!("the caller went away; cancelling its statement");
+        tracing::info!(
+            "the caller stopped waiting (it left, or its deadline passed); cancelling its statement"
+        );
         runtime.spawn(async move {
             let started = tokio::time::Instant::now();
             for _ in 0..SENDS_AFTER_DROP {
