@@ -101,6 +101,20 @@ impl ProcedureName {
         &self.parts
     }
 
+    /// A name as the catalog spells it, part by part: each part is quoted,
+    /// so the name is exactly that object's.
+    pub fn exact(parts: &[&str]) -> Self {
+        Self {
+            parts: parts
+                .iter()
+                .map(|text| Identifier {
+                    text: text.to_string(),
+                    quoted: true,
+                })
+                .collect(),
+        }
+    }
+
     /// The last part: the procedure itself.
     pub fn object(&self) -> &Identifier {
         self.parts

@@ -19,6 +19,12 @@ methods=$(buf curl --protocol grpc --http2-prior-knowledge --list-methods "$serv
 echo "$methods"
 grep -q '^procgate.v1.ProcedureService/SubmitAsync$' <<<"$methods"
 
+echo "\$ buf curl … ListProcedures"
+listed=$(buf curl --protocol grpc --http2-prior-knowledge -d '{"schema":"pkg_etl"}' \
+  "$server/procgate.v1.ProcedureService/ListProcedures")
+printf '%s\n' "$listed" | grep '"procedure"'
+grep -q '"procedure": "pkg_etl.proceso_largo"' <<<"$listed"
+
 echo "\$ buf curl … SubmitAsync"
 job=$(buf curl --protocol grpc --http2-prior-knowledge \
   -d '{"call":{"procedure":"pkg_etl.proceso_largo","params":[

@@ -6,6 +6,7 @@
 //! a status through the one map in `status`. Handlers hold no state of their
 //! own beyond shared handles.
 
+mod catalog;
 pub mod convert;
 mod schedules;
 pub mod status;
@@ -437,6 +438,21 @@ impl ProcedureService for ProcedureApi {
         self.schedules.delete(&id, &caller).await?;
         info!(schedule = %id, "schedule deleted");
         Ok(Response::new(pb::DeleteScheduleResponse {}))
+    }
+
+    async fn list_procedures(
+        &self,
+        request: Request<pb::ListProceduresRequest>,
+    ) -> Result<Response<pb::ListProceduresResponse>, Status> {
+        let caller = caller_of(&request);
+        let page = catalog::list(
+            self.backend.as_ref(),
+            &self.allow,
+            &caller,
+            request.into_inner(),
+        )
+        .await?;
+        Ok(Response::new(page))
     }
 
     async fn describe_procedure(

@@ -118,6 +118,35 @@ pub struct BackendSettings {
     pub allow_system_schemas: bool,
 }
 
+/// What ListProcedures asks of the catalog.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogQuery {
+    /// Only this schema (or Oracle package), folded as the backend folds
+    /// names.
+    pub schema: Option<crate::name::Identifier>,
+    /// After this entry's `position`; from the start when unset.
+    pub after: Option<String>,
+    /// At most this many entries.
+    pub limit: usize,
+}
+
+/// One read of the catalog: entries in order, each with its position.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CatalogPage {
+    pub entries: Vec<CatalogEntry>,
+    /// Whether the catalog holds more after the last entry.
+    pub more: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogEntry {
+    /// Where the next read starts after this entry (backend-defined).
+    pub position: String,
+    /// Its name, exactly, for the allowlist and the policy.
+    pub name: ProcedureName,
+    pub description: ProcedureDescription,
+}
+
 /// The signature of a procedure, as DescribeProcedure reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcedureDescription {
@@ -176,6 +205,16 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Reads a procedure's signature from the catalog.
     async fn describe(&self, name: &ProcedureName) -> Result<ProcedureDescription>;
+
+    /// A page of the procedures and functions the gateway's user can
+    /// execute, in a stable order, from one catalog read.
+    async fn list_procedures(&self, query: &CatalogQuery) -> Result<CatalogPage> {
+        let _ = query;
+        Err(Error::Unimplemented(format!(
+            "ListProcedures is not available on {} yet: use DescribeProcedure with a name",
+            self.kind()
+        )))
+    }
 
     /// Checks that the database answers, waiting at most `timeout`.
     async fn ping(&self, timeout: Duration) -> Result<()>;

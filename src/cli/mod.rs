@@ -24,7 +24,8 @@ use tonic::{Request, Status};
 use crate::proto::procedure_service_client::ProcedureServiceClient;
 use crate::proto::{self as pb};
 use render::{
-    describe_text, job_json, job_text, jobs_table, outputs_text, status_line, value_json,
+    describe_text, job_json, job_text, jobs_table, outputs_text, signature_text, status_line,
+    value_json,
 };
 use schedule::{RetryArgs, ScheduleCommand};
 
@@ -178,6 +179,18 @@ pub enum ClientCommand {
         server: ServerArgs,
         procedure: String,
     },
+    /// List the procedures and functions you may call, with their
+    /// signatures (ListProcedures, every page).
+    Procedures {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Only this schema (or Oracle package).
+        #[arg(long)]
+        schema: Option<String>,
+        /// Only names matching this glob (`report_*`, `pkg_etl.*`).
+        #[arg(long, value_name = "GLOB")]
+        like: Option<String>,
+    },
     /// Submit a procedure on a cron expression, and manage those schedules.
     #[command(subcommand)]
     Schedule(Box<ScheduleCommand>),
@@ -195,7 +208,8 @@ impl ClientCommand {
             | ClientCommand::Job { server, .. }
             | ClientCommand::Cancel { server, .. }
             | ClientCommand::Delete { server, .. }
-            | ClientCommand::Describe { server, .. } => server,
+            | ClientCommand::Describe { server, .. }
+            | ClientCommand::Procedures { server, .. } => server,
             ClientCommand::Schedule(command) => command.server(),
         }
     }
@@ -507,6 +521,33 @@ async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome,
             Ok(Outcome::Done)
         }
         ClientCommand::Schedule(command) => schedule::execute(client, *command).await,
+        ClientCommand::Procedures { schema, like, .. } => {
+            let mut page_token = String::new();
+            let mut shown = 0;
+            loop {
+                let page = client
+                    .list_procedures(pb::ListProceduresRequest {
+                        schema: schema.clone().unwrap_or_default(),
+                        name_like: like.clone().unwrap_or_default(),
+                        page_size: 500,
+                        page_token,
+                    })
+                    .await?
+                    .into_inner();
+                for procedure in &page.procedures {
+                    println!("{}", signature_text(procedure));
+                }
+                shown += page.procedures.len();
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            if shown == 0 {
+                eprintln!("no procedure you may call matches");
+            }
+            Ok(Outcome::Done)
+        }
         ClientCommand::Describe { procedure, .. } => {
             let description = client
                 .describe_procedure(pb::DescribeProcedureRequest { procedure })

@@ -400,6 +400,32 @@ fn direction_name(direction: i32) -> &'static str {
         .unwrap_or("?")
 }
 
+/// One line: `pkg_etl.sumar(a numeric, b numeric, OUT total numeric)`, and
+/// `→ type` for a function.
+pub fn signature_text(d: &pb::ProcedureDescription) -> String {
+    let params: Vec<String> = d
+        .params
+        .iter()
+        .map(|p| {
+            let direction = match direction_name(p.direction) {
+                "IN" => String::new(),
+                other => format!("{} ", other.replace('_', " ")),
+            };
+            let default = if p.has_default { " = …" } else { "" };
+            let name = if p.name.is_empty() { "$" } else { &p.name };
+            format!("{direction}{name} {}{default}", p.db_type)
+        })
+        .collect();
+    let mut text = format!("{}({})", d.procedure, params.join(", "));
+    if !d.returns_db_type.is_empty() {
+        write!(text, " → {}", d.returns_db_type).expect("write to String");
+    }
+    if !d.overload.is_empty() {
+        write!(text, "  [overload {} of {}]", d.overload, d.overloads).expect("write to String");
+    }
+    text
+}
+
 pub fn describe_text(d: &pb::ProcedureDescription) -> String {
     let mut t = table(&["parameter", "direction", "type", "database type", "default"]);
     for p in &d.params {

@@ -103,8 +103,10 @@ impl PgType {
     }
 }
 
-const LOOKUP: &str = "
-SELECT n.nspname::text, p.proname::text, p.prokind = 'p', p.proretset,
+/// What a routine's row holds: see `routine_of`.
+macro_rules! routine_columns {
+    () => {
+        "n.nspname::text, p.proname::text, p.prokind = 'p', p.proretset,
        format_type(p.prorettype, NULL),
        coalesce(p.proargnames, ARRAY[]::text[]),
        coalesce(p.proargmodes::text[], ARRAY[]::text[]),
@@ -119,7 +121,14 @@ SELECT n.nspname::text, p.proname::text, p.prokind = 'p', p.proretset,
        ARRAY(SELECT (SELECT typcategory FROM pg_type WHERE oid = coalesce(nullif(t.typbasetype, 0), t.oid))::text
                FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) WITH ORDINALITY a(oid, i)
                JOIN pg_type t ON t.oid = a.oid ORDER BY a.i),
-       (SELECT typcategory FROM pg_type WHERE oid = coalesce(nullif(rt.typbasetype, 0), rt.oid))::text
+       (SELECT typcategory FROM pg_type WHERE oid = coalesce(nullif(rt.typbasetype, 0), rt.oid))::text"
+    };
+}
+
+const LOOKUP: &str = concat!(
+    "SELECT ",
+    routine_columns!(),
+    "
   FROM pg_proc p
   JOIN pg_namespace n ON n.oid = p.pronamespace
   JOIN pg_type rt ON rt.oid = p.prorettype
@@ -127,7 +136,38 @@ SELECT n.nspname::text, p.proname::text, p.prokind = 'p', p.proretset,
    AND p.prokind IN ('f', 'p')
    AND CASE WHEN $2::text IS NULL THEN pg_function_is_visible(p.oid) ELSE n.nspname = $2 END
    AND ($3::text IS NULL OR $3 = current_database())
- ORDER BY p.oid";
+ ORDER BY p.oid"
+);
+
+/// A page of the routines the user may execute, after (schema, name, oid),
+/// with each one's overload number (by oid, as a lookup orders them) and
+/// count. System schemas only when $2; routines of extensions are left out
+/// (they are the extension's, not the application's).
+const LIST: &str = concat!(
+    "SELECT ",
+    routine_columns!(),
+    ",
+       p.oid::int8,
+       (SELECT count(*) FROM pg_proc o WHERE o.pronamespace = p.pronamespace
+           AND o.proname = p.proname AND o.prokind IN ('f', 'p') AND o.oid <= p.oid),
+       (SELECT count(*) FROM pg_proc o WHERE o.pronamespace = p.pronamespace
+           AND o.proname = p.proname AND o.prokind IN ('f', 'p'))
+  FROM pg_proc p
+  JOIN pg_namespace n ON n.oid = p.pronamespace
+  JOIN pg_type rt ON rt.oid = p.prorettype
+ WHERE p.prokind IN ('f', 'p')
+   AND ($1::text IS NULL OR n.nspname = $1)
+   AND ($2::bool OR (n.nspname NOT IN ('pg_catalog', 'information_schema')
+                     AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'))
+   AND has_function_privilege(p.oid, 'EXECUTE')
+   AND has_schema_privilege(n.oid, 'USAGE')
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                      AND d.objid = p.oid AND d.deptype = 'e')
+   AND (n.nspname::text COLLATE \"C\", p.proname::text COLLATE \"C\", p.oid::int8)
+       > ($3::text COLLATE \"C\", $4::text COLLATE \"C\", $5::int8)
+ ORDER BY n.nspname::text COLLATE \"C\", p.proname::text COLLATE \"C\", p.oid::int8
+ LIMIT $6"
+);
 
 /// The overloads of one name, and when they were read.
 type CachedRoutines = (Instant, Arc<Vec<Routine>>);
@@ -200,47 +240,120 @@ async fn query(client: &Client, name: &ProcedureName) -> Result<Vec<Routine>> {
         )
         .await
         .map_err(|e| classify(&e))?;
+    rows.iter().map(routine_of).collect()
+}
+
+/// A row of `routine_columns!` as a routine.
+fn routine_of(row: &tokio_postgres::Row) -> Result<Routine> {
+    let names: Vec<String> = row.get(5);
+    let modes: Vec<String> = row.get(6);
+    let bases: Vec<String> = row.get(7);
+    let sqls: Vec<String> = row.get(8);
+    let n_defaults = row.get::<_, i32>(9) as usize;
+    let categories: Vec<String> = row.get(11);
+    let category = |c: Option<&String>| c.and_then(|c| c.chars().next()).unwrap_or('U');
+    let mut args: Vec<Arg> = bases
+        .into_iter()
+        .zip(sqls)
+        .enumerate()
+        .map(|(i, (base, sql))| Arg {
+            name: names.get(i).cloned().unwrap_or_default(),
+            mode: modes.get(i).map_or(ArgMode::In, |m| ArgMode::from_code(m)),
+            pg_type: PgType {
+                base,
+                sql,
+                category: category(categories.get(i)),
+            },
+            has_default: false,
+        })
+        .collect();
+    // pronargdefaults counts the last input arguments.
+    args.iter_mut()
+        .rev()
+        .filter(|a| a.mode.takes_value())
+        .take(n_defaults)
+        .for_each(|a| a.has_default = true);
+    Ok(Routine {
+        schema: row.get(0),
+        name: row.get(1),
+        is_procedure: row.get(2),
+        returns_set: row.get(3),
+        return_type: PgType {
+            base: row.get(10),
+            sql: row.get(4),
+            category: category(row.get::<_, Option<String>>(12).as_ref()),
+        },
+        args,
+    })
+}
+
+/// A routine of a catalog page: its position, overload number and count.
+pub struct Listed {
+    pub position: String,
+    pub routine: Routine,
+    pub overload: i64,
+    pub overloads: i64,
+}
+
+/// The separator of a position's fields: never in a name the catalog holds.
+const POSITION_SEPARATOR: char = '\u{1f}';
+
+/// One page of the routines the session's user may execute, after
+/// `after` (a position this returned).
+pub async fn list(
+    client: &Client,
+    schema: Option<&str>,
+    system_schemas: bool,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Listed>> {
+    let (after_schema, after_name, after_oid) = match after {
+        None => (String::new(), String::new(), -1i64),
+        Some(position) => {
+            let mut fields = position.split(POSITION_SEPARATOR);
+            match (
+                fields.next(),
+                fields.next(),
+                fields.next().and_then(|o| o.parse().ok()),
+            ) {
+                (Some(schema), Some(name), Some(oid)) => {
+                    (schema.to_string(), name.to_string(), oid)
+                }
+                _ => {
+                    return Err(Error::InvalidArgument(
+                        "the page_token does not name a place in the catalog".into(),
+                    ));
+                }
+            }
+        }
+    };
+    let limit = limit as i64;
+    let rows = client
+        .query_typed(
+            LIST,
+            &[
+                (&schema, Type::TEXT),
+                (&system_schemas, Type::BOOL),
+                (&after_schema, Type::TEXT),
+                (&after_name, Type::TEXT),
+                (&after_oid, Type::INT8),
+                (&limit, Type::INT8),
+            ],
+        )
+        .await
+        .map_err(|e| classify(&e))?;
     rows.iter()
         .map(|row| {
-            let names: Vec<String> = row.get(5);
-            let modes: Vec<String> = row.get(6);
-            let bases: Vec<String> = row.get(7);
-            let sqls: Vec<String> = row.get(8);
-            let n_defaults = row.get::<_, i32>(9) as usize;
-            let categories: Vec<String> = row.get(11);
-            let category = |c: Option<&String>| c.and_then(|c| c.chars().next()).unwrap_or('U');
-            let mut args: Vec<Arg> = bases
-                .into_iter()
-                .zip(sqls)
-                .enumerate()
-                .map(|(i, (base, sql))| Arg {
-                    name: names.get(i).cloned().unwrap_or_default(),
-                    mode: modes.get(i).map_or(ArgMode::In, |m| ArgMode::from_code(m)),
-                    pg_type: PgType {
-                        base,
-                        sql,
-                        category: category(categories.get(i)),
-                    },
-                    has_default: false,
-                })
-                .collect();
-            // pronargdefaults counts the last input arguments.
-            args.iter_mut()
-                .rev()
-                .filter(|a| a.mode.takes_value())
-                .take(n_defaults)
-                .for_each(|a| a.has_default = true);
-            Ok(Routine {
-                schema: row.get(0),
-                name: row.get(1),
-                is_procedure: row.get(2),
-                returns_set: row.get(3),
-                return_type: PgType {
-                    base: row.get(10),
-                    sql: row.get(4),
-                    category: category(row.get::<_, Option<String>>(12).as_ref()),
-                },
-                args,
+            let routine = routine_of(row)?;
+            let oid: i64 = row.get(13);
+            Ok(Listed {
+                position: format!(
+                    "{}{POSITION_SEPARATOR}{}{POSITION_SEPARATOR}{oid}",
+                    routine.schema, routine.name
+                ),
+                overload: row.get(14),
+                overloads: row.get(15),
+                routine,
             })
         })
         .collect()

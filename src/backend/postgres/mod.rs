@@ -35,8 +35,8 @@ use self::catalog::{ArgMode, Catalog};
 use self::errors::classify;
 use self::pool::{Manager, Pool, PooledSession, Session};
 use crate::backend::{
-    Backend, BackendSettings, Interrupt, ParamDescription, Phase, ProcedureDescription, Progress,
-    RowSink, SessionTag,
+    Backend, BackendSettings, CatalogEntry, CatalogPage, CatalogQuery, Interrupt, ParamDescription,
+    Phase, ProcedureDescription, Progress, RowSink, SessionTag,
 };
 use crate::call::{Outputs, ProcedureCall};
 use crate::error::{DbErrorKind, Error, Result};
@@ -366,6 +366,46 @@ impl PostgresBackend {
     }
 }
 
+/// A routine as DescribeProcedure and ListProcedures show it.
+fn description_of(
+    routine: &catalog::Routine,
+    overload: String,
+    overloads: u32,
+) -> ProcedureDescription {
+    let returns = (!routine.is_procedure && routine.return_type.base != "void").then(|| {
+        if routine.returns_set {
+            crate::call::ValueType::Cursor
+        } else {
+            types::value_type_of(&routine.return_type).unwrap_or(crate::call::ValueType::String)
+        }
+    });
+    ProcedureDescription {
+        procedure: routine.qualified_name(),
+        params: routine
+            .args
+            .iter()
+            .filter(|a| a.mode != ArgMode::Table)
+            .map(|a| ParamDescription {
+                name: a.name.clone(),
+                direction: a.mode.direction(),
+                value_type: types::value_type_of(&a.pg_type),
+                db_type: a.pg_type.sql.clone(),
+                has_default: a.has_default,
+            })
+            .collect(),
+        returns,
+        returns_db_type: if routine.is_procedure {
+            String::new()
+        } else if routine.returns_set {
+            format!("SETOF {}", routine.return_type.sql)
+        } else {
+            routine.return_type.sql.clone()
+        },
+        overloads,
+        overload,
+    }
+}
+
 /// A call whose values take more than this closes its session afterwards.
 const BIG_CALL_BYTES: usize = 4 << 20;
 
@@ -402,43 +442,44 @@ impl Backend for PostgresBackend {
             }
         };
         let routines = self.reachable(name, routines)?;
-        let routine = &routines[0];
-        let returns = (!routine.is_procedure && routine.return_type.base != "void").then(|| {
-            if routine.returns_set {
-                crate::call::ValueType::Cursor
-            } else {
-                types::value_type_of(&routine.return_type).unwrap_or(crate::call::ValueType::String)
-            }
-        });
-        Ok(ProcedureDescription {
-            procedure: routine.qualified_name(),
-            params: routine
-                .args
-                .iter()
-                .filter(|a| a.mode != ArgMode::Table)
-                .map(|a| ParamDescription {
-                    name: a.name.clone(),
-                    direction: a.mode.direction(),
-                    value_type: types::value_type_of(&a.pg_type),
-                    db_type: a.pg_type.sql.clone(),
-                    has_default: a.has_default,
-                })
-                .collect(),
-            returns,
-            returns_db_type: if routine.is_procedure {
-                String::new()
-            } else if routine.returns_set {
-                format!("SETOF {}", routine.return_type.sql)
-            } else {
-                routine.return_type.sql.clone()
-            },
-            overloads: routines.len() as u32,
-            overload: if routines.len() > 1 {
-                "1".into()
-            } else {
-                String::new()
-            },
-        })
+        let overload = if routines.len() > 1 { "1" } else { "" };
+        Ok(description_of(
+            &routines[0],
+            overload.into(),
+            routines.len() as u32,
+        ))
+    }
+
+    async fn list_procedures(&self, query: &CatalogQuery) -> Result<CatalogPage> {
+        let session = self.checkout(self.settings.checkout_timeout).await?;
+        // One more than asked, to know whether the catalog holds more.
+        let schema = query.schema.as_ref().map(|s| s.folded_lower());
+        let mut listed = catalog::list(
+            &session.client,
+            schema.as_deref(),
+            self.settings.allow_system_schemas,
+            query.after.as_deref(),
+            query.limit + 1,
+        )
+        .await?;
+        let more = listed.len() > query.limit;
+        listed.truncate(query.limit);
+        let entries = listed
+            .into_iter()
+            .map(|l| {
+                let overload = if l.overloads > 1 {
+                    l.overload.to_string()
+                } else {
+                    String::new()
+                };
+                CatalogEntry {
+                    name: ProcedureName::exact(&[&l.routine.schema, &l.routine.name]),
+                    position: l.position,
+                    description: description_of(&l.routine, overload, l.overloads as u32),
+                }
+            })
+            .collect();
+        Ok(CatalogPage { entries, more })
     }
 
     async fn ping(&self, timeout: Duration) -> Result<()> {
