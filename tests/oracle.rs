@@ -473,6 +473,45 @@ async fn describe_reads_all_arguments() {
 /// the job A runs, and a deleted job leaves the list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PROCGATE_ORACLE_TEST_URL (a real Oracle; see docs/oracle.md)"]
+async fn list_procedures_reads_the_package_members_page_by_page() {
+    let url = oracle().await;
+    let gw = Gateway::start_url(&url, &[]).await;
+    let mut client = gw.client().await;
+    let mut names = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_procedures(pb::ListProceduresRequest {
+                schema: "PKG_PROCGATE_TEST".into(),
+                page_size: 2,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        names.extend(page.procedures.into_iter().map(|p| p.procedure));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert!(
+        names
+            .iter()
+            .any(|n| n.ends_with("PKG_PROCGATE_TEST.LONG_LOAD")),
+        "{names:?}"
+    );
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(
+        names, sorted,
+        "in the catalog's order (overloads side by side)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PROCGATE_ORACLE_TEST_URL (a real Oracle; see docs/oracle.md)"]
 async fn the_database_job_store_runs_on_oracle_across_instances() {
     let url = oracle().await;
     let migrated = Command::new(env!("CARGO_BIN_EXE_procgate"))

@@ -112,6 +112,138 @@ SELECT overload, position, argument_name, in_out, data_type, defaulted
    AND data_level = 0
  ORDER BY overload NULLS FIRST, sequence";
 
+/// A page of what the user may execute (ALL_PROCEDURES lists only that),
+/// with the top-level arguments of each (ALL_ARGUMENTS), in one query:
+/// standalone procedures and functions, and package members, keyed by
+/// OWNER, OBJECT, MEMBER, OVERLOAD. Oracle-maintained schemas only with
+/// :system; :schema is a schema or a package. Bound by name, since :schema
+/// occurs three times.
+const LIST: &str = "
+WITH routines AS (
+  SELECT owner, object_name, procedure_name, overload, overloads, key FROM (
+    SELECT p.owner, p.object_name, p.procedure_name, p.overload,
+           COUNT(*) OVER (PARTITION BY p.owner, p.object_name, p.procedure_name) AS overloads,
+           p.owner || CHR(31) || p.object_name || CHR(31) || NVL(p.procedure_name, ' ')
+             || CHR(31) || LPAD(NVL(p.overload, '0'), 6, '0') AS key
+      FROM all_procedures p
+     WHERE (p.object_type IN ('PROCEDURE', 'FUNCTION')
+            OR (p.object_type = 'PACKAGE' AND p.procedure_name IS NOT NULL))
+       AND (:schema IS NULL OR p.owner = :schema
+            OR (p.object_type = 'PACKAGE' AND p.object_name = :schema))
+       AND (:system = 1 OR p.owner NOT IN (SELECT username FROM all_users WHERE oracle_maintained = 'Y')))
+   WHERE key > :after
+   ORDER BY key
+   FETCH FIRST :limit ROWS ONLY)
+SELECT r.key, r.owner, r.object_name, r.procedure_name, r.overloads,
+       a.overload, a.position, a.argument_name, a.in_out, a.data_type, a.defaulted
+  FROM routines r
+  LEFT JOIN all_arguments a
+    ON a.owner = r.owner
+   AND a.object_name = NVL(r.procedure_name, r.object_name)
+   AND NVL(a.package_name, '~') = CASE WHEN r.procedure_name IS NULL THEN '~' ELSE r.object_name END
+   AND NVL(a.overload, '~') = NVL(r.overload, '~')
+   AND a.data_level = 0
+ ORDER BY r.key, a.sequence";
+
+/// One row of the list query: a routine's key and name, and one of its
+/// arguments (none for a routine without any).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedRow {
+    pub key: String,
+    pub owner: String,
+    pub object_name: String,
+    /// The package member; None for a standalone routine.
+    pub member: Option<String>,
+    pub overloads: u32,
+    pub argument: ArgumentRow,
+}
+
+/// A routine of a catalog page, with its position and how many overloads
+/// share its name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed {
+    pub position: String,
+    /// OWNER, then OBJECT or PACKAGE, MEMBER: the name's exact parts.
+    pub parts: Vec<String>,
+    pub routine: Routine,
+    pub overloads: u32,
+}
+
+/// Groups the list query's rows (ordered by key) into routines.
+pub fn listed_from_rows(rows: Vec<ListedRow>) -> Vec<Listed> {
+    let mut listed: Vec<(ListedRow, Vec<ArgumentRow>)> = Vec::new();
+    for row in rows {
+        match listed.last_mut() {
+            Some((first, arguments)) if first.key == row.key => arguments.push(row.argument),
+            _ => {
+                let argument = row.argument.clone();
+                listed.push((row, vec![argument]));
+            }
+        }
+    }
+    listed
+        .into_iter()
+        .map(|(first, arguments)| {
+            let mut parts = vec![first.owner.clone(), first.object_name.clone()];
+            parts.extend(first.member.clone());
+            let routine = routines_from_rows(&parts.join("."), arguments)
+                .into_iter()
+                .next()
+                .expect("a routine has at least its first row");
+            Listed {
+                position: first.key,
+                parts,
+                routine,
+                overloads: first.overloads,
+            }
+        })
+        .collect()
+}
+
+/// One page of the routines the user may execute, after `after`.
+pub fn list(
+    conn: &Connection,
+    schema_or_package: Option<&str>,
+    system_schemas: bool,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Listed>> {
+    let system = i32::from(system_schemas);
+    // Below every key: keys start with an owner's name.
+    let after = after.unwrap_or(" ");
+    let rows = conn
+        .query(
+            LIST,
+            &[&schema_or_package, &system, &after, &(limit as i64)],
+        )
+        .map_err(|e| classify(&e))?;
+    let mut listed = Vec::new();
+    for row in rows {
+        let row = row.map_err(|e| classify(&e))?;
+        let get = |i: usize| -> Result<Option<String>> { row.get(i).map_err(|e| classify(&e)) };
+        let defaulted = get(10)?;
+        listed.push(ListedRow {
+            key: get(0)?.unwrap_or_default(),
+            owner: get(1)?.unwrap_or_default(),
+            object_name: get(2)?.unwrap_or_default(),
+            member: get(3)?,
+            overloads: row.get::<_, i64>(4).map_err(|e| classify(&e))? as u32,
+            argument: ArgumentRow {
+                overload: get(5)?,
+                position: row
+                    .get::<_, Option<u32>>(6)
+                    .map_err(|e| classify(&e))?
+                    .unwrap_or(1),
+                argument_name: get(7)?,
+                in_out: get(8)?.unwrap_or_default(),
+                data_type: get(9)?,
+                defaulted: defaulted.as_deref() == Some("Y"),
+            },
+        });
+    }
+    Ok(listed_from_rows(listed))
+}
+
 /// The overloads of one name, and when they were read.
 type CachedRoutines = (Instant, Arc<Vec<Routine>>);
 
@@ -289,6 +421,88 @@ mod tests {
         assert_eq!(empty.len(), 1);
         assert!(empty[0].args.is_empty());
         assert_eq!(empty[0].returns, None);
+    }
+
+    fn listed(
+        key: &str,
+        owner: &str,
+        object: &str,
+        member: Option<&str>,
+        overloads: u32,
+        argument: ArgumentRow,
+    ) -> ListedRow {
+        ListedRow {
+            key: key.into(),
+            owner: owner.into(),
+            object_name: object.into(),
+            member: member.map(Into::into),
+            overloads,
+            argument,
+        }
+    }
+
+    #[test]
+    fn a_catalog_page_becomes_one_routine_per_overload() {
+        let page = listed_from_rows(vec![
+            // APP.PKG_REP.F, two overloads: a function of NUMBER, one of VARCHAR2.
+            listed(
+                "APP\u{1f}PKG_REP\u{1f}F\u{1f}000001",
+                "APP",
+                "PKG_REP",
+                Some("F"),
+                2,
+                row(Some("1"), 0, None, "OUT", Some("NUMBER"), false),
+            ),
+            listed(
+                "APP\u{1f}PKG_REP\u{1f}F\u{1f}000001",
+                "APP",
+                "PKG_REP",
+                Some("F"),
+                2,
+                row(Some("1"), 1, Some("X"), "IN", Some("NUMBER"), false),
+            ),
+            listed(
+                "APP\u{1f}PKG_REP\u{1f}F\u{1f}000002",
+                "APP",
+                "PKG_REP",
+                Some("F"),
+                2,
+                row(Some("2"), 0, None, "OUT", Some("VARCHAR2"), false),
+            ),
+            listed(
+                "APP\u{1f}PKG_REP\u{1f}F\u{1f}000002",
+                "APP",
+                "PKG_REP",
+                Some("F"),
+                2,
+                row(Some("2"), 1, Some("T"), "IN", Some("VARCHAR2"), true),
+            ),
+            // APP.LIMPIAR: a standalone procedure without arguments (no
+            // ALL_ARGUMENTS row: the left join gives one empty row).
+            listed(
+                "APP\u{1f}LIMPIAR\u{1f} \u{1f}000000",
+                "APP",
+                "LIMPIAR",
+                None,
+                1,
+                row(None, 1, None, "", None, false),
+            ),
+        ]);
+        assert_eq!(page.len(), 3);
+        assert_eq!(page[0].parts, ["APP", "PKG_REP", "F"]);
+        assert_eq!(page[0].routine.qualified_name, "APP.PKG_REP.F");
+        assert_eq!(page[0].routine.overload.as_deref(), Some("1"));
+        assert_eq!(page[0].routine.returns.as_deref(), Some("NUMBER"));
+        assert_eq!(page[0].routine.args.len(), 1);
+        assert_eq!(page[0].overloads, 2);
+        assert_eq!(page[1].routine.overload.as_deref(), Some("2"));
+        assert_eq!(page[1].routine.args[0].name, "T");
+        assert!(page[1].routine.args[0].has_default);
+        assert_eq!(page[1].position, "APP\u{1f}PKG_REP\u{1f}F\u{1f}000002");
+        assert_eq!(page[2].parts, ["APP", "LIMPIAR"]);
+        assert!(page[2].routine.args.is_empty());
+        assert_eq!(page[2].routine.returns, None);
+        assert_eq!(page[2].overloads, 1);
     }
 
     #[test]

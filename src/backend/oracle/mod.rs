@@ -43,8 +43,8 @@ use self::errors::classify;
 use self::pool::{Connection, Manager, Pool};
 use self::session::SessionId;
 use crate::backend::{
-    Backend, BackendSettings, Interrupt, ParamDescription, Phase, ProcedureDescription, Progress,
-    RowSink, SessionTag,
+    Backend, BackendSettings, CatalogEntry, CatalogPage, CatalogQuery, Interrupt, ParamDescription,
+    Phase, ProcedureDescription, Progress, RowSink, SessionTag,
 };
 use crate::call::{Outputs, ProcedureCall, ValueType};
 use crate::error::{DbErrorKind, Error, Result};
@@ -254,6 +254,12 @@ impl Backend for OracleBackend {
         self.blocking(move |inner| inner.describe(&name)).await
     }
 
+    async fn list_procedures(&self, query: &CatalogQuery) -> Result<CatalogPage> {
+        let query = query.clone();
+        self.blocking(move |inner| inner.list_procedures(&query))
+            .await
+    }
+
     async fn ping(&self, timeout: Duration) -> Result<()> {
         self.blocking(move |inner| inner.ping(timeout)).await
     }
@@ -350,33 +356,65 @@ impl Inner {
         let routines = self.catalog.lookup(&conn.conn, name)?;
         let routine = &routines[0];
         crate::allow::check_resolved(self.settings.allow_system_schemas, name, routine.schema())?;
-        let natural = |data_type: &str| types::binding_of(data_type, None).map(|b| b.natural);
-        Ok(ProcedureDescription {
-            procedure: routine.qualified_name.clone(),
-            params: routine
-                .args
-                .iter()
-                .map(|a| ParamDescription {
-                    name: a.name.clone(),
-                    direction: a.direction,
-                    value_type: natural(&a.data_type),
-                    db_type: a.data_type.clone(),
-                    has_default: a.has_default,
-                })
-                .collect(),
-            returns: routine
-                .returns
-                .as_deref()
-                .map(|t| natural(t).unwrap_or(ValueType::String)),
-            returns_db_type: routine.returns.clone().unwrap_or_default(),
-            overloads: routines.len() as u32,
-            overload: routine.overload.clone().unwrap_or_default(),
-        })
+        Ok(description_of(routine, routines.len() as u32))
+    }
+
+    fn list_procedures(&self, query: &CatalogQuery) -> Result<CatalogPage> {
+        let conn = self.checkout(self.settings.checkout_timeout)?;
+        let schema = query.schema.as_ref().map(|s| s.folded_upper());
+        // One more than asked, to know whether the catalog holds more.
+        let mut listed = catalog::list(
+            &conn.conn,
+            schema.as_deref(),
+            self.settings.allow_system_schemas,
+            query.after.as_deref(),
+            query.limit + 1,
+        )?;
+        let more = listed.len() > query.limit;
+        listed.truncate(query.limit);
+        let entries = listed
+            .into_iter()
+            .map(|l| {
+                let parts: Vec<&str> = l.parts.iter().map(String::as_str).collect();
+                CatalogEntry {
+                    name: ProcedureName::exact(&parts),
+                    description: description_of(&l.routine, l.overloads),
+                    position: l.position,
+                }
+            })
+            .collect();
+        Ok(CatalogPage { entries, more })
     }
 
     fn ping(&self, timeout: Duration) -> Result<()> {
         let conn = self.checkout(timeout)?;
         conn.conn.ping().map_err(|e| classify(&e))
+    }
+}
+
+/// A routine as DescribeProcedure and ListProcedures show it.
+fn description_of(routine: &catalog::Routine, overloads: u32) -> ProcedureDescription {
+    let natural = |data_type: &str| types::binding_of(data_type, None).map(|b| b.natural);
+    ProcedureDescription {
+        procedure: routine.qualified_name.clone(),
+        params: routine
+            .args
+            .iter()
+            .map(|a| ParamDescription {
+                name: a.name.clone(),
+                direction: a.direction,
+                value_type: natural(&a.data_type),
+                db_type: a.data_type.clone(),
+                has_default: a.has_default,
+            })
+            .collect(),
+        returns: routine
+            .returns
+            .as_deref()
+            .map(|t| natural(t).unwrap_or(ValueType::String)),
+        returns_db_type: routine.returns.clone().unwrap_or_default(),
+        overloads,
+        overload: routine.overload.clone().unwrap_or_default(),
     }
 }
 
