@@ -282,6 +282,8 @@ pub struct ProcedureCall {
     pub params: Vec<Param>,
     /// Set for a function: the type of its result.
     pub returns: Option<ValueType>,
+    /// The overload asked for, by id; None lets the parameters choose.
+    pub overload: Option<String>,
 }
 
 impl ProcedureCall {

@@ -33,7 +33,7 @@ enum Command {
     /// Create or upgrade the database job store's tables (--job-store database).
     Migrate(MigrateArgs),
     #[command(flatten)]
-    Client(ClientCommand),
+    Client(Box<ClientCommand>),
 }
 
 /// jemalloc rather than glibc's malloc: a call's many short-lived driver
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate(args),
         Command::Client(command) => {
             let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-            runtime.block_on(cli::run(command)).into()
+            runtime.block_on(cli::run(*command)).into()
         }
     }
 }

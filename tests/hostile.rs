@@ -502,7 +502,10 @@ async fn send(client: &mut Client, channel: &Channel, rpc: Rpc) -> Result<(), to
             .map(drop),
         Rpc::List(r) => client.list_jobs(r).await.map(drop),
         Rpc::Describe(procedure) => client
-            .describe_procedure(pb::DescribeProcedureRequest { procedure })
+            .describe_procedure(pb::DescribeProcedureRequest {
+                procedure,
+                ..Default::default()
+            })
             .await
             .map(drop),
         Rpc::Raw(bytes) => {

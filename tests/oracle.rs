@@ -427,6 +427,7 @@ async fn describe_reads_all_arguments() {
     let d = client
         .describe_procedure(pb::DescribeProcedureRequest {
             procedure: proc("long_load"),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -459,6 +460,7 @@ async fn describe_reads_all_arguments() {
     let f = client
         .describe_procedure(pb::DescribeProcedureRequest {
             procedure: proc("numbers"),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -189,6 +189,7 @@ async fn each_role_calls_only_what_it_is_allowed_through_every_rpc() {
     }
     let describe = |procedure: &str| pb::DescribeProcedureRequest {
         procedure: procedure.into(),
+        ..Default::default()
     };
     assert_denied(
         client

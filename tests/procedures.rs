@@ -23,6 +23,15 @@ async fn page(
         .map(tonic::Response::into_inner)
 }
 
+/// An entry's name: its overload id when it has one.
+fn entry_name(p: pb::ProcedureDescription) -> String {
+    if p.overload.is_empty() {
+        p.procedure
+    } else {
+        p.overload
+    }
+}
+
 /// Every page, `page_size` at a time: the names, and how many pages.
 async fn all_names(
     client: &mut Client,
@@ -44,13 +53,7 @@ async fn all_names(
         .await
         .unwrap();
         pages += 1;
-        names.extend(answer.procedures.into_iter().map(|p| {
-            if p.overload.is_empty() {
-                p.procedure
-            } else {
-                format!("{}#{}", p.procedure, p.overload)
-            }
-        }));
+        names.extend(answer.procedures.into_iter().map(entry_name));
         if answer.next_page_token.is_empty() {
             return (names, pages);
         }
@@ -99,9 +102,13 @@ async fn lists_what_may_be_called_page_by_page_with_signatures() {
             .iter()
             .map(|p| p.overload.as_str())
             .collect::<Vec<_>>(),
-        ["1", "2"]
+        ["public.twice(integer)", "public.twice(text)"]
     );
-    assert!(twice.iter().all(|p| p.overloads == 2));
+    assert!(
+        twice
+            .iter()
+            .all(|p| p.overloads == ["public.twice(integer)", "public.twice(text)"])
+    );
     for p in &all.procedures {
         assert!(
             !p.procedure.starts_with("pg_catalog.")
@@ -117,17 +124,7 @@ async fn lists_what_may_be_called_page_by_page_with_signatures() {
     }
 
     // Pages of 3 fit together into the whole list, in order, each name once.
-    let whole: Vec<String> = all
-        .procedures
-        .iter()
-        .map(|p| {
-            if p.overload.is_empty() {
-                p.procedure.clone()
-            } else {
-                format!("{}#{}", p.procedure, p.overload)
-            }
-        })
-        .collect();
+    let whole: Vec<String> = all.procedures.iter().cloned().map(entry_name).collect();
     let (paged, pages) = all_names(
         &mut client,
         pb::ListProceduresRequest {
@@ -252,8 +249,8 @@ async fn the_allowlist_and_the_policy_narrow_the_list() {
             "pkg_etl.reporte_ventas",
             "pkg_etl.sumar",
             "pkg_etl.ventas_por_region",
-            "public.twice#1",
-            "public.twice#2",
+            "public.twice(integer)",
+            "public.twice(text)",
         ],
         "--allow bounds it (no public.nap), the policy narrows it (no validar_lote)"
     );

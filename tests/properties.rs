@@ -129,7 +129,7 @@ proptest! {
             value: Some(pb::Value { kind: Some(kind) }),
             size: 0,
         };
-        let request = pb::ProcedureCall { procedure: "pkg.proc".into(), params: vec![param.clone()], returns: 0 };
+        let request = pb::ProcedureCall { procedure: "pkg.proc".into(), params: vec![param.clone()], returns: 0, overload: String::new() };
         match call_from_proto(Some(request)) {
             Err(error) => prop_assert!(
                 matches!(error, procgate::error::Error::InvalidArgument(_)),
@@ -139,7 +139,7 @@ proptest! {
                 let converted = &call.params[0];
                 if let Some(value) = &converted.value {
                     let again = pb::Param { value: Some(value_to_proto(value)), ..param };
-                    let request = pb::ProcedureCall { procedure: "pkg.proc".into(), params: vec![again], returns: 0 };
+                    let request = pb::ProcedureCall { procedure: "pkg.proc".into(), params: vec![again], returns: 0, overload: String::new() };
                     let round = call_from_proto(Some(request)).expect("a converted value converts again");
                     prop_assert_eq!(&round.params[0].value, &converted.value);
                 }

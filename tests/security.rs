@@ -185,6 +185,7 @@ async fn injection_attempts_in_names_never_reach_the_database() {
         let status = client
             .describe_procedure(pb::DescribeProcedureRequest {
                 procedure: name.into(),
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -268,6 +269,7 @@ async fn the_allowlist_limits_callable_procedures() {
     let status = client
         .describe_procedure(pb::DescribeProcedureRequest {
             procedure: "public.nap".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -328,6 +330,7 @@ async fn system_schemas_are_closed_unless_their_flag_opens_them() {
     let described = client
         .describe_procedure(pb::DescribeProcedureRequest {
             procedure: "information_schema._pg_truetypid".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -348,6 +351,7 @@ async fn system_schemas_are_closed_unless_their_flag_opens_them() {
             client
                 .describe_procedure(pb::DescribeProcedureRequest {
                     procedure: "pg_terminate_backend".into(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap_err()

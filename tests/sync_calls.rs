@@ -538,6 +538,7 @@ async fn describe_reads_the_catalog() {
     let d = client
         .describe_procedure(pb::DescribeProcedureRequest {
             procedure: "pkg_etl.proceso_largo".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -594,6 +595,7 @@ async fn describe_reads_the_catalog() {
     let f = client
         .describe_procedure(pb::DescribeProcedureRequest {
             procedure: "pkg_etl.reporte_ventas".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -604,15 +606,51 @@ async fn describe_reads_the_catalog() {
     let twice = client
         .describe_procedure(pb::DescribeProcedureRequest {
             procedure: "twice".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(twice.overloads, 2);
+    assert_eq!(
+        twice.overloads,
+        ["public.twice(integer)", "public.twice(text)"]
+    );
+    assert_eq!(
+        twice.overload, "public.twice(integer)",
+        "the first by default"
+    );
+    assert_eq!(twice.params[0].name, "x");
+    let text = client
+        .describe_procedure(pb::DescribeProcedureRequest {
+            procedure: "twice".into(),
+            overload: "public.twice(text)".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(text.overload, "public.twice(text)");
+    assert_eq!(text.params[0].name, "t");
+    let unknown = client
+        .describe_procedure(pb::DescribeProcedureRequest {
+            procedure: "twice".into(),
+            overload: "public.twice(date)".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert!(
+        unknown.message().contains(
+            "has no overload \"public.twice(date)\"; its overloads: public.twice(integer), \
+             public.twice(text)"
+        ),
+        "{}",
+        unknown.message()
+    );
 
     let missing = client
         .describe_procedure(pb::DescribeProcedureRequest {
             procedure: "pkg_etl.nope".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -643,4 +681,52 @@ async fn an_oversized_response_says_the_procedure_ran() {
             status.message()
         );
     }
+}
+
+/// Overloads whose parameter names are the same: the call names one by its
+/// id, and without one the error lists them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overload_the_names_cannot_tell_is_named_by_its_id() {
+    let gw = Gateway::start(&[]).await;
+    let mut client = gw.client().await;
+    let label = |overload: &str| pb::ProcedureCall {
+        overload: overload.into(),
+        ..function(
+            "public.label",
+            vec![p_in("v", Kind::StringValue("7".into()))],
+            pb::ValueType::String,
+        )
+    };
+    let status = execute(&mut client, label("")).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains(
+            "has 2 overloads that these parameters fit: public.label(integer), public.label(text); \
+             name one in the call's overload"
+        ),
+        "{}",
+        status.message()
+    );
+    for (overload, answer) in [
+        ("public.label(integer)", "integer 7"),
+        ("public.label(text)", "text 7"),
+    ] {
+        let outcome = execute(&mut client, label(overload)).await.unwrap();
+        assert_eq!(
+            kind_of(outcome.return_value.as_ref()),
+            Some(&Kind::StringValue(answer.into())),
+            "{overload}"
+        );
+    }
+    let status = execute(&mut client, label("public.label(date)"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    // A job keeps its overload.
+    let job = submit(&mut client, label("public.label(text)")).await;
+    let done = wait_state(&client, &job.id, pb::JobState::Completed).await;
+    assert_eq!(
+        kind_of(done.return_value.as_ref()),
+        Some(&Kind::StringValue("text 7".into()))
+    );
 }

@@ -765,6 +765,7 @@ async fn the_audit_trail_says_who_called_what_and_never_a_value() {
                 .describe_procedure(as_user(
                     pb::DescribeProcedureRequest {
                         procedure: "pkg_etl.sumar".into(),
+                        ..Default::default()
                     },
                     etl,
                 ))

@@ -56,7 +56,20 @@ pub fn call_from_proto(call: Option<pb::ProcedureCall>) -> Result<ProcedureCall>
         display_name: call.procedure,
         params,
         returns: value_type_from_proto(call.returns, &"returns")?,
+        overload: overload_from_proto(call.overload)?,
     })
+}
+
+/// An overload id as a request names it: empty for none.
+pub fn overload_from_proto(overload: String) -> Result<Option<String>> {
+    if overload.len() > 1024 || overload.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "overload {} is not an overload id: take one from DescribeProcedure or \
+             ListProcedures",
+            crate::name::printable(&overload)
+        )));
+    }
+    Ok((!overload.is_empty()).then_some(overload))
 }
 
 fn param_from_proto(param: pb::Param) -> Result<Param> {
@@ -280,6 +293,7 @@ pub fn call_to_proto(call: &ProcedureCall) -> pb::ProcedureCall {
         procedure: call.display_name.clone(),
         params: call.params.iter().map(param_to_proto).collect(),
         returns: value_type_to_proto(call.returns) as i32,
+        overload: call.overload.clone().unwrap_or_default(),
     }
 }
 
@@ -554,8 +568,8 @@ pub fn description_to_proto(d: &ProcedureDescription) -> pb::ProcedureDescriptio
             .collect(),
         returns: value_type_to_proto(d.returns) as i32,
         returns_db_type: d.returns_db_type.clone(),
-        overloads: d.overloads,
         overload: d.overload.clone(),
+        overloads: d.overloads.clone(),
     }
 }
 
@@ -592,6 +606,7 @@ mod tests {
             procedure: "pkg.proc".into(),
             params,
             returns: 0,
+            overload: String::new(),
         })
     }
 

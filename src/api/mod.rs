@@ -461,11 +461,12 @@ impl ProcedureService for ProcedureApi {
     ) -> Result<Response<pb::ProcedureDescription>, Status> {
         let notes = notes_of(&request);
         let caller = caller_of(&request);
-        let procedure = request.into_inner().procedure;
-        notes.procedure(&procedure);
-        let name = ProcedureName::parse(&procedure).map_err(Error::from)?;
+        let request = request.into_inner();
+        notes.procedure(&request.procedure);
+        let name = ProcedureName::parse(&request.procedure).map_err(Error::from)?;
         self.allow.check(&caller, &name)?;
-        let description = self.backend.describe(&name).await?;
+        let overload = convert::overload_from_proto(request.overload)?;
+        let description = self.backend.describe(&name, overload.as_deref()).await?;
         Ok(Response::new(convert::description_to_proto(&description)))
     }
 }

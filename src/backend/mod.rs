@@ -154,9 +154,11 @@ pub struct ProcedureDescription {
     pub params: Vec<ParamDescription>,
     pub returns: Option<ValueType>,
     pub returns_db_type: String,
-    pub overloads: u32,
-    /// Which overload `params` describe; empty when there is only one.
+    /// Which overload `params` describe, its id; empty when there is only
+    /// one.
     pub overload: String,
+    /// The ids of every overload of the name; empty when there is only one.
+    pub overloads: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -203,8 +205,13 @@ pub trait Backend: Send + Sync + 'static {
         )))
     }
 
-    /// Reads a procedure's signature from the catalog.
-    async fn describe(&self, name: &ProcedureName) -> Result<ProcedureDescription>;
+    /// Reads a procedure's signature from the catalog: of the overload
+    /// `overload` names, else of the first.
+    async fn describe(
+        &self,
+        name: &ProcedureName,
+        overload: Option<&str>,
+    ) -> Result<ProcedureDescription>;
 
     /// A page of the procedures and functions the gateway's user can
     /// execute, in a stable order, from one catalog read.

@@ -96,6 +96,70 @@ fn describe(args: &[DeclaredArg<'_>]) -> String {
         .join(", ")
 }
 
+/// The overload named `id`; NOT_FOUND listing the ids there are.
+pub fn overload_by_id<'r, R>(
+    name: &dyn std::fmt::Display,
+    routines: &'r [R],
+    id_of: impl Fn(&R) -> String,
+    id: &str,
+) -> Result<&'r R> {
+    routines.iter().find(|r| id_of(r) == id).ok_or_else(|| {
+        let ids: Vec<String> = routines.iter().map(&id_of).collect();
+        Error::ProcedureNotFound(if ids.len() > 1 {
+            format!(
+                "{name} has no overload {}; its overloads: {}",
+                crate::name::printable(id),
+                ids.join(", ")
+            )
+        } else {
+            format!(
+                "{name} is not overloaded: leave overload empty (it named {})",
+                crate::name::printable(id)
+            )
+        })
+    })
+}
+
+/// The overload a call runs, and its plan: the one it names, else the one
+/// its parameters fit. When they fit several, the call must name one, and
+/// the error lists their ids; when they fit none, it says why the first
+/// does not fit.
+pub fn choose_overload<'r, R, P>(
+    call: &ProcedureCall,
+    routines: &'r [R],
+    id_of: impl Fn(&R) -> String,
+    plan_for: impl Fn(&R) -> Result<P>,
+) -> Result<(P, &'r R)> {
+    if let Some(id) = &call.overload {
+        let routine = overload_by_id(&call.name, routines, &id_of, id)?;
+        return plan_for(routine).map(|plan| (plan, routine));
+    }
+    let mut fits = Vec::new();
+    let mut first_error = None;
+    for routine in routines {
+        match plan_for(routine) {
+            Ok(plan) => fits.push((plan, routine)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match fits.len() {
+        1 => Ok(fits.remove(0)),
+        0 => Err(first_error
+            .unwrap_or_else(|| Error::ProcedureNotFound(format!("{} does not exist", call.name)))),
+        n => {
+            let ids: Vec<String> = fits.iter().map(|(_, r)| id_of(r)).collect();
+            Err(Error::InvalidArgument(format!(
+                "{} has {n} overloads that these parameters fit: {}; name one in the call's \
+                 overload",
+                call.name,
+                ids.join(", ")
+            )))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +182,7 @@ mod tests {
             display_name: "p".into(),
             params,
             returns: None,
+            overload: None,
         }
     }
 

@@ -178,6 +178,9 @@ pub enum ClientCommand {
         #[command(flatten)]
         server: ServerArgs,
         procedure: String,
+        /// Which overload, by id (as `procedures` shows them).
+        #[arg(long)]
+        overload: Option<String>,
     },
     /// List the procedures and functions you may call, with their
     /// signatures (ListProcedures, every page).
@@ -227,6 +230,10 @@ pub struct CallArgs {
     /// Call it as a function returning this type (its value is the result).
     #[arg(long, value_name = "TYPE")]
     pub returns: Option<String>,
+    /// Which overload, by id (`procgate procedures` shows them), when the
+    /// parameters' names fit several.
+    #[arg(long, value_name = "ID")]
+    pub overload: Option<String>,
 }
 
 impl CallArgs {
@@ -242,6 +249,7 @@ impl CallArgs {
             procedure: self.procedure.clone(),
             params: self.params.clone(),
             returns: crate::api::convert::value_type_to_proto(returns) as i32,
+            overload: self.overload.clone().unwrap_or_default(),
         })
     }
 }
@@ -548,9 +556,16 @@ async fn execute(client: &mut Client, command: ClientCommand) -> Result<Outcome,
             }
             Ok(Outcome::Done)
         }
-        ClientCommand::Describe { procedure, .. } => {
+        ClientCommand::Describe {
+            procedure,
+            overload,
+            ..
+        } => {
             let description = client
-                .describe_procedure(pb::DescribeProcedureRequest { procedure })
+                .describe_procedure(pb::DescribeProcedureRequest {
+                    procedure,
+                    overload: overload.unwrap_or_default(),
+                })
                 .await?
                 .into_inner();
             println!("{}", describe_text(&description));

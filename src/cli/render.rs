@@ -421,7 +421,7 @@ pub fn signature_text(d: &pb::ProcedureDescription) -> String {
         write!(text, " → {}", d.returns_db_type).expect("write to String");
     }
     if !d.overload.is_empty() {
-        write!(text, "  [overload {} of {}]", d.overload, d.overloads).expect("write to String");
+        write!(text, "  [overload {}]", d.overload).expect("write to String");
     }
     text
 }
@@ -445,8 +445,15 @@ pub fn describe_text(d: &pb::ProcedureDescription) -> String {
     if !d.returns_db_type.is_empty() {
         write!(text, "\nreturns {}", d.returns_db_type).expect("write to String");
     }
-    if d.overloads > 1 {
-        write!(text, "\noverload {} of {}", d.overload, d.overloads).expect("write to String");
+    if d.overloads.len() > 1 {
+        write!(
+            text,
+            "\noverload {} (its name has {}: {})",
+            d.overload,
+            d.overloads.len(),
+            d.overloads.join(", ")
+        )
+        .expect("write to String");
     }
     text
 }

@@ -96,7 +96,7 @@ pub enum ScheduleCommand {
         #[command(flatten)]
         retry: RetryArgs,
         #[command(flatten)]
-        call: CallArgs,
+        call: Box<CallArgs>,
         #[arg(long)]
         json: bool,
     },

@@ -406,6 +406,7 @@ mod tests {
             display_name: procedure.into(),
             params: Vec::new(),
             returns: None,
+            overload: None,
         };
         let mut job = super::super::lifecycle::submit(
             call,

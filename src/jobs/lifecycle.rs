@@ -437,6 +437,7 @@ mod tests {
             display_name: "pkg.p".into(),
             params: Vec::new(),
             returns: None,
+            overload: None,
         };
         submit(call, None, "".into(), JobPlan::PLAIN)
     }

@@ -239,7 +239,10 @@ impl Schedules {
     /// parameters in the catalog.
     async fn check_call(&self, call: &ProcedureCall, caller: &Caller) -> Result<()> {
         self.allow.check(caller, &call.name)?;
-        let description = self.backend.describe(&call.name).await?;
+        let description = self
+            .backend
+            .describe(&call.name, call.overload.as_deref())
+            .await?;
         for param in &call.params {
             let known = description
                 .params

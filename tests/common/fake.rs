@@ -78,14 +78,18 @@ impl Backend for FakeBackend {
         }
     }
 
-    async fn describe(&self, name: &ProcedureName) -> Result<ProcedureDescription> {
+    async fn describe(
+        &self,
+        name: &ProcedureName,
+        _overload: Option<&str>,
+    ) -> Result<ProcedureDescription> {
         Ok(ProcedureDescription {
             procedure: name.to_string(),
             params: Vec::new(),
             returns: None,
             returns_db_type: String::new(),
-            overloads: 1,
             overload: String::new(),
+            overloads: Vec::new(),
         })
     }
 

@@ -332,7 +332,7 @@ pub fn call(procedure: &str, params: Vec<pb::Param>) -> pb::ProcedureCall {
     pb::ProcedureCall {
         procedure: procedure.into(),
         params,
-        returns: 0,
+        ..Default::default()
     }
 }
 

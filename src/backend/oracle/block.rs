@@ -42,19 +42,15 @@ pub struct Output {
     pub wanted: Option<ValueType>,
 }
 
-/// Picks the overload that fits the call and builds its block.
+/// Picks the overload the call names, or the one its parameters fit, and
+/// builds its block (see `signature::choose_overload`).
 pub fn plan<'r>(call: &ProcedureCall, routines: &'r [Routine]) -> Result<(Block, &'r Routine)> {
-    let mut first_error = None;
-    for routine in routines {
-        match plan_for(call, routine) {
-            Ok(block) => return Ok((block, routine)),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    Err(first_error
-        .unwrap_or_else(|| Error::ProcedureNotFound(format!("{} does not exist", call.name))))
+    crate::backend::signature::choose_overload(
+        call,
+        routines,
+        |r: &Routine| r.overload.clone().unwrap_or_default(),
+        |routine| plan_for(call, routine),
+    )
 }
 
 fn plan_for(call: &ProcedureCall, routine: &Routine) -> Result<Block> {
@@ -211,6 +207,7 @@ mod tests {
             display_name: name.into(),
             params,
             returns: None,
+            overload: None,
         }
     }
 

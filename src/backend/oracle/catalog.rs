@@ -31,6 +31,11 @@ pub struct Routine {
 }
 
 impl Routine {
+    /// Its overload id: ALL_ARGUMENTS.OVERLOAD, empty when not overloaded.
+    pub fn id(&self) -> String {
+        self.overload.clone().unwrap_or_default()
+    }
+
     /// The owner: the schema the routine lives in.
     pub fn schema(&self) -> &str {
         self.qualified_name
@@ -166,7 +171,8 @@ pub struct Listed {
     /// OWNER, then OBJECT or PACKAGE, MEMBER: the name's exact parts.
     pub parts: Vec<String>,
     pub routine: Routine,
-    pub overloads: u32,
+    /// The overload ids of its name.
+    pub overloads: Vec<String>,
 }
 
 /// Groups the list query's rows (ordered by key) into routines.
@@ -194,7 +200,8 @@ pub fn listed_from_rows(rows: Vec<ListedRow>) -> Vec<Listed> {
                 position: first.key,
                 parts,
                 routine,
-                overloads: first.overloads,
+                // ALL_ARGUMENTS numbers a name's overloads from 1.
+                overloads: (1..=first.overloads).map(|n| n.to_string()).collect(),
             }
         })
         .collect()
@@ -494,7 +501,7 @@ mod tests {
         assert_eq!(page[0].routine.overload.as_deref(), Some("1"));
         assert_eq!(page[0].routine.returns.as_deref(), Some("NUMBER"));
         assert_eq!(page[0].routine.args.len(), 1);
-        assert_eq!(page[0].overloads, 2);
+        assert_eq!(page[0].overloads, ["1", "2"]);
         assert_eq!(page[1].routine.overload.as_deref(), Some("2"));
         assert_eq!(page[1].routine.args[0].name, "T");
         assert!(page[1].routine.args[0].has_default);
@@ -502,7 +509,7 @@ mod tests {
         assert_eq!(page[2].parts, ["APP", "LIMPIAR"]);
         assert!(page[2].routine.args.is_empty());
         assert_eq!(page[2].routine.returns, None);
-        assert_eq!(page[2].overloads, 1);
+        assert_eq!(page[2].overloads, ["1"]);
     }
 
     #[test]

@@ -249,9 +249,14 @@ impl Backend for OracleBackend {
             .await
     }
 
-    async fn describe(&self, name: &ProcedureName) -> Result<ProcedureDescription> {
-        let name = name.clone();
-        self.blocking(move |inner| inner.describe(&name)).await
+    async fn describe(
+        &self,
+        name: &ProcedureName,
+        overload: Option<&str>,
+    ) -> Result<ProcedureDescription> {
+        let (name, overload) = (name.clone(), overload.map(String::from));
+        self.blocking(move |inner| inner.describe(&name, overload.as_deref()))
+            .await
     }
 
     async fn list_procedures(&self, query: &CatalogQuery) -> Result<CatalogPage> {
@@ -351,12 +356,29 @@ impl Inner {
         }
     }
 
-    fn describe(&self, name: &ProcedureName) -> Result<ProcedureDescription> {
+    fn describe(
+        &self,
+        name: &ProcedureName,
+        overload: Option<&str>,
+    ) -> Result<ProcedureDescription> {
         let conn = self.checkout(self.settings.checkout_timeout)?;
         let routines = self.catalog.lookup(&conn.conn, name)?;
-        let routine = &routines[0];
-        crate::allow::check_resolved(self.settings.allow_system_schemas, name, routine.schema())?;
-        Ok(description_of(routine, routines.len() as u32))
+        crate::allow::check_resolved(
+            self.settings.allow_system_schemas,
+            name,
+            routines[0].schema(),
+        )?;
+        let routine = match overload {
+            Some(id) => crate::backend::signature::overload_by_id(
+                name,
+                &routines,
+                catalog::Routine::id,
+                id,
+            )?,
+            None => &routines[0],
+        };
+        let ids = routines.iter().map(catalog::Routine::id).collect();
+        Ok(description_of(routine, ids))
     }
 
     fn list_procedures(&self, query: &CatalogQuery) -> Result<CatalogPage> {
@@ -378,7 +400,7 @@ impl Inner {
                 let parts: Vec<&str> = l.parts.iter().map(String::as_str).collect();
                 CatalogEntry {
                     name: ProcedureName::exact(&parts),
-                    description: description_of(&l.routine, l.overloads),
+                    description: description_of(&l.routine, l.overloads.clone()),
                     position: l.position,
                 }
             })
@@ -392,8 +414,9 @@ impl Inner {
     }
 }
 
-/// A routine as DescribeProcedure and ListProcedures show it.
-fn description_of(routine: &catalog::Routine, overloads: u32) -> ProcedureDescription {
+/// A routine as DescribeProcedure and ListProcedures show it; `overloads`
+/// are the ids of every overload of its name.
+fn description_of(routine: &catalog::Routine, overloads: Vec<String>) -> ProcedureDescription {
     let natural = |data_type: &str| types::binding_of(data_type, None).map(|b| b.natural);
     ProcedureDescription {
         procedure: routine.qualified_name.clone(),
@@ -413,8 +436,16 @@ fn description_of(routine: &catalog::Routine, overloads: u32) -> ProcedureDescri
             .as_deref()
             .map(|t| natural(t).unwrap_or(ValueType::String)),
         returns_db_type: routine.returns.clone().unwrap_or_default(),
-        overloads,
-        overload: routine.overload.clone().unwrap_or_default(),
+        overload: if overloads.len() > 1 {
+            routine.id()
+        } else {
+            String::new()
+        },
+        overloads: if overloads.len() > 1 {
+            overloads
+        } else {
+            Vec::new()
+        },
     }
 }
 

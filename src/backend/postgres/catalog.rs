@@ -23,6 +23,9 @@ use crate::name::ProcedureName;
 pub struct Routine {
     pub schema: String,
     pub name: String,
+    /// Its input argument types, `integer, text`: with the name, its
+    /// overload id.
+    pub arg_types: String,
     pub is_procedure: bool,
     pub returns_set: bool,
     pub return_type: PgType,
@@ -32,6 +35,11 @@ pub struct Routine {
 impl Routine {
     pub fn qualified_name(&self) -> String {
         self.to_string()
+    }
+
+    /// Its overload id: its signature, `public.twice(integer)`.
+    pub fn identity(&self) -> String {
+        format!("{self}({})", self.arg_types)
     }
 }
 
@@ -121,7 +129,8 @@ macro_rules! routine_columns {
        ARRAY(SELECT (SELECT typcategory FROM pg_type WHERE oid = coalesce(nullif(t.typbasetype, 0), t.oid))::text
                FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) WITH ORDINALITY a(oid, i)
                JOIN pg_type t ON t.oid = a.oid ORDER BY a.i),
-       (SELECT typcategory FROM pg_type WHERE oid = coalesce(nullif(rt.typbasetype, 0), rt.oid))::text"
+       (SELECT typcategory FROM pg_type WHERE oid = coalesce(nullif(rt.typbasetype, 0), rt.oid))::text,
+       oidvectortypes(p.proargtypes)"
     };
 }
 
@@ -140,18 +149,18 @@ const LOOKUP: &str = concat!(
 );
 
 /// A page of the routines the user may execute, after (schema, name, oid),
-/// with each one's overload number (by oid, as a lookup orders them) and
-/// count. System schemas only when $2; routines of extensions are left out
+/// with the argument types of every overload of each one's name (by oid,
+/// as a lookup orders them). System schemas only when $2; routines of extensions are left out
 /// (they are the extension's, not the application's).
 const LIST: &str = concat!(
     "SELECT ",
     routine_columns!(),
     ",
        p.oid::int8,
-       (SELECT count(*) FROM pg_proc o WHERE o.pronamespace = p.pronamespace
-           AND o.proname = p.proname AND o.prokind IN ('f', 'p') AND o.oid <= p.oid),
-       (SELECT count(*) FROM pg_proc o WHERE o.pronamespace = p.pronamespace
-           AND o.proname = p.proname AND o.prokind IN ('f', 'p'))
+       ARRAY(SELECT oidvectortypes(o.proargtypes) FROM pg_proc o
+              WHERE o.pronamespace = p.pronamespace AND o.proname = p.proname
+                AND o.prokind IN ('f', 'p')
+              ORDER BY o.oid)
   FROM pg_proc p
   JOIN pg_namespace n ON n.oid = p.pronamespace
   JOIN pg_type rt ON rt.oid = p.prorettype
@@ -276,6 +285,7 @@ fn routine_of(row: &tokio_postgres::Row) -> Result<Routine> {
     Ok(Routine {
         schema: row.get(0),
         name: row.get(1),
+        arg_types: row.get(13),
         is_procedure: row.get(2),
         returns_set: row.get(3),
         return_type: PgType {
@@ -287,12 +297,12 @@ fn routine_of(row: &tokio_postgres::Row) -> Result<Routine> {
     })
 }
 
-/// A routine of a catalog page: its position, overload number and count.
+/// A routine of a catalog page: its position, and the overload ids of its
+/// name.
 pub struct Listed {
     pub position: String,
     pub routine: Routine,
-    pub overload: i64,
-    pub overloads: i64,
+    pub overloads: Vec<String>,
 }
 
 /// The separator of a position's fields: never in a name the catalog holds.
@@ -345,14 +355,14 @@ pub async fn list(
     rows.iter()
         .map(|row| {
             let routine = routine_of(row)?;
-            let oid: i64 = row.get(13);
+            let oid: i64 = row.get(14);
+            let types: Vec<String> = row.get(15);
             Ok(Listed {
                 position: format!(
                     "{}{POSITION_SEPARATOR}{}{POSITION_SEPARATOR}{oid}",
                     routine.schema, routine.name
                 ),
-                overload: row.get(14),
-                overloads: row.get(15),
+                overloads: types.iter().map(|t| format!("{routine}({t})")).collect(),
                 routine,
             })
         })

@@ -34,6 +34,7 @@ use tracing::warn;
 use self::catalog::{ArgMode, Catalog};
 use self::errors::classify;
 use self::pool::{Manager, Pool, PooledSession, Session};
+use crate::backend::signature;
 use crate::backend::{
     Backend, BackendSettings, CatalogEntry, CatalogPage, CatalogQuery, Interrupt, ParamDescription,
     Phase, ProcedureDescription, Progress, RowSink, SessionTag,
@@ -366,12 +367,10 @@ impl PostgresBackend {
     }
 }
 
-/// A routine as DescribeProcedure and ListProcedures show it.
-fn description_of(
-    routine: &catalog::Routine,
-    overload: String,
-    overloads: u32,
-) -> ProcedureDescription {
+/// A routine as DescribeProcedure and ListProcedures show it; `overloads`
+/// are the ids of every overload of its name.
+fn description_of(routine: &catalog::Routine, overloads: Vec<String>) -> ProcedureDescription {
+    let overloaded = overloads.len() > 1;
     let returns = (!routine.is_procedure && routine.return_type.base != "void").then(|| {
         if routine.returns_set {
             crate::call::ValueType::Cursor
@@ -401,8 +400,12 @@ fn description_of(
         } else {
             routine.return_type.sql.clone()
         },
-        overloads,
-        overload,
+        overload: if overloaded {
+            routine.identity()
+        } else {
+            String::new()
+        },
+        overloads: if overloaded { overloads } else { Vec::new() },
     }
 }
 
@@ -432,7 +435,11 @@ impl Backend for PostgresBackend {
         self.call(call, progress, interrupt, Some(rows), tag).await
     }
 
-    async fn describe(&self, name: &ProcedureName) -> Result<ProcedureDescription> {
+    async fn describe(
+        &self,
+        name: &ProcedureName,
+        overload: Option<&str>,
+    ) -> Result<ProcedureDescription> {
         let routines = match self.catalog.cached(name) {
             Some(routines) => routines,
             None => {
@@ -442,12 +449,12 @@ impl Backend for PostgresBackend {
             }
         };
         let routines = self.reachable(name, routines)?;
-        let overload = if routines.len() > 1 { "1" } else { "" };
-        Ok(description_of(
-            &routines[0],
-            overload.into(),
-            routines.len() as u32,
-        ))
+        let routine = match overload {
+            Some(id) => signature::overload_by_id(name, &routines, catalog::Routine::identity, id)?,
+            None => &routines[0],
+        };
+        let ids = routines.iter().map(catalog::Routine::identity).collect();
+        Ok(description_of(routine, ids))
     }
 
     async fn list_procedures(&self, query: &CatalogQuery) -> Result<CatalogPage> {
@@ -466,17 +473,10 @@ impl Backend for PostgresBackend {
         listed.truncate(query.limit);
         let entries = listed
             .into_iter()
-            .map(|l| {
-                let overload = if l.overloads > 1 {
-                    l.overload.to_string()
-                } else {
-                    String::new()
-                };
-                CatalogEntry {
-                    name: ProcedureName::exact(&[&l.routine.schema, &l.routine.name]),
-                    position: l.position,
-                    description: description_of(&l.routine, overload, l.overloads as u32),
-                }
+            .map(|l| CatalogEntry {
+                name: ProcedureName::exact(&[&l.routine.schema, &l.routine.name]),
+                position: l.position,
+                description: description_of(&l.routine, l.overloads),
             })
             .collect();
         Ok(CatalogPage { entries, more })

@@ -43,20 +43,12 @@ pub enum Shape {
     FunctionSet,
 }
 
-/// Picks the overload that fits the call and builds its statement. When no
-/// overload fits, the error explains why the first one does not.
+/// Picks the overload the call names, or the one its parameters fit, and
+/// builds its statement (see `signature::choose_overload`).
 pub fn plan<'r>(call: &ProcedureCall, routines: &'r [Routine]) -> Result<(Plan, &'r Routine)> {
-    let mut first_error = None;
-    for routine in routines {
-        match plan_for(call, routine) {
-            Ok(plan) => return Ok((plan, routine)),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    Err(first_error
-        .unwrap_or_else(|| Error::ProcedureNotFound(format!("{} does not exist", call.name))))
+    crate::backend::signature::choose_overload(call, routines, Routine::identity, |routine| {
+        plan_for(call, routine)
+    })
 }
 
 fn plan_for(call: &ProcedureCall, routine: &Routine) -> Result<Plan> {
@@ -220,6 +212,7 @@ mod tests {
         Routine {
             schema: "public".into(),
             name: "sum_it".into(),
+            arg_types: String::new(),
             is_procedure,
             returns_set: false,
             return_type: PgType {
@@ -247,6 +240,7 @@ mod tests {
             display_name: "sum_it".into(),
             params,
             returns: None,
+            overload: None,
         }
     }
 

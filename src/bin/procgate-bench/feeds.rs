@@ -43,6 +43,7 @@ fn call(procedure: &str, params: Vec<pb::Param>) -> pb::ProcedureCall {
         procedure: procedure.into(),
         params,
         returns: 0,
+        overload: String::new(),
     }
 }
 

@@ -95,6 +95,7 @@ pub fn bench_add() -> pb::ProcedureCall {
         procedure: "bench_add".into(),
         params: vec![int("a", 1), int("b", 2), int("c", 0)],
         returns: 0,
+        overload: String::new(),
     }
 }
 

@@ -122,6 +122,7 @@ pub async fn big_result(
             ..Default::default()
         }],
         returns: pb::ValueType::Cursor as i32,
+        overload: String::new(),
     };
 
     let streaming = PeakRss::watch(gateway);

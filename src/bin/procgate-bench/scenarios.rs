@@ -344,6 +344,7 @@ async fn watch_fan_out(gateway: &Gateway, watchers: usize, job_ms: u64) -> Resul
                     int_param("p_total_ms", job_ms as i64),
                 ],
                 returns: 0,
+                overload: String::new(),
             }),
             request_id: String::new(),
             ..Default::default()
@@ -471,6 +472,7 @@ async fn submit_and_wait(clients: &[load::Client], count: usize) -> Result<(), S
         procedure: "bench_noop".into(),
         params: vec![],
         returns: 0,
+        overload: String::new(),
     };
     let submitters = 64;
     let mut tasks = Vec::new();

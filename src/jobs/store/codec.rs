@@ -140,6 +140,7 @@ pub fn call_to_json(call: &ProcedureCall) -> Json {
     json!({
         "procedure": call.display_name,
         "returns": type_name(call.returns),
+        "overload": call.overload,
         "params": call.params.iter().map(|p| json!({
             "name": p.name.to_string(),
             "direction": match p.direction {
@@ -184,6 +185,7 @@ pub fn call_from_json(json: &Json) -> Decoded<ProcedureCall> {
         display_name,
         params,
         returns: type_from(&json["returns"])?,
+        overload: json["overload"].as_str().map(String::from),
     })
 }
 
@@ -471,6 +473,7 @@ mod tests {
                 },
             ],
             returns: Some(ValueType::Cursor),
+            overload: Some("public.p(integer)".into()),
         };
         assert_eq!(call_from_json(&call_to_json(&call)).unwrap(), call);
 

@@ -688,6 +688,7 @@ mod tests {
             display_name: procedure.into(),
             params: Vec::new(),
             returns: None,
+            overload: None,
         };
         lifecycle::submit(
             call,
