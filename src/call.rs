@@ -161,10 +161,18 @@ impl Value {
                     return Ok(Value::Number(special.into()));
                 }
                 if !is_decimal(s) {
-                    return Err(format!(
-                        "{} is not a decimal number (nor NaN, Infinity or -Infinity)",
-                        printable(s)
-                    ));
+                    return Err(if decimal_exponent_digits(s).is_some() {
+                        format!(
+                            "{} is out of range: its exponent has more than {MAX_EXPONENT_DIGITS} \
+                             digits, past what a database number holds",
+                            printable(s)
+                        )
+                    } else {
+                        format!(
+                            "{} is not a decimal number (nor NaN, Infinity or -Infinity)",
+                            printable(s)
+                        )
+                    });
                 }
                 Value::Number(s.to_string())
             }
@@ -390,6 +398,15 @@ pub fn special_number(s: &str) -> Option<&'static str> {
 /// `[+-]digits[.digits][e[+-]digits]` (or `.digits`): the decimal text that
 /// NUMBER values travel as.
 pub fn is_decimal(s: &str) -> bool {
+    decimal_exponent_digits(s).is_some_and(|digits| digits <= MAX_EXPONENT_DIGITS)
+}
+
+/// The most digits of a decimal's exponent: 1e9999 already passes what
+/// PostgreSQL's numeric and Oracle's NUMBER hold.
+const MAX_EXPONENT_DIGITS: usize = 4;
+
+/// When `s` is decimal text, how many digits its exponent has (0 without).
+fn decimal_exponent_digits(s: &str) -> Option<usize> {
     let s = s.strip_prefix(['+', '-']).unwrap_or(s);
     let (mantissa, exponent) = match s.find(['e', 'E']) {
         Some(i) => (&s[..i], Some(&s[i + 1..])),
@@ -401,11 +418,14 @@ pub fn is_decimal(s: &str) -> bool {
     };
     let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
     let mantissa_ok = (!int.is_empty() || !frac.is_empty()) && digits(int) && digits(frac);
-    let exponent_ok = exponent.is_none_or(|e| {
-        let e = e.strip_prefix(['+', '-']).unwrap_or(e);
-        !e.is_empty() && e.len() <= 4 && digits(e)
-    });
-    mantissa_ok && exponent_ok
+    let exponent_digits = match exponent {
+        None => Some(0),
+        Some(e) => {
+            let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+            (!e.is_empty() && digits(e)).then_some(e.len())
+        }
+    };
+    exponent_digits.filter(|_| mantissa_ok)
 }
 
 fn integral(s: &str) -> Result<i64, String> {
@@ -459,6 +479,18 @@ pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_exponent_is_out_of_range_not_malformed() {
+        let err = Value::String("1e999999".into())
+            .coerce(ValueType::Number)
+            .unwrap_err();
+        assert!(err.contains("\"1e999999\" is out of range"), "{err}");
+        let err = Value::String("1e".into())
+            .coerce(ValueType::Number)
+            .unwrap_err();
+        assert!(err.contains("is not a decimal number"), "{err}");
+    }
 
     #[test]
     fn decimal_text() {

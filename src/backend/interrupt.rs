@@ -152,6 +152,9 @@ impl Interrupt {
     }
 }
 
+/// How often a dropped guard's task looks whether its statement stopped.
+const SETTLED_POLL: Duration = Duration::from_millis(100);
+
 /// How long a statement whose session was ended is waited for.
 const SETTLE_AFTER_TERMINATE: Duration = Duration::from_secs(5);
 
@@ -169,6 +172,9 @@ type TerminateFn = dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send
 pub struct Terminate {
     grace: Duration,
     run: Option<Arc<TerminateFn>>,
+    /// Whether the statement has stopped, for a guard dropped before it
+    /// did: then nothing needs ending.
+    settled: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl Terminate {
@@ -182,7 +188,22 @@ impl Terminate {
         Self {
             grace,
             run: Some(Arc::new(move || Box::pin(end()))),
+            settled: None,
         }
+    }
+
+    /// `settled` says, cheaply, whether the statement has stopped: a guard
+    /// dropped before it returned then ends nothing, and leaves no task
+    /// behind for the grace.
+    pub fn settled_when(self, settled: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        Self {
+            settled: Some(Arc::new(settled)),
+            ..self
+        }
+    }
+
+    fn is_settled(&self) -> bool {
+        self.settled.as_ref().is_some_and(|settled| settled())
     }
 
     /// For statements whose session cannot be ended: cancels only.
@@ -190,6 +211,7 @@ impl Terminate {
         Self {
             grace: Duration::MAX,
             run: None,
+            settled: None,
         }
     }
 
@@ -247,9 +269,19 @@ impl Drop for CancelIfDropped {
                 cancel().await;
                 tokio::time::sleep(RESEND_EVERY).await;
             }
-            if terminate.run.is_some() {
-                let first = terminate.grace.saturating_sub(started.elapsed());
-                terminate.end_after(first, &AtomicBool::new(false)).await;
+            if terminate.run.is_none() {
+                return;
+            }
+            while started.elapsed() < terminate.grace {
+                if terminate.is_settled() {
+                    return;
+                }
+                tokio::time::sleep(SETTLED_POLL).await;
+            }
+            if !terminate.is_settled() {
+                terminate
+                    .end_after(Duration::ZERO, &AtomicBool::new(false))
+                    .await;
             }
         });
     }
@@ -427,5 +459,21 @@ mod tests {
         assert_eq!(ended.load(Ordering::SeqCst), 0, "not before the grace");
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(ended.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_guard_whose_statement_stopped_ends_nothing() {
+        let interrupt = Interrupt::new();
+        let (_, cancel) = counting();
+        let (ended, terminate) = ending(true);
+        let stopped = Arc::new(AtomicBool::new(false));
+        let probe = stopped.clone();
+        let terminate = terminate.settled_when(move || probe.load(Ordering::SeqCst));
+        let guarded = interrupt.guard(std::future::pending::<()>(), cancel, terminate);
+        let _ = tokio::time::timeout(Duration::from_millis(50), guarded).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stopped.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(ended.load(Ordering::SeqCst), 0);
     }
 }

@@ -42,6 +42,7 @@ pub fn terminator(
         action.to_string(),
         progress.clone(),
     );
+    let watched = slot.clone();
     Terminate::after(grace, move || {
         let (connector, slot, action, progress) = (
             connector.clone(),
@@ -57,6 +58,7 @@ pub fn terminator(
             .unwrap_or(false)
         }
     })
+    .settled_when(move || !running(&watched))
 }
 
 /// Whether the statement is still running: its connection is in the slot.

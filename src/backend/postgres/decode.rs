@@ -69,7 +69,7 @@ pub fn check_outputs(
         return Err(Error::InvalidArgument(format!(
             "{what} is of type {}, which procgate cannot return as a typed value; {how} to \
              get its text form, or cast it in the procedure; nothing was run",
-            column.type_().name()
+            types::sql_name(column.type_())
         )));
     }
     Ok(())

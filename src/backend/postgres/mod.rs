@@ -33,7 +33,7 @@ use tracing::warn;
 
 use self::catalog::{ArgMode, Catalog};
 use self::errors::classify;
-use self::pool::{Manager, Pool, PooledSession, Session};
+use self::pool::{Checkout, Manager, Pool, Session};
 use crate::backend::signature;
 use crate::backend::{
     Backend, BackendSettings, CatalogEntry, CatalogPage, CatalogQuery, Interrupt, ParamDescription,
@@ -128,26 +128,32 @@ impl PostgresBackend {
         Ok(Arc::new(open))
     }
 
-    async fn checkout(&self, timeout: Duration) -> Result<PooledSession> {
+    async fn checkout(&self, timeout: Duration) -> Result<Checkout> {
         let mut timeouts = self.pool.timeouts();
         timeouts.wait = Some(timeout);
-        self.pool.timeout_get(&timeouts).await.map_err(|e| match e {
-            PoolError::Timeout(TimeoutType::Wait) => Error::Exhausted(format!(
-                "all {} database connections are busy and none came free within {}",
-                self.pool.status().max_size,
-                humantime::format_duration(timeout)
-            )),
-            PoolError::Timeout(_) => Error::Unavailable(format!(
-                "cannot reach PostgreSQL: connecting took longer than {}",
-                humantime::format_duration(self.settings.connect_timeout)
-            )),
-            PoolError::Backend(e) => {
-                Error::Unavailable(format!("cannot reach PostgreSQL: {}", classify(&e)))
-            }
-            PoolError::Closed | PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => {
-                Error::Unavailable(format!("the PostgreSQL pool is unusable: {e}"))
-            }
-        })
+        self.pool
+            .timeout_get(&timeouts)
+            .await
+            .map(Checkout::new)
+            .map_err(|e| match e {
+                PoolError::Timeout(TimeoutType::Wait) => Error::Exhausted(format!(
+                    "all {} database connections are busy and none came free within {}",
+                    self.pool.status().max_size,
+                    humantime::format_duration(timeout)
+                )),
+                PoolError::Timeout(_) => Error::Unavailable(format!(
+                    "cannot reach PostgreSQL: connecting took longer than {}",
+                    humantime::format_duration(self.settings.connect_timeout)
+                )),
+                PoolError::Backend(e) => {
+                    Error::Unavailable(format!("cannot reach PostgreSQL: {}", classify(&e)))
+                }
+                PoolError::Closed
+                | PoolError::NoRuntimeSpecified
+                | PoolError::PostCreateHook(_) => {
+                    Error::Unavailable(format!("the PostgreSQL pool is unusable: {e}"))
+                }
+            })
     }
 }
 
@@ -233,12 +239,8 @@ impl PostgresBackend {
 
         let _route = session.notices.route_to(progress.clone());
         let token = session.client.cancel_token();
-        let terminate = terminate::terminator(
-            &self.config,
-            &session.process,
-            self.settings.cancel_grace,
-            progress,
-        );
+        let terminate =
+            terminate::terminator(&self.config, &session, self.settings.cancel_grace, progress);
         progress.phase(Phase::Executing);
         // Until the statement returns, the session is not fit for reuse: if
         // this future is dropped mid-statement, the pool drops the session.

@@ -27,6 +27,45 @@ use crate::backend::postgres::{clean, notice};
 pub type Pool = managed::Pool<Manager>;
 pub type PooledSession = managed::Object<Manager>;
 
+/// A session checked out for a call. Dropped while its statement runs (the
+/// caller went away) or marked for discard, it leaves the pool at once: its
+/// connection closes as soon as the statement returns, rather than waiting
+/// in the idle list for the next checkout to find it unfit.
+pub struct Checkout(Option<PooledSession>);
+
+impl Checkout {
+    pub fn new(session: PooledSession) -> Self {
+        Self(Some(session))
+    }
+}
+
+impl std::ops::Deref for Checkout {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        self.0
+            .as_ref()
+            .expect("a checkout holds its session until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Checkout {
+    fn deref_mut(&mut self) -> &mut Session {
+        self.0
+            .as_mut()
+            .expect("a checkout holds its session until dropped")
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if let Some(session) = self.0.take()
+            && (session.in_flight || session.discard)
+        {
+            drop(PooledSession::take(session));
+        }
+    }
+}
+
 /// A session that ran a statement this recently is not pinged again on
 /// checkout (the idea of HikariCP's "alive bypass window"): the check costs
 /// a round-trip, as much as a cheap call itself.
@@ -49,6 +88,8 @@ pub struct Session {
     /// The server process behind it, for ending it from another connection
     /// when a statement ignores its cancels.
     pub process: ServerProcess,
+    /// Set once its connection has closed (the task that drives it ended).
+    pub closed: Arc<AtomicBool>,
     pub notices: NoticeRoute,
     /// Set while a call's statement runs: a session that comes back with it
     /// set was abandoned mid-statement (its caller's future was dropped).
@@ -205,6 +246,8 @@ impl managed::Manager for Manager {
         let route = notices.clone();
         let ended_unasked = Arc::new(AtomicBool::new(false));
         let ended = ended_unasked.clone();
+        let closed = Arc::new(AtomicBool::new(false));
+        let closing = closed.clone();
         // Drives the connection: every request and response passes through
         // this task. It ends when the connection closes, which is what
         // `Client::is_closed` then reports.
@@ -225,6 +268,7 @@ impl managed::Manager for Manager {
                     None => break,
                 }
             }
+            closing.store(true, Ordering::SeqCst);
         });
         let row = client
             .query_one(
@@ -240,6 +284,7 @@ impl managed::Manager for Manager {
         Ok(Session {
             client,
             process,
+            closed,
             notices,
             in_flight: false,
             discard: false,

@@ -14,7 +14,9 @@ use std::time::Duration;
 use tokio_postgres::NoTls;
 use tracing::{info, warn};
 
-use super::pool::ServerProcess;
+use std::sync::atomic::Ordering;
+
+use super::pool::{ServerProcess, Session};
 use crate::backend::{Progress, Terminate};
 
 const TERMINATE: &str = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -24,10 +26,12 @@ const TERMINATE: &str = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity 
 /// `config`, reporting to `progress`.
 pub fn terminator(
     config: &tokio_postgres::Config,
-    process: &ServerProcess,
+    session: &Session,
     grace: Duration,
     progress: &Arc<dyn Progress>,
 ) -> Terminate {
+    let closed = session.closed.clone();
+    let process = &session.process;
     let mut config = config.clone();
     config.application_name("procgate cancel");
     let (process, progress) = (process.clone(), progress.clone());
@@ -35,6 +39,8 @@ pub fn terminator(
         let (config, process, progress) = (config.clone(), process.clone(), progress.clone());
         async move { end(&config, &process, grace, progress.as_ref()).await }
     })
+    // A session whose connection closed has nothing left to end.
+    .settled_when(move || closed.load(Ordering::SeqCst))
 }
 
 /// True once the process is gone, ended here or before.

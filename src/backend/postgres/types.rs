@@ -31,6 +31,29 @@ pub fn value_type_of(pg_type: &PgType) -> Option<ValueType> {
     value_type_of_name(&pg_type.base)
 }
 
+/// A type as SQL spells it, for messages: `integer[]`, not `_int4`.
+pub fn sql_name(ty: &Type) -> String {
+    if let Kind::Array(element) = ty.kind() {
+        return format!("{}[]", sql_name(element));
+    }
+    match ty.name() {
+        "int2" => "smallint",
+        "int4" => "integer",
+        "int8" => "bigint",
+        "float4" => "real",
+        "float8" => "double precision",
+        "bool" => "boolean",
+        "varchar" => "character varying",
+        "bpchar" => "character",
+        "timestamptz" => "timestamp with time zone",
+        "timestamp" => "timestamp without time zone",
+        "timetz" => "time with time zone",
+        "time" => "time without time zone",
+        other => other,
+    }
+    .to_string()
+}
+
 fn value_type_of_name(typname: &str) -> Option<ValueType> {
     Some(match typname {
         "text" | "varchar" | "bpchar" | "name" | "char" | "uuid" | "xml" | "citext"
@@ -575,6 +598,9 @@ mod tests {
             text(Value::Json("[1,2]".into()), "_int4").as_deref(),
             Some("[1,2]")
         );
+        assert_eq!(sql_name(&Type::INT4_ARRAY), "integer[]");
+        assert_eq!(sql_name(&Type::TIMESTAMPTZ), "timestamp with time zone");
+        assert_eq!(sql_name(&Type::POINT), "point");
         let err = encode(&Value::Integer(1), &pg("_int4")).unwrap_err();
         assert!(err.contains("JSON array"), "{err}");
         assert_eq!(
