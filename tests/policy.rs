@@ -365,7 +365,9 @@ async fn sighup_reads_the_policy_again_and_a_bad_file_keeps_the_old_one() {
     assert_denied(execute_as(&mut client, ETL, sumar()).await, "pkg_etl.sumar");
 
     // The schedule runs with its owner's roles as they are at each tick:
-    // it starts no more jobs.
+    // it starts no more jobs. A tick may have been under way at the reload,
+    // so the count starts a tick later; nothing happening has no event to
+    // wait for, so three more ticks' time must add nothing.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let after_reload = jobs_of_schedule().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -378,6 +380,7 @@ async fn sighup_reads_the_policy_again_and_a_bad_file_keeps_the_old_one() {
     // A bad file is refused; the policy in force stays.
     std::fs::write(&policy, "[roles.etl]\nallow = \"public.twice\"\n").unwrap();
     unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
+    // A refusal changes nothing to wait for: give the reload time to run.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(execute_as(&mut client, ETL, twice()).await.is_ok());
     assert_denied(execute_as(&mut client, ETL, sumar()).await, "pkg_etl.sumar");

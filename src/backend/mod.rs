@@ -138,6 +138,16 @@ pub struct CatalogPage {
     pub more: bool,
 }
 
+impl CatalogPage {
+    /// The page of `limit` entries from a read of `limit + 1`: an extra
+    /// entry only says that the catalog holds more.
+    pub fn from_read(mut entries: Vec<CatalogEntry>, limit: usize) -> Self {
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        Self { entries, more }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct CatalogEntry {
     /// Where the next read starts after this entry (backend-defined).

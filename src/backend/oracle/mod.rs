@@ -61,7 +61,7 @@ pub struct OracleBackend {
 struct Inner {
     pool: Pool,
     /// For a connection outside the pool (ending a session).
-    connector: oracle::Connector,
+    connector: Arc<oracle::Connector>,
     catalog: Catalog,
     settings: BackendSettings,
     /// Cleared after the first failed V$SESSION_LONGOPS read (missing grant).
@@ -87,7 +87,7 @@ impl OracleBackend {
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
-                connector,
+                connector: Arc::new(connector),
                 catalog: Catalog::new(SIGNATURE_TTL),
                 settings: settings.clone(),
                 longops_readable: AtomicBool::new(true),
@@ -384,28 +384,25 @@ impl Inner {
     fn list_procedures(&self, query: &CatalogQuery) -> Result<CatalogPage> {
         let conn = self.checkout(self.settings.checkout_timeout)?;
         let schema = query.schema.as_ref().map(|s| s.folded_upper());
-        // One more than asked, to know whether the catalog holds more.
-        let mut listed = catalog::list(
+        let listed = catalog::list(
             &conn.conn,
             schema.as_deref(),
             self.settings.allow_system_schemas,
             query.after.as_deref(),
             query.limit + 1,
         )?;
-        let more = listed.len() > query.limit;
-        listed.truncate(query.limit);
         let entries = listed
             .into_iter()
             .map(|l| {
                 let parts: Vec<&str> = l.parts.iter().map(String::as_str).collect();
                 CatalogEntry {
                     name: ProcedureName::exact(&parts),
-                    description: description_of(&l.routine, l.overloads.clone()),
+                    description: description_of(&l.routine, l.overloads),
                     position: l.position,
                 }
             })
             .collect();
-        Ok(CatalogPage { entries, more })
+        Ok(CatalogPage::from_read(entries, query.limit))
     }
 
     fn ping(&self, timeout: Duration) -> Result<()> {

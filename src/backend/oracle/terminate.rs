@@ -30,7 +30,7 @@ const NOT_GRANTED: [i32; 2] = [942, 1031];
 
 /// What ends the statement in `slot` after `grace`.
 pub fn terminator(
-    connector: &oracle::Connector,
+    connector: &Arc<oracle::Connector>,
     slot: &BreakSlot,
     action: &str,
     grace: Duration,

@@ -56,7 +56,7 @@ const KEEPALIVE_RETRIES: u32 = 3;
 pub struct PostgresBackend {
     pool: Pool,
     /// For a connection outside the pool (ending a session).
-    config: tokio_postgres::Config,
+    ending: Arc<tokio_postgres::Config>,
     catalog: Catalog,
     settings: BackendSettings,
 }
@@ -99,7 +99,7 @@ impl PostgresBackend {
             .map_err(|e| Error::Internal(format!("building the PostgreSQL pool: {e}")))?;
         Ok(Self {
             pool,
-            config,
+            ending: terminate::config_for_ending(&config),
             catalog: Catalog::new(SIGNATURE_TTL),
             settings: settings.clone(),
         })
@@ -240,7 +240,7 @@ impl PostgresBackend {
         let _route = session.notices.route_to(progress.clone());
         let token = session.client.cancel_token();
         let terminate =
-            terminate::terminator(&self.config, &session, self.settings.cancel_grace, progress);
+            terminate::terminator(&self.ending, &session, self.settings.cancel_grace, progress);
         progress.phase(Phase::Executing);
         // Until the statement returns, the session is not fit for reuse: if
         // this future is dropped mid-statement, the pool drops the session.
@@ -461,9 +461,8 @@ impl Backend for PostgresBackend {
 
     async fn list_procedures(&self, query: &CatalogQuery) -> Result<CatalogPage> {
         let session = self.checkout(self.settings.checkout_timeout).await?;
-        // One more than asked, to know whether the catalog holds more.
         let schema = query.schema.as_ref().map(|s| s.folded_lower());
-        let mut listed = catalog::list(
+        let listed = catalog::list(
             &session.client,
             schema.as_deref(),
             self.settings.allow_system_schemas,
@@ -471,8 +470,6 @@ impl Backend for PostgresBackend {
             query.limit + 1,
         )
         .await?;
-        let more = listed.len() > query.limit;
-        listed.truncate(query.limit);
         let entries = listed
             .into_iter()
             .map(|l| CatalogEntry {
@@ -481,7 +478,7 @@ impl Backend for PostgresBackend {
                 description: description_of(&l.routine, l.overloads),
             })
             .collect();
-        Ok(CatalogPage { entries, more })
+        Ok(CatalogPage::from_read(entries, query.limit))
     }
 
     async fn ping(&self, timeout: Duration) -> Result<()> {

@@ -19,22 +19,28 @@ use std::sync::atomic::Ordering;
 use super::pool::{ServerProcess, Session};
 use crate::backend::{Progress, Terminate};
 
+/// The configuration of the connections that end sessions: the pool's,
+/// under an application_name of their own. Made once, at start.
+pub fn config_for_ending(pool: &tokio_postgres::Config) -> Arc<tokio_postgres::Config> {
+    let mut config = pool.clone();
+    config.application_name("procgate cancel");
+    Arc::new(config)
+}
+
 const TERMINATE: &str = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
                          WHERE pid = $1 AND backend_start::text = $2";
 
-/// What ends `process` after `grace`, from a new connection made with
-/// `config`, reporting to `progress`.
+/// What ends the session's process after `grace`, from a new connection
+/// made with `config` (see [`config_for_ending`]), reporting to `progress`.
+/// Built for every call: it only clones `Arc`s.
 pub fn terminator(
-    config: &tokio_postgres::Config,
+    config: &Arc<tokio_postgres::Config>,
     session: &Session,
     grace: Duration,
     progress: &Arc<dyn Progress>,
 ) -> Terminate {
     let closed = session.closed.clone();
-    let process = &session.process;
-    let mut config = config.clone();
-    config.application_name("procgate cancel");
-    let (process, progress) = (process.clone(), progress.clone());
+    let (config, process, progress) = (config.clone(), session.process.clone(), progress.clone());
     Terminate::after(grace, move || {
         let (config, process, progress) = (config.clone(), process.clone(), progress.clone());
         async move { end(&config, &process, grace, progress.as_ref()).await }
